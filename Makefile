@@ -1,0 +1,53 @@
+# The Makefile's targets are ReachRank's only entry points.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+REPO   ?= model_repo
+DATA   ?= demo_data
+HOST   ?= 127.0.0.1
+PORT   ?= 50051
+# Numba compiles each kernel once into this cache; later processes load it in well under a second.
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: venv serve demo test proto lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Simulate the embedded marketplace and train the demo models (only when no repository exists).
+demo: $(STAMP)
+	@if [ -d $(REPO) ]; then echo "$(REPO) exists: keeping it (remove it to rebuild the demo)"; else \
+	  $(BIN)/reachrank simulate --out $(DATA) && \
+	  $(BIN)/reachrank train --events $(DATA) --format simulator --out $(REPO).tmp && \
+	  mv $(REPO).tmp $(REPO); fi
+
+serve: demo
+	$(BIN)/reachrank serve --repo $(REPO) --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto \
+	  --pyi_out=proto proto/reachrank/v1/*.proto
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(REPO) $(REPO).tmp $(DATA) .numba_cache .pytest_cache

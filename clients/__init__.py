@@ -1,0 +1,1 @@
+"""ReachRank client SDK: needs only grpcio, protobuf and numpy."""

@@ -1,0 +1,1 @@
+"""ReachRank serving engine: model repository, runtime, pipelines and the gRPC server."""

@@ -1,0 +1,1 @@
+"""ReachRank Numba kernels: retrieval, similarity, filters and hashing shared by training and serving."""

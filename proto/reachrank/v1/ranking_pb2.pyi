@@ -1,0 +1,180 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ModelRef(_message.Message):
+    __slots__ = ("name", "version", "kind", "provider")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    kind: str
+    provider: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class Filters(_message.Message):
+    __slots__ = ("categories", "min_price", "max_price")
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_PRICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_FIELD_NUMBER: _ClassVar[int]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    min_price: float
+    max_price: float
+    def __init__(self, categories: _Optional[_Iterable[str]] = ..., min_price: _Optional[float] = ..., max_price: _Optional[float] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("user_id", "k", "context", "filters", "exclude")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    k: int
+    context: _containers.ScalarMap[str, str]
+    filters: Filters
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScoredItem(_message.Message):
+    __slots__ = ("item_id", "score", "retrieval_score", "category", "price")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    retrieval_score: float
+    category: str
+    price: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., category: _Optional[str] = ..., price: _Optional[float] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("items", "strategy", "models")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    strategy: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+
+class Ad(_message.Message):
+    __slots__ = ("ad_id", "bid", "features")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AD_ID_FIELD_NUMBER: _ClassVar[int]
+    BID_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ad_id: str
+    bid: float
+    features: _containers.ScalarMap[str, str]
+    def __init__(self, ad_id: _Optional[str] = ..., bid: _Optional[float] = ..., features: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RankAdsRequest(_message.Message):
+    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    ADS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    context: _containers.ScalarMap[str, str]
+    ads: _containers.RepeatedCompositeFieldContainer[Ad]
+    slots: int
+    reserve_price: float
+    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ...) -> None: ...
+
+class RankedAd(_message.Message):
+    __slots__ = ("ad_id", "pctr", "bid", "expected_value", "slot", "price")
+    AD_ID_FIELD_NUMBER: _ClassVar[int]
+    PCTR_FIELD_NUMBER: _ClassVar[int]
+    BID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    ad_id: str
+    pctr: float
+    bid: float
+    expected_value: float
+    slot: int
+    price: float
+    def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ...) -> None: ...
+
+class RankAdsResponse(_message.Message):
+    __slots__ = ("ads", "below_reserve", "models")
+    ADS_FIELD_NUMBER: _ClassVar[int]
+    BELOW_RESERVE_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ads: _containers.RepeatedCompositeFieldContainer[RankedAd]
+    below_reserve: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("model", "version", "inputs")
+    class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    inputs: _containers.MessageMap[str, Tensor]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("outputs", "model")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.MessageMap[str, Tensor]
+    model: ModelRef
+    def __init__(self, outputs: _Optional[_Mapping[str, Tensor]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...

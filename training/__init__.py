@@ -1,0 +1,1 @@
+"""ReachRank offline pipeline: simulate or read event logs, build features, train, evaluate, export bundles."""
