@@ -1,1 +1,37 @@
-"""ReachRank client SDK: needs only grpcio, protobuf and numpy."""
+"""ReachRank client SDK: typed sync and asyncio clients needing only grpcio, protobuf and numpy.
+
+from clients import ReachRankClient
+with ReachRankClient("127.0.0.1:50051", timeout=0.2) as rr:
+    top = rr.recommend("u42", k=10, context={"device": "mobile"})
+"""
+
+from clients.aio import AsyncReachRankClient
+from clients.client import ReachRankClient
+from clients.errors import ReachRankError
+from clients.options import ClientOptions
+from clients.tensors import from_tensor, to_tensor
+from clients.types import (
+    AdAuction,
+    AdBid,
+    ModelInfo,
+    RankedAd,
+    Recommendation,
+    RecommendedItem,
+    ScoreResult,
+)
+
+__all__ = [
+    "AdAuction",
+    "AdBid",
+    "AsyncReachRankClient",
+    "ClientOptions",
+    "ModelInfo",
+    "RankedAd",
+    "ReachRankClient",
+    "ReachRankError",
+    "Recommendation",
+    "RecommendedItem",
+    "ScoreResult",
+    "from_tensor",
+    "to_tensor",
+]

@@ -1,0 +1,144 @@
+"""The asyncio ReachRank client: the same calls, options and errors as `ReachRankClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+import grpc.aio
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from reachrank.v1 import ranking_pb2_grpc
+
+from clients import convert
+from clients.channel import open_aio_channel
+from clients.client import resolve_options, serving_status_name
+from clients.errors import ReachRankError
+from clients.options import ClientOptions
+from clients.retry import CallAttempts, ReadyWait
+from clients.types import AdAuction, AdBid, Recommendation, ScoreResult
+
+
+class AsyncReachRankClient:
+    """Asyncio client for `reachrank.v1.Ranking`; see `ReachRankClient` for the arguments.
+
+    Create it inside the running event loop (gRPC binds the channel to it) and close it
+    with ``await client.close()`` or ``async with``.
+    """
+
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        options: ClientOptions | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.options = resolve_options(options, overrides)
+        self._channel = open_aio_channel(target, self.options)
+        self._ranking = ranking_pb2_grpc.RankingStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._rng = random.Random()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        context: Mapping[str, Any] | None = None,
+        categories: Iterable[str] | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        exclude: Iterable[str] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Recommendation:
+        """The `k` items `user_id` is most likely to engage with, best first."""
+        request = convert.recommend_request(
+            user_id,
+            k,
+            context=context,
+            categories=categories,
+            min_price=min_price,
+            max_price=max_price,
+            exclude=exclude,
+        )
+        response = await self._invoke(self._ranking.Recommend, request, timeout, request_id)
+        return convert.recommendation(response)
+
+    async def rank_ads(
+        self,
+        user_id: str,
+        ads: Iterable[AdBid | Mapping[str, Any]],
+        *,
+        slots: int = 1,
+        reserve_price: float = 0.0,
+        context: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> AdAuction:
+        """Run a pCTR x bid auction over `ads` (AdBid or dicts) for `slots` slots."""
+        request = convert.rank_ads_request(
+            user_id, ads, slots=slots, reserve_price=reserve_price, context=context
+        )
+        response = await self._invoke(self._ranking.RankAds, request, timeout, request_id)
+        return convert.ad_auction(response)
+
+    async def score(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        version: int = 0,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> ScoreResult:
+        """Run `model` (version 0: the serving one) on named input arrays."""
+        request = convert.score_request(model, inputs, version)
+        response = await self._invoke(self._ranking.Score, request, timeout, request_id)
+        return convert.score_result(response)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The server's grpc.health.v1 status: "SERVING", "NOT_SERVING", "UNKNOWN", ..."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        return serving_status_name(await self._invoke(self._health.Check, request, timeout, None))
+
+    async def wait_ready(self, timeout: float = 30.0, service: str = "") -> None:
+        """Wait until health reports SERVING; ReachRankError(DEADLINE_EXCEEDED) otherwise."""
+        wait = ReadyWait(timeout)
+        while (remaining := wait.remaining()) > 0:
+            try:
+                if wait.observe(await self.health(service, timeout=remaining)):
+                    return
+            except ReachRankError as error:
+                wait.observe_error(error)
+            await asyncio.sleep(wait.pause())
+        raise wait.timed_out()
+
+    async def _invoke(
+        self, method: Any, request: Any, timeout: float | None, request_id: str | None
+    ) -> Any:
+        """Call `method`, retrying UNAVAILABLE with back-off until the call's deadline."""
+        attempts = CallAttempts(self.options, timeout, request_id, self._rng)
+        while True:
+            remaining = attempts.start()
+            try:
+                return await method(request, timeout=remaining, metadata=attempts.metadata)
+            except grpc.RpcError as error:
+                await asyncio.sleep(attempts.failed(error))

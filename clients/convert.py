@@ -1,0 +1,142 @@
+"""Build `reachrank.v1` requests from plain Python values and turn responses into `clients.types`.
+
+Transport-free, so the sync and asyncio clients (and tests) share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from reachrank.v1 import ranking_pb2
+
+from clients.tensors import from_tensor, to_tensor
+from clients.types import (
+    AdAuction,
+    AdBid,
+    ModelInfo,
+    RankedAd,
+    Recommendation,
+    RecommendedItem,
+    ScoreResult,
+)
+
+
+def _text_map(values: Mapping[str, Any] | None) -> dict[str, str]:
+    # Numeric feature and context values travel as decimal text (proto contract).
+    return {str(key): str(value) for key, value in (values or {}).items()}
+
+
+def recommend_request(
+    user_id: str,
+    k: int,
+    *,
+    context: Mapping[str, Any] | None = None,
+    categories: Iterable[str] | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+    exclude: Iterable[str] | None = None,
+) -> ranking_pb2.RecommendRequest:
+    filters = ranking_pb2.Filters(categories=list(categories or ()))
+    # Optional fields: left unset (not 0) when no bound is given.
+    if min_price is not None:
+        filters.min_price = min_price
+    if max_price is not None:
+        filters.max_price = max_price
+    return ranking_pb2.RecommendRequest(
+        user_id=user_id,
+        k=k,
+        context=_text_map(context),
+        filters=filters,
+        exclude=list(exclude or ()),
+    )
+
+
+def as_ad_bid(ad: AdBid | Mapping[str, Any]) -> AdBid:
+    """Accept an `AdBid` or a dict with keys ad_id, bid and optionally features."""
+    if isinstance(ad, AdBid):
+        return ad
+    unknown = set(ad) - {"ad_id", "bid", "features"}
+    if unknown or "ad_id" not in ad or "bid" not in ad:
+        raise ValueError(
+            f"an ad needs keys ad_id and bid (and optionally features), got {sorted(ad)}"
+        )
+    return AdBid(str(ad["ad_id"]), float(ad["bid"]), ad.get("features") or {})
+
+
+def rank_ads_request(
+    user_id: str,
+    ads: Iterable[AdBid | Mapping[str, Any]],
+    *,
+    slots: int = 1,
+    reserve_price: float = 0.0,
+    context: Mapping[str, Any] | None = None,
+) -> ranking_pb2.RankAdsRequest:
+    wire_ads = [
+        ranking_pb2.Ad(ad_id=bid.ad_id, bid=bid.bid, features=_text_map(bid.features))
+        for bid in map(as_ad_bid, ads)
+    ]
+    return ranking_pb2.RankAdsRequest(
+        user_id=user_id,
+        context=_text_map(context),
+        ads=wire_ads,
+        slots=slots,
+        reserve_price=reserve_price,
+    )
+
+
+def score_request(
+    model: str, inputs: Mapping[str, np.ndarray], version: int = 0
+) -> ranking_pb2.ScoreRequest:
+    return ranking_pb2.ScoreRequest(
+        model=model,
+        version=version,
+        inputs={name: to_tensor(array) for name, array in inputs.items()},
+    )
+
+
+def model_info(ref: ranking_pb2.ModelRef) -> ModelInfo:
+    return ModelInfo(name=ref.name, version=ref.version, kind=ref.kind, provider=ref.provider)
+
+
+def recommendation(response: ranking_pb2.RecommendResponse) -> Recommendation:
+    return Recommendation(
+        items=tuple(
+            RecommendedItem(
+                item_id=item.item_id,
+                score=item.score,
+                retrieval_score=item.retrieval_score,
+                category=item.category,
+                price=item.price,
+            )
+            for item in response.items
+        ),
+        strategy=response.strategy,
+        models=tuple(map(model_info, response.models)),
+    )
+
+
+def ad_auction(response: ranking_pb2.RankAdsResponse) -> AdAuction:
+    return AdAuction(
+        ads=tuple(
+            RankedAd(
+                ad_id=ad.ad_id,
+                pctr=ad.pctr,
+                bid=ad.bid,
+                expected_value=ad.expected_value,
+                slot=ad.slot,
+                price=ad.price,
+            )
+            for ad in response.ads
+        ),
+        below_reserve=response.below_reserve,
+        models=tuple(map(model_info, response.models)),
+    )
+
+
+def score_result(response: ranking_pb2.ScoreResponse) -> ScoreResult:
+    return ScoreResult(
+        outputs={name: from_tensor(tensor) for name, tensor in response.outputs.items()},
+        model=model_info(response.model),
+    )

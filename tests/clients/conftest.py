@@ -1,0 +1,150 @@
+"""A fake `Ranking` servicer on a free 127.0.0.1 port, to test the client's plumbing.
+
+It answers with fixed, easily checked values; the real server's behaviour is covered by the
+engine's end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+
+from clients.tensors import from_tensor, to_tensor
+
+MODEL = ranking_pb2.ModelRef(name="ctr", version=3, kind="ctr", provider="CPUExecutionProvider")
+
+
+@dataclass
+class Received:
+    method: str
+    request: object
+    metadata: dict[str, str]
+
+
+@dataclass
+class FakeRanking(ranking_pb2_grpc.RankingServicer):
+    """Records every call; can fail the next N calls, abort all calls, or answer slowly."""
+
+    fail_next: int = 0
+    abort_with: tuple[grpc.StatusCode, str] | None = None
+    delay: float = 0.0
+    calls: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _receive(self, method: str, request: object, context: grpc.ServicerContext) -> None:
+        with self.lock:
+            self.calls.append(Received(method, request, dict(context.invocation_metadata())))
+            fail = self.fail_next > 0
+            self.fail_next -= fail
+        if self.delay:
+            time.sleep(self.delay)
+        if fail:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+        if self.abort_with:
+            context.abort(*self.abort_with)
+
+    def Recommend(self, request, context):
+        self._receive("Recommend", request, context)
+        items = [
+            ranking_pb2.ScoredItem(
+                item_id=f"i{n}",
+                score=1.0 / (n + 1),
+                retrieval_score=float(10 - n),
+                category="books",
+                price=10.0 + n,
+            )
+            for n in range(request.k)
+        ]
+        return ranking_pb2.RecommendResponse(items=items, strategy="personalised", models=[MODEL])
+
+    def RankAds(self, request, context):
+        self._receive("RankAds", request, context)
+        # pCTR 0.1 for every ad: the auction reduces to bids, enough to check the mapping.
+        eligible = sorted(
+            (ad for ad in request.ads if ad.bid >= request.reserve_price), key=lambda ad: -ad.bid
+        )
+        ranked = []
+        for position, ad in enumerate(eligible):
+            wins = position < request.slots
+            runner_up = eligible[position + 1].bid if position + 1 < len(eligible) else 0.0
+            ranked.append(
+                ranking_pb2.RankedAd(
+                    ad_id=ad.ad_id,
+                    pctr=0.1,
+                    bid=ad.bid,
+                    expected_value=0.1 * ad.bid,
+                    slot=position + 1 if wins else 0,
+                    price=max(request.reserve_price, runner_up) if wins else 0.0,
+                )
+            )
+        return ranking_pb2.RankAdsResponse(
+            ads=ranked, below_reserve=len(request.ads) - len(eligible), models=[MODEL]
+        )
+
+    def Score(self, request, context):
+        self._receive("Score", request, context)
+        total = sum(from_tensor(t).astype(np.float32).sum(axis=-1) for t in request.inputs.values())
+        return ranking_pb2.ScoreResponse(
+            outputs={"score": to_tensor(np.asarray(total, np.float32))}, model=MODEL
+        )
+
+
+@dataclass
+class FakeServer:
+    servicer: FakeRanking
+    health: health.HealthServicer
+    port: int
+    server: grpc.Server
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self.health.set("", status)
+
+
+def start_fake_server(credentials: grpc.ServerCredentials | None = None) -> FakeServer:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    servicer, health_servicer = FakeRanking(), health.HealthServicer()
+    ranking_pb2_grpc.add_RankingServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    fake = FakeServer(servicer, health_servicer, port, server)
+    fake.set_serving(True)
+    return fake
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    fake = start_fake_server()
+    yield fake
+    fake.server.stop(grace=None)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
