@@ -19,7 +19,7 @@ from kernels.hashing import feature_buckets
 
 Source = Literal["user", "item", "context"]
 Transform = Literal["identity", "log1p"]
-MISSING = "__missing__"
+from kernels.hashing import MISSING  # noqa: E402  (re-exported: one definition)
 
 
 @dataclass(frozen=True)

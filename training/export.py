@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,9 @@ from torch import nn
 # onnxruntime-gpu 1.31 reads ONNX IR up to version 13 (onnx 1.23 writes 14 by default).
 MAX_IR_VERSION = 13
 PARITY_TOLERANCE = 1e-4
+# The exporter's optimiser logs every pass at INFO; keep the trainer's output readable.
+for _name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class ParityError(RuntimeError):

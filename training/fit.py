@@ -49,7 +49,7 @@ def fit_ctr(
             loss = loss_fn(model(cat_t[i], num_t[i]), y_t[i])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
     model.eval()
@@ -97,7 +97,7 @@ def fit_bpr(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    u_all, i_all = torch.from_numpy(users), torch.from_numpy(items)
+    u_all, i_all = torch.from_numpy(np.array(users, dtype=np.int64)), torch.from_numpy(np.array(items, dtype=np.int64))
     history = []
     model.train()
     for epoch in range(config.epochs):
@@ -115,7 +115,7 @@ def fit_bpr(
             ) / len(idx)
             (loss + penalty).backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
     model.eval()
