@@ -17,7 +17,9 @@ class AuctionResult:
     price: np.ndarray  # per click; 0 for non-winners
 
 
-def gsp_auction(pctr: np.ndarray, bid: np.ndarray, ad_ids: list[str], slots: int, reserve: float) -> AuctionResult:
+def gsp_auction(
+    pctr: np.ndarray, bid: np.ndarray, ad_ids: list[str], slots: int, reserve: float
+) -> AuctionResult:
     """Rank by pctr x bid (ties: lower ad_id first). The winner of slot i pays the lowest bid
     that would keep its rank: max(reserve, ev[i+1] / pctr[i]), never more than its bid."""
     ev = pctr.astype(np.float64) * bid

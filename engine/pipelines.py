@@ -83,7 +83,9 @@ def recommend(
         if bound is not None and not math.isfinite(bound):
             raise InvalidArgument(f"{name} must be finite, got {bound}")
     if min_price is not None and max_price is not None and min_price > max_price:
-        raise InvalidArgument(f"filters.min_price {min_price} exceeds filters.max_price {max_price}")
+        raise InvalidArgument(
+            f"filters.min_price {min_price} exceeds filters.max_price {max_price}"
+        )
     row = retrieval.user_row.get(user_id)
     strategy = PERSONALISED if row is not None else COLD_START
     excluded = retrieval.item_rows(exclude)

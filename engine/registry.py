@@ -49,14 +49,23 @@ class ModelRegistry:
             ref = read_bundle(self.settings.repo, name, version)
             model = MODEL_KINDS[ref.kind](ref, self.settings)
         except BundleError as exc:
-            self.events.append(LoadEvent(name, version, False, str(exc), time.perf_counter() - start))
+            self.events.append(
+                LoadEvent(name, version, False, str(exc), time.perf_counter() - start)
+            )
             log.error("refused %s: %s", name, exc)
             raise
         with self._lock:
             self._models[name] = model
         elapsed = time.perf_counter() - start
         self.events.append(LoadEvent(name, ref.version, True, "loaded", elapsed))
-        log.info("serving %s version %d (%s, %s) after %.2f s", name, ref.version, ref.kind, model.id.provider, elapsed)
+        log.info(
+            "serving %s version %d (%s, %s) after %.2f s",
+            name,
+            ref.version,
+            ref.kind,
+            model.id.provider,
+            elapsed,
+        )
         return model
 
     def load_all(self) -> list[str]:

@@ -44,7 +44,10 @@ def choose_providers(device: str, available: list[str], has_gpu: bool) -> list[s
     if wants_cuda and CUDA in available and has_gpu:
         return [CUDA, CPU]
     if device == "cuda":
-        log.warning("device=cuda requested but %s", "no GPU is visible" if not has_gpu else f"{CUDA} is not in this onnxruntime build")
+        log.warning(
+            "device=cuda requested but %s",
+            "no GPU is visible" if not has_gpu else f"{CUDA} is not in this onnxruntime build",
+        )
     return [CPU]
 
 

@@ -34,7 +34,11 @@ class RunningServer:
     settings: Settings
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for service in ("", RANKING_SERVICE):
             self.health.set(service, status)
 
@@ -57,12 +61,18 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
+    )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (RANKING_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            RANKING_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
@@ -75,7 +85,10 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         running.set_serving(True)
     log.info(
         "ReachRank serving %s on %s:%d (ready in %.1f s)",
-        registry.names(), settings.host, port, time.perf_counter() - started,
+        registry.names(),
+        settings.host,
+        port,
+        time.perf_counter() - started,
     )
     return running
 

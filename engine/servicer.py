@@ -38,7 +38,9 @@ def grpc_errors(method: F) -> F:
             context.abort(exc.code, str(exc))
         except Exception:
             log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log")
+            context.abort(
+                grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -55,11 +57,17 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         self.settings = settings
 
     def _ctr(self, required: bool) -> CTRModel | None:
-        model = self.registry.get(self.settings.ctr_model) if required else self.registry.find(self.settings.ctr_model)
+        model = (
+            self.registry.get(self.settings.ctr_model)
+            if required
+            else self.registry.find(self.settings.ctr_model)
+        )
         return model if isinstance(model, CTRModel) else None
 
     @grpc_errors
-    def Recommend(self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext) -> ranking_pb2.RecommendResponse:
+    def Recommend(
+        self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.RecommendResponse:
         retrieval = self.registry.get(self.settings.retrieval_model)
         assert isinstance(retrieval, RetrievalModel)
         f = request.filters
@@ -78,7 +86,11 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         return ranking_pb2.RecommendResponse(
             items=[
                 ranking_pb2.ScoredItem(
-                    item_id=i.item_id, score=i.score, retrieval_score=i.retrieval_score, category=i.category, price=i.price
+                    item_id=i.item_id,
+                    score=i.score,
+                    retrieval_score=i.retrieval_score,
+                    category=i.category,
+                    price=i.price,
                 )
                 for i in result.items
             ],
@@ -87,7 +99,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
 
     @grpc_errors
-    def RankAds(self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext) -> ranking_pb2.RankAdsResponse:
+    def RankAds(
+        self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.RankAdsResponse:
         ctr = self._ctr(required=True)
         assert ctr is not None
         result = pipelines.rank_ads(
@@ -102,7 +116,12 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         return ranking_pb2.RankAdsResponse(
             ads=[
                 ranking_pb2.RankedAd(
-                    ad_id=a.ad_id, pctr=a.pctr, bid=a.bid, expected_value=a.expected_value, slot=a.slot, price=a.price
+                    ad_id=a.ad_id,
+                    pctr=a.pctr,
+                    bid=a.bid,
+                    expected_value=a.expected_value,
+                    slot=a.slot,
+                    price=a.price,
                 )
                 for a in result.ads
             ],
@@ -111,7 +130,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
 
     @grpc_errors
-    def Score(self, request: ranking_pb2.ScoreRequest, context: grpc.ServicerContext) -> ranking_pb2.ScoreResponse:
+    def Score(
+        self, request: ranking_pb2.ScoreRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.ScoreResponse:
         if not request.model:
             raise InvalidArgument("model is required")
         model = self.registry.get(request.model)
@@ -126,7 +147,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             except ValueError as exc:
                 raise InvalidArgument(f"inputs[{name!r}]: {exc}") from None
             if inputs[name].ndim and inputs[name].shape[0] > self.settings.max_score_rows:
-                raise InvalidArgument(f"inputs[{name!r}] has more than {self.settings.max_score_rows} rows")
+                raise InvalidArgument(
+                    f"inputs[{name!r}] has more than {self.settings.max_score_rows} rows"
+                )
         outputs = model.run(inputs)
         return ranking_pb2.ScoreResponse(
             outputs={k: to_tensor(v) for k, v in outputs.items()}, model=model_ref(model.id)

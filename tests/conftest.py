@@ -12,8 +12,8 @@ import pytest
 # Every test process compiles Numba kernels into one cache (CI starts cold, then reuses it).
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
-from training.pipeline import Dataset, TrainConfig, train_all  # noqa: E402
-from training.simulate import SimulatorConfig, write_simulation  # noqa: E402
+from training.pipeline import Dataset, TrainConfig, train_all
+from training.simulate import SimulatorConfig, write_simulation
 
 TINY_SIM = SimulatorConfig(users=300, items=120, days=14, seed=11)
 TINY_TRAIN = TrainConfig(ctr_epochs=3, mf_epochs=8, n_buckets=1 << 14, mf_dim=16, progress=False)

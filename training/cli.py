@@ -13,7 +13,12 @@ from training.simulate import SimulatorConfig
 
 
 @click.command()
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory to write the Parquet files into.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory to write the Parquet files into.",
+)
 @click.option("--users", type=int, default=SimulatorConfig.users, show_default=True)
 @click.option("--items", type=int, default=SimulatorConfig.items, show_default=True)
 @click.option("--days", type=int, default=SimulatorConfig.days, show_default=True)
@@ -28,24 +33,49 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
 
 
 @click.command()
-@click.option("--events", "events_path", type=click.Path(path_type=Path, exists=True), required=True, help="Event log (file or directory).")
+@click.option(
+    "--events",
+    "events_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="Event log (file or directory).",
+)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["events", "simulator", "movielens", "online-retail", "criteo", "talkingdata"]),
+    type=click.Choice(
+        ["events", "simulator", "movielens", "online-retail", "criteo", "talkingdata"]
+    ),
     default="events",
     show_default=True,
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model repository to write bundles into.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model repository to write bundles into.",
+)
 @click.option("--ctr-model", type=click.Choice(["lr", "fm"]), default="fm", show_default=True)
 @click.option("--ctr-epochs", type=int, default=3, show_default=True)
 @click.option("--mf-epochs", type=int, default=20, show_default=True)
 @click.option("--mf-dim", type=int, default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(events_path: Path, fmt: str, out: Path, ctr_model: str, ctr_epochs: int, mf_epochs: int, mf_dim: int, seed: int, quiet: bool) -> None:
+def train(
+    events_path: Path,
+    fmt: str,
+    out: Path,
+    ctr_model: str,
+    ctr_epochs: int,
+    mf_epochs: int,
+    mf_dim: int,
+    seed: int,
+    quiet: bool,
+) -> None:
     """Train, evaluate and export models from an event log into a model repository."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     import torch
 
     from training.pipeline import Dataset, TrainConfig, train_all
@@ -61,7 +91,14 @@ def train(events_path: Path, fmt: str, out: Path, ctr_model: str, ctr_epochs: in
         items=read.items.collect() if read.items is not None else None,
         users=read.users.collect() if read.users is not None else None,
     )
-    config = TrainConfig(ctr_model=ctr_model, ctr_epochs=ctr_epochs, mf_epochs=mf_epochs, mf_dim=mf_dim, seed=seed, progress=not quiet)
+    config = TrainConfig(
+        ctr_model=ctr_model,
+        ctr_epochs=ctr_epochs,
+        mf_epochs=mf_epochs,
+        mf_dim=mf_dim,
+        seed=seed,
+        progress=not quiet,
+    )
     report = train_all(data, out, config)
     click.echo(json.dumps(report["models"], indent=2))
     click.echo(f"trained in {time.perf_counter() - start:.1f} s; report: {out / 'report.json'}")

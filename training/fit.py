@@ -43,7 +43,12 @@ def fit_ctr(
     for epoch in range(config.epochs):
         total, count = 0.0, 0
         batches = _batches(len(label), config.batch_size, rng)
-        for idx in tqdm(batches, desc=f"{type(model).__name__} epoch {epoch + 1}", disable=not config.progress, leave=False):
+        for idx in tqdm(
+            batches,
+            desc=f"{type(model).__name__} epoch {epoch + 1}",
+            disable=not config.progress,
+            leave=False,
+        ):
             i = torch.from_numpy(idx)
             opt.zero_grad()
             loss = loss_fn(model(cat_t[i], num_t[i]), y_t[i])
@@ -57,10 +62,14 @@ def fit_ctr(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, cat: np.ndarray, num: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, cat: np.ndarray, num: np.ndarray, batch_size: int = 65536
+) -> np.ndarray:
     model.eval()
     out = [
-        model(torch.from_numpy(cat[i : i + batch_size]), torch.from_numpy(num[i : i + batch_size])).numpy()
+        model(
+            torch.from_numpy(cat[i : i + batch_size]), torch.from_numpy(num[i : i + batch_size])
+        ).numpy()
         for i in range(0, len(cat), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
@@ -97,22 +106,33 @@ def fit_bpr(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    u_all, i_all = torch.from_numpy(np.array(users, dtype=np.int64)), torch.from_numpy(np.array(items, dtype=np.int64))
+    u_all, i_all = (
+        torch.from_numpy(np.array(users, dtype=np.int64)),
+        torch.from_numpy(np.array(items, dtype=np.int64)),
+    )
     history = []
     model.train()
     for epoch in range(config.epochs):
         total, count = 0.0, 0
         batches = _batches(len(users), config.batch_size, rng)
-        for idx in tqdm(batches, desc=f"BPR epoch {epoch + 1}", disable=not config.progress, leave=False):
+        for idx in tqdm(
+            batches, desc=f"BPR epoch {epoch + 1}", disable=not config.progress, leave=False
+        ):
             i = torch.from_numpy(idx)
             u, pos = u_all[i], i_all[i]
             neg = torch.from_numpy(rng.integers(0, n_items, len(idx)))
             opt.zero_grad()
             diff = model(u, pos) - model(u, neg)
             loss = -nn.functional.logsigmoid(diff).mean()
-            penalty = reg * (
-                model.users(u).pow(2).sum() + model.items(pos).pow(2).sum() + model.items(neg).pow(2).sum()
-            ) / len(idx)
+            penalty = (
+                reg
+                * (
+                    model.users(u).pow(2).sum()
+                    + model.items(pos).pow(2).sum()
+                    + model.items(neg).pow(2).sum()
+                )
+                / len(idx)
+            )
             (loss + penalty).backward()
             opt.step()
             total += loss.item() * len(idx)

@@ -161,10 +161,14 @@ def encode_frame(schema: FeatureSchema, frame: pl.DataFrame) -> tuple[np.ndarray
         column = frame[spec.name].cast(pl.String).fill_null(spec.default)
         uniques = column.unique()
         buckets = schema.encode_categorical(spec, uniques.to_list())
-        cat[:, j] = column.replace_strict(uniques, pl.Series(buckets), return_dtype=pl.Int64).to_numpy()
+        cat[:, j] = column.replace_strict(
+            uniques, pl.Series(buckets), return_dtype=pl.Int64
+        ).to_numpy()
     num = np.empty((frame.height, len(schema.numeric)), dtype=np.float32)
     for j, spec in enumerate(schema.numeric):
-        num[:, j] = schema.encode_numeric(spec, frame[spec.name].cast(pl.Float64).fill_null(np.nan).to_numpy())
+        num[:, j] = schema.encode_numeric(
+            spec, frame[spec.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        )
     return cat, num
 
 
@@ -195,7 +199,9 @@ def train_ctr(
 
     model_cls = CTR_MODELS[config.ctr_model]
     model = model_cls(schema.n_buckets, len(schema.categorical), len(schema.numeric))
-    fit = FitConfig(epochs=config.ctr_epochs, lr=config.ctr_lr, seed=config.seed, progress=config.progress)
+    fit = FitConfig(
+        epochs=config.ctr_epochs, lr=config.ctr_lr, seed=config.seed, progress=config.progress
+    )
     fit_ctr(model, cat[tr], num[tr], label[tr], fit)
     a, b = fit_platt(predict_logits(model, cat[va], num[va]), label[va])
     calibrated = CalibratedCTR(model, a, b)
@@ -215,16 +221,26 @@ def train_ctr(
     }
 
     def write(tmp: Path) -> None:
-        export_onnx(calibrated, (torch.from_numpy(cat[:8]), torch.from_numpy(num[:8])), ["cat", "num"], "pctr", tmp / "model.onnx")
+        export_onnx(
+            calibrated,
+            (torch.from_numpy(cat[:8]), torch.from_numpy(num[:8])),
+            ["cat", "num"],
+            "pctr",
+            tmp / "model.onnx",
+        )
         parity = parity_max_abs_error(
             calibrated, tmp / "model.onnx", {"cat": cat[te][:2000], "num": num[te][:2000]}
         )
         manifest["parity_max_abs_error"] = parity
-        item_cols = ["item_id"] + [f.name for f in schema.categorical_from("item") if f.name != "item_id"]
+        item_cols = ["item_id"] + [
+            f.name for f in schema.categorical_from("item") if f.name != "item_id"
+        ]
         item_cols += [f.name for f in schema.numeric_from("item")]
         items = frame_items(data, examples, item_cols)
         items.write_parquet(tmp / "items.parquet")
-        user_cols = ["user_id"] + [f.name for f in schema.categorical_from("user") if f.name != "user_id"]
+        user_cols = ["user_id"] + [
+            f.name for f in schema.categorical_from("user") if f.name != "user_id"
+        ]
         users = (
             data.users.select(user_cols)
             if data.users is not None
@@ -271,7 +287,9 @@ def frame_items(data: Dataset, examples: pl.LazyFrame, columns: list[str]) -> pl
 # ---------------------------------------------------------------------------- retrieval
 
 
-def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def csr_from_pairs(
+    rows: np.ndarray, cols: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(indptr, indices) grouping ``cols`` by ``rows``."""
     order = np.lexsort((cols, rows))
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -290,16 +308,21 @@ def train_retrieval(
     item_ids = catalogue.unique().sort()
     users = pl.DataFrame({"user_id": user_ids, "row": np.arange(len(user_ids), dtype=np.int64)})
     items = pl.DataFrame({"item_id": item_ids, "row": np.arange(len(item_ids), dtype=np.int64)})
-    pos = (
-        pos.join(users.rename({"row": "u"}), on="user_id")
-        .join(items.rename({"row": "i"}), on="item_id")
+    pos = pos.join(users.rename({"row": "u"}), on="user_id").join(
+        items.rename({"row": "i"}), on="item_id"
     )
     train = pos.filter(pl.col("split") != "test")
     test = pos.filter(pl.col("split") == "test")
     n_users, n_items = len(user_ids), len(item_ids)
 
     model = MatrixFactorization(n_users, n_items, config.mf_dim)
-    fit = FitConfig(epochs=config.mf_epochs, lr=config.mf_lr, batch_size=1024, seed=config.seed, progress=config.progress)
+    fit = FitConfig(
+        epochs=config.mf_epochs,
+        lr=config.mf_lr,
+        batch_size=1024,
+        seed=config.seed,
+        progress=config.progress,
+    )
     fit_bpr(model, train["u"].to_numpy(), train["i"].to_numpy(), n_items, fit)
     user_emb, item_emb = (t.numpy().astype(np.float32) for t in model.export_embeddings())
 
@@ -307,7 +330,9 @@ def train_retrieval(
     seen_indptr, seen = csr_from_pairs(train["u"].to_numpy(), train["i"].to_numpy(), n_users)
     test_new = test.join(train.select("u", "i"), on=["u", "i"], how="anti")
     eval_users = np.unique(test_new["u"].to_numpy())
-    truth_indptr, truth = csr_from_pairs(test_new["u"].to_numpy(), test_new["i"].to_numpy(), n_users)
+    truth_indptr, truth = csr_from_pairs(
+        test_new["u"].to_numpy(), test_new["i"].to_numpy(), n_users
+    )
     relevant = [truth[truth_indptr[u] : truth_indptr[u + 1]] for u in eval_users]
     excl = (
         np.concatenate([[0], np.cumsum(np.diff(seen_indptr)[eval_users])]).astype(np.int64),
@@ -319,7 +344,9 @@ def train_retrieval(
     ids, _ = topk(user_emb[eval_users], item_emb, k, exclude=excl)
     mf_metrics = ranking_metrics(ids, relevant, n_items, k)
     popularity = np.bincount(train["i"].to_numpy(), minlength=n_items).astype(np.float32)
-    pop_ids, _ = topk(np.ones((len(eval_users), 1), np.float32), popularity[:, None].copy(), k, exclude=excl)
+    pop_ids, _ = topk(
+        np.ones((len(eval_users), 1), np.float32), popularity[:, None].copy(), k, exclude=excl
+    )
     baseline = {"popularity": ranking_metrics(pop_ids, relevant, n_items, k)}
 
     # Serving artefacts reflect all history: consumed items and popularity over every split.
@@ -381,7 +408,9 @@ def train_retrieval(
     return mf_metrics, baseline
 
 
-def ranking_metrics(ids: np.ndarray, relevant: list[np.ndarray], n_items: int, k: int) -> dict[str, float]:
+def ranking_metrics(
+    ids: np.ndarray, relevant: list[np.ndarray], n_items: int, k: int
+) -> dict[str, float]:
     return {
         f"recall@{k}": metrics.recall_at_k(ids, relevant, k),
         "ndcg@10": metrics.ndcg_at_k(ids, relevant, 10),

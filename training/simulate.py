@@ -134,9 +134,9 @@ def _ground_truth(config: SimulatorConfig, rng: np.random.Generator) -> tuple[Gr
     n_cat = len(CATEGORIES)
     centroids = rng.normal(0.0, 1.0, (n_cat, config.dim)) / np.sqrt(config.dim)
     item_category = rng.integers(0, n_cat, config.items)
-    item_latent = centroids[item_category] + rng.normal(0, 0.5, (config.items, config.dim)) / np.sqrt(
-        config.dim
-    )
+    item_latent = centroids[item_category] + rng.normal(
+        0, 0.5, (config.items, config.dim)
+    ) / np.sqrt(config.dim)
     # Each user likes one or two categories most.
     fav = rng.integers(0, n_cat, (config.users, 2))
     user_taste = (
@@ -160,7 +160,9 @@ def _ground_truth(config: SimulatorConfig, rng: np.random.Generator) -> tuple[Gr
     return gt, {"item_category": item_category}
 
 
-def simulate(config: SimulatorConfig) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, GroundTruth]:
+def simulate(
+    config: SimulatorConfig,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, GroundTruth]:
     """Simulate a marketplace: returns (events, items, users, ground truth)."""
     rng = np.random.default_rng(config.seed)
     gt, extra = _ground_truth(config, rng)
@@ -170,7 +172,9 @@ def simulate(config: SimulatorConfig) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
         {
             "user_id": [f"u{i}" for i in range(config.users)],
             "age_bucket": np.asarray(AGE_BUCKETS)[rng.integers(0, len(AGE_BUCKETS), config.users)],
-            "gender": np.asarray(GENDERS)[rng.choice(len(GENDERS), config.users, p=[0.48, 0.48, 0.04])],
+            "gender": np.asarray(GENDERS)[
+                rng.choice(len(GENDERS), config.users, p=[0.48, 0.48, 0.04])
+            ],
             "region": np.asarray(REGIONS)[rng.integers(0, len(REGIONS), config.users)],
         }
     )
@@ -204,7 +208,14 @@ def simulate(config: SimulatorConfig) -> tuple[pl.DataFrame, pl.DataFrame, pl.Da
         hi = min(lo + config.chunk_sessions, n_sessions)
         frames.append(
             _simulate_sessions(
-                config, gt, rng, log_pop, lo, session_user[lo:hi], session_ts[lo:hi], session_device[lo:hi]
+                config,
+                gt,
+                rng,
+                log_pop,
+                lo,
+                session_user[lo:hi],
+                session_ts[lo:hi],
+                session_device[lo:hi],
             )
         )
     events = (

@@ -13,7 +13,12 @@ from engine.repository import BundleRef
 from engine.runtime import create_session
 from engine.settings import Settings
 
-_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(double)": "float64", "tensor(int32)": "int32"}
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(int64)": "int64",
+    "tensor(double)": "float64",
+    "tensor(int32)": "int32",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,9 @@ class OnnxModel:
             raise BundleError(f"{where}: ONNX inputs {have_in} do not match the manifest {want_in}")
         want_out = [o["name"] for o in spec["outputs"]]
         if want_out != self.outputs:
-            raise BundleError(f"{where}: ONNX outputs {self.outputs} do not match the manifest {want_out}")
+            raise BundleError(
+                f"{where}: ONNX outputs {self.outputs} do not match the manifest {want_out}"
+            )
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw scoring: named inputs in, named outputs out (validated against the graph)."""
@@ -65,10 +72,14 @@ class OnnxModel:
             if array.dtype.name != want:
                 raise InvalidArgument(f"input {name!r} must be {want}, got {array.dtype.name}")
             if array.ndim != len(node.shape):
-                raise InvalidArgument(f"input {name!r} must have {len(node.shape)} dimensions, got shape {list(array.shape)}")
+                raise InvalidArgument(
+                    f"input {name!r} must have {len(node.shape)} dimensions, got shape {list(array.shape)}"
+                )
             for axis, dim in enumerate(node.shape):
                 if isinstance(dim, int) and array.shape[axis] != dim:
-                    raise InvalidArgument(f"input {name!r} axis {axis} must be {dim}, got shape {list(array.shape)}")
+                    raise InvalidArgument(
+                        f"input {name!r} axis {axis} must be {dim}, got shape {list(array.shape)}"
+                    )
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 raise InvalidArgument(f"input {name!r} contains NaN or infinity")
             if batch is not None and array.shape[0] != batch:

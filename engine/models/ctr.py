@@ -50,7 +50,11 @@ class CTRModel(OnnxModel):
     def _cat_table(self, fields: list[CategoricalField], frame: pl.DataFrame) -> np.ndarray:
         table = np.empty((frame.height + 1, len(fields)), dtype=np.int64)
         for j, f in enumerate(fields):
-            values = frame[f.name].cast(pl.String).to_list() if f.name in frame.columns else [None] * frame.height
+            values = (
+                frame[f.name].cast(pl.String).to_list()
+                if f.name in frame.columns
+                else [None] * frame.height
+            )
             table[:-1, j] = self.schema.encode_categorical(f, values)
             table[-1, j] = self.schema.encode_categorical(f, [None])[0]
         return table
@@ -58,7 +62,11 @@ class CTRModel(OnnxModel):
     def _num_table(self, fields: list[NumericField], frame: pl.DataFrame) -> np.ndarray:
         table = np.empty((frame.height + 1, len(fields)), dtype=np.float32)
         for j, f in enumerate(fields):
-            raw = frame[f.name].cast(pl.Float64).fill_null(np.nan).to_numpy() if f.name in frame.columns else np.full(frame.height, np.nan)
+            raw = (
+                frame[f.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                if f.name in frame.columns
+                else np.full(frame.height, np.nan)
+            )
             table[:-1, j] = self.schema.encode_numeric(f, raw)
             table[-1, j] = self.schema.encode_numeric(f, np.array([np.nan]))[0]
         return table
@@ -119,7 +127,9 @@ class CTRModel(OnnxModel):
             self._apply_overrides(cat, num, overrides)
         return cat, num
 
-    def _apply_overrides(self, cat: np.ndarray, num: np.ndarray, overrides: Sequence[Mapping[str, str]]) -> None:
+    def _apply_overrides(
+        self, cat: np.ndarray, num: np.ndarray, overrides: Sequence[Mapping[str, str]]
+    ) -> None:
         s = self.schema
         cat_index = {f.name: j for j, f in enumerate(s.categorical)}
         num_index = {f.name: j for j, f in enumerate(s.numeric)}
@@ -134,7 +144,9 @@ class CTRModel(OnnxModel):
         try:
             x = float(value)
         except ValueError:
-            raise InvalidArgument(f"feature {spec.name!r} must be a number, got {value!r}") from None
+            raise InvalidArgument(
+                f"feature {spec.name!r} must be a number, got {value!r}"
+            ) from None
         if not np.isfinite(x):
             raise InvalidArgument(f"feature {spec.name!r} must be finite, got {value!r}")
         return float(self.schema.encode_numeric(spec, np.array([x]))[0])
@@ -151,4 +163,6 @@ class CTRModel(OnnxModel):
         cat, num = self.features("", rows, {})
         p = self.predict(cat, num)
         if not np.all((p >= 0) & (p <= 1)):
-            raise BundleError(f"{self.ref.name}/{self.ref.version}: warm-up produced pCTR outside [0, 1]")
+            raise BundleError(
+                f"{self.ref.name}/{self.ref.version}: warm-up produced pCTR outside [0, 1]"
+            )

@@ -46,7 +46,11 @@ class RetrievalModel(OnnxModel):
         self.item_ids = items["item_id"].to_list()
         self.user_row = {u: i for i, u in enumerate(self.user_ids)}
         self.item_row = {v: i for i, v in enumerate(self.item_ids)}
-        category = items["category"].cast(pl.String).fill_null("") if "category" in items.columns else pl.Series([""] * n_items)
+        category = (
+            items["category"].cast(pl.String).fill_null("")
+            if "category" in items.columns
+            else pl.Series([""] * n_items)
+        )
         self.categories = sorted(set(category.to_list()))
         code = {c: i for i, c in enumerate(self.categories)}
         self.item_category = category.to_list()
@@ -93,7 +97,10 @@ class RetrievalModel(OnnxModel):
         if user_row is None:
             query, table = np.ones((1, 1), dtype=np.float32), self.popularity_matrix
         else:
-            query, table = np.asarray(self.user_embeddings[user_row : user_row + 1]), self.item_embeddings
+            query, table = (
+                np.asarray(self.user_embeddings[user_row : user_row + 1]),
+                self.item_embeddings,
+            )
         ids, scores = topk(query, table, n, exclude=excl, allowed=allowed)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]

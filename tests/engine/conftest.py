@@ -15,7 +15,9 @@ from engine.settings import Settings
 
 @pytest.fixture(scope="module")
 def server(trained_repo: Path) -> Iterator[RunningServer]:
-    running = start_server(Settings(repo=trained_repo, host="127.0.0.1", port=0, grace_period_s=1.0))
+    running = start_server(
+        Settings(repo=trained_repo, host="127.0.0.1", port=0, grace_period_s=1.0)
+    )
     yield running
     running.stop(0)
 

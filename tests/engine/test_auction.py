@@ -30,7 +30,9 @@ def test_price_never_exceeds_bid() -> None:
     for _ in range(50):
         n = rng.integers(1, 20)
         pctr, bid = rng.random(n), rng.random(n) * 5
-        r = gsp_auction(pctr, bid, [str(i) for i in range(n)], slots=int(rng.integers(1, 5)), reserve=0.0)
+        r = gsp_auction(
+            pctr, bid, [str(i) for i in range(n)], slots=int(rng.integers(1, 5)), reserve=0.0
+        )
         won = r.slot > 0
         assert (r.price[won] <= bid[r.order][won] + 1e-12).all()
         assert (np.diff(r.expected_value) <= 0).all()

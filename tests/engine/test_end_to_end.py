@@ -14,7 +14,9 @@ from clients.errors import ReachRankError
 def _consumed(sim_dir, user_id: str) -> set[str]:
     events = pl.read_parquet(sim_dir / "events.parquet")
     return set(
-        events.filter((pl.col("user_id") == user_id) & pl.col("event").is_in(["click", "purchase"]))["item_id"]
+        events.filter(
+            (pl.col("user_id") == user_id) & pl.col("event").is_in(["click", "purchase"])
+        )["item_id"]
     )
 
 
@@ -27,7 +29,9 @@ def test_health_is_serving(client: ReachRankClient) -> None:
 
 
 def test_recommend_known_user(client: ReachRankClient, sim_dir) -> None:
-    user = pl.read_parquet(sim_dir / "events.parquet").filter(pl.col("event") == "click")["user_id"][0]
+    user = pl.read_parquet(sim_dir / "events.parquet").filter(pl.col("event") == "click")[
+        "user_id"
+    ][0]
     rec = client.recommend(user, k=10)
     assert rec.strategy == "personalised"
     ids = [i.item_id for i in rec.items]
@@ -46,7 +50,9 @@ def test_recommend_filters_and_exclusions(client: ReachRankClient, sim_dir) -> N
     items = _catalogue(sim_dir)
     first = client.recommend("u3", k=5)
     excluded = [first.items[0].item_id]
-    rec = client.recommend("u3", k=5, categories=["book", "course"], max_price=100.0, exclude=excluded)
+    rec = client.recommend(
+        "u3", k=5, categories=["book", "course"], max_price=100.0, exclude=excluded
+    )
     assert rec.items
     got = items.filter(pl.col("item_id").is_in([i.item_id for i in rec.items]))
     assert set(got["category"]) <= {"book", "course"}
@@ -62,14 +68,18 @@ def test_recommend_unknown_user_falls_back_to_popularity(client: ReachRankClient
     assert scores == sorted(scores, reverse=True)
 
 
-def test_recommend_more_than_catalogue_returns_what_exists(client: ReachRankClient, sim_dir) -> None:
+def test_recommend_more_than_catalogue_returns_what_exists(
+    client: ReachRankClient, sim_dir
+) -> None:
     rec = client.recommend("u1", k=1000)
     n_items = _catalogue(sim_dir).height
     assert 0 < len(rec.items) <= n_items
 
 
 def test_rank_ads_orders_by_expected_value_and_charges_gsp(client: ReachRankClient) -> None:
-    ads = [{"ad_id": f"i{j}", "bid": b} for j, b in [(1, 1.0), (2, 2.5), (3, 0.2), (4, 4.0), (5, 1.5)]]
+    ads = [
+        {"ad_id": f"i{j}", "bid": b} for j, b in [(1, 1.0), (2, 2.5), (3, 0.2), (4, 4.0), (5, 1.5)]
+    ]
     auction = client.rank_ads("u7", ads, slots=2, reserve_price=0.5)
     assert auction.below_reserve == 1  # i3 bids 0.2 < 0.5
     assert {a.ad_id for a in auction.ads} == {"i1", "i2", "i4", "i5"}
@@ -89,7 +99,9 @@ def test_rank_ads_orders_by_expected_value_and_charges_gsp(client: ReachRankClie
 
 def test_rank_ads_feature_overrides_change_pctr(client: ReachRankClient) -> None:
     base = client.rank_ads("u7", [{"ad_id": "new-ad", "bid": 1.0}])
-    cheap = client.rank_ads("u7", [{"ad_id": "new-ad", "bid": 1.0, "features": {"category": "grocery", "price": "2"}}])
+    cheap = client.rank_ads(
+        "u7", [{"ad_id": "new-ad", "bid": 1.0, "features": {"category": "grocery", "price": "2"}}]
+    )
     assert base.ads[0].pctr != pytest.approx(cheap.ads[0].pctr)
 
 
@@ -102,8 +114,16 @@ def test_rank_ads_feature_overrides_change_pctr(client: ReachRankClient) -> None
         (lambda c: c.rank_ads("u1", [], slots=1), "ads"),
         (lambda c: c.rank_ads("u1", [{"ad_id": "a", "bid": float("nan")}]), "bid"),
         (lambda c: c.rank_ads("u1", [{"ad_id": "a", "bid": 1.0}], slots=0), "slots"),
-        (lambda c: c.rank_ads("u1", [{"ad_id": "a", "bid": 1.0}, {"ad_id": "a", "bid": 2.0}]), "twice"),
-        (lambda c: c.rank_ads("u1", [{"ad_id": "a", "bid": 1.0, "features": {"price": "cheap"}}]), "price"),
+        (
+            lambda c: c.rank_ads("u1", [{"ad_id": "a", "bid": 1.0}, {"ad_id": "a", "bid": 2.0}]),
+            "twice",
+        ),
+        (
+            lambda c: c.rank_ads(
+                "u1", [{"ad_id": "a", "bid": 1.0, "features": {"price": "cheap"}}]
+            ),
+            "price",
+        ),
     ],
 )
 def test_bad_input_is_invalid_argument(client: ReachRankClient, call, field: str) -> None:

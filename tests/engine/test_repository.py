@@ -40,7 +40,9 @@ def _new_version(repo: Path, name: str) -> Path:
         (lambda b: (b / "model.onnx").write_bytes((b / "model.onnx").read_bytes()[:200]), "ONNX"),
     ],
 )
-def test_corrupt_ctr_version_is_refused_and_old_keeps_serving(repo: Path, damage, reason: str) -> None:
+def test_corrupt_ctr_version_is_refused_and_old_keeps_serving(
+    repo: Path, damage, reason: str
+) -> None:
     registry = ModelRegistry(Settings(repo=repo))
     assert registry.load_all() == []
     serving = registry.get("ctr")

@@ -20,7 +20,9 @@ def _t(minute: int) -> datetime:
 
 
 def _log(rows: list[tuple]) -> pl.LazyFrame:
-    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "ts", "event", "request_id"], orient="row")
+    frame = pl.DataFrame(
+        rows, schema=["user_id", "item_id", "ts", "event", "request_id"], orient="row"
+    )
     return conform_events(frame.lazy())
 
 
@@ -60,11 +62,20 @@ def test_positives_are_distinct_pairs_with_first_time() -> None:
 
 def test_encode_frame_matches_the_shared_hash_and_standardisation() -> None:
     schema = FeatureSchema(
-        categorical=(CategoricalField("item_id", "item"), CategoricalField("device", "context", default="web")),
+        categorical=(
+            CategoricalField("item_id", "item"),
+            CategoricalField("device", "context", default="web"),
+        ),
         numeric=(NumericField("price", "item", transform="log1p", mean=1.0, std=2.0, default=3.0),),
         n_buckets=1000,
     )
-    frame = pl.DataFrame({"item_id": ["a", "b", "a"], "device": ["mobile", None, "mobile"], "price": [0.0, None, 9.0]})
+    frame = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "a"],
+            "device": ["mobile", None, "mobile"],
+            "price": [0.0, None, 9.0],
+        }
+    )
     cat, num = encode_frame(schema, frame)
     assert cat[:, 0].tolist() == feature_buckets("item_id", ["a", "b", "a"], 1000).tolist()
     assert cat[1, 1] == feature_buckets("device", ["web"], 1000)[0]  # null takes the default

@@ -20,11 +20,21 @@ def test_bundles_and_manifests(trained_repo) -> None:
         assert manifest["parity_max_abs_error"] <= 1e-4
         for rel in manifest["artifacts"].values():
             assert (bundle / rel).is_file()
-        session = ort.InferenceSession(str(bundle / manifest["onnx"]["file"]), providers=["CPUExecutionProvider"])
-        assert [i.name for i in session.get_inputs()] == [i["name"] for i in manifest["onnx"]["inputs"]]
+        session = ort.InferenceSession(
+            str(bundle / manifest["onnx"]["file"]), providers=["CPUExecutionProvider"]
+        )
+        assert [i.name for i in session.get_inputs()] == [
+            i["name"] for i in manifest["onnx"]["inputs"]
+        ]
         assert manifest["split"]["kind"] == "global_time"
     ctr = json.loads((trained_repo / "ctr" / "1" / "manifest.json").read_text())
-    assert {f["name"] for f in ctr["features"]["categorical"]} >= {"user_id", "item_id", "category", "device", "position"}
+    assert {f["name"] for f in ctr["features"]["categorical"]} >= {
+        "user_id",
+        "item_id",
+        "category",
+        "device",
+        "position",
+    }
     assert 0.5 < ctr["metrics"]["auc"] <= 1.0
     assert ctr["metrics"]["logloss"] > 0
     assert not list((trained_repo / "ctr").glob(".incoming-*"))
@@ -36,7 +46,9 @@ def test_report_compares_models_with_baselines(trained_repo) -> None:
     assert report["models"]["ctr_fm"]["logloss"] < report["baselines"]["ctr_base_rate"]["logloss"]
     for metric in ("recall@20", "ndcg@10", "hitrate@10", "coverage"):
         assert 0.0 <= report["models"]["retrieval_mf"][metric] <= 1.0
-    assert report["models"]["retrieval_mf"]["coverage"] > report["baselines"]["popularity"]["coverage"]
+    assert (
+        report["models"]["retrieval_mf"]["coverage"] > report["baselines"]["popularity"]["coverage"]
+    )
 
 
 def test_retrieval_artifacts_are_consistent(trained_repo, sim_dir) -> None:
@@ -50,7 +62,9 @@ def test_retrieval_artifacts_are_consistent(trained_repo, sim_dir) -> None:
     indptr = np.load(bundle / "consumed_indptr.npy")
     indices = np.load(bundle / "consumed_indices.npy")
     # The consumed lists hold exactly each user's clicked/bought items.
-    events = pl.read_parquet(sim_dir / "events.parquet").filter(pl.col("event").is_in(["click", "purchase"]))
+    events = pl.read_parquet(sim_dir / "events.parquet").filter(
+        pl.col("event").is_in(["click", "purchase"])
+    )
     u = users["user_id"][0]
     row = users.filter(pl.col("user_id") == u)["row"][0]
     consumed = {items["item_id"][int(i)] for i in indices[indptr[row] : indptr[row + 1]]}

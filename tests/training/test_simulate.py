@@ -6,7 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.simulate import DEVICES, GroundTruth, SimulatorConfig, item_index, simulate, user_index
+from training.simulate import (
+    DEVICES,
+    GroundTruth,
+    SimulatorConfig,
+    item_index,
+    simulate,
+    user_index,
+)
 
 SMALL = SimulatorConfig(users=200, items=80, days=10, seed=3)
 
@@ -21,7 +28,17 @@ def test_same_seed_same_log() -> None:
 
 def test_log_shape_and_schema() -> None:
     events, items, users, _ = simulate(SMALL)
-    assert events.columns == ["user_id", "item_id", "ts", "event", "value", "price", "position", "request_id", "device"]
+    assert events.columns == [
+        "user_id",
+        "item_id",
+        "ts",
+        "event",
+        "value",
+        "price",
+        "position",
+        "request_id",
+        "device",
+    ]
     assert set(events["event"].unique()) == {"impression", "click", "purchase"}
     assert events["ts"].is_sorted()
     imp = events.filter(pl.col("event") == "impression")
@@ -42,10 +59,22 @@ def test_log_shape_and_schema() -> None:
 def test_clicks_follow_the_ground_truth_click_model() -> None:
     events, _, _, gt = simulate(SimulatorConfig(users=400, items=100, days=20, seed=5))
     imp = events.filter(pl.col("event") == "impression")
-    clicks = events.filter(pl.col("event") == "click").select("request_id", "item_id").with_columns(pl.lit(1).alias("y"))
-    imp = imp.join(clicks, on=["request_id", "item_id"], how="left").with_columns(pl.col("y").fill_null(0))
-    device = imp["device"].replace_strict({d: i for i, d in enumerate(DEVICES)}, return_dtype=pl.Int64).to_numpy()
-    p = gt.click_probability(user_index(imp["user_id"]), item_index(imp["item_id"]), imp["position"].to_numpy(), device)
+    clicks = (
+        events.filter(pl.col("event") == "click")
+        .select("request_id", "item_id")
+        .with_columns(pl.lit(1).alias("y"))
+    )
+    imp = imp.join(clicks, on=["request_id", "item_id"], how="left").with_columns(
+        pl.col("y").fill_null(0)
+    )
+    device = (
+        imp["device"]
+        .replace_strict({d: i for i, d in enumerate(DEVICES)}, return_dtype=pl.Int64)
+        .to_numpy()
+    )
+    p = gt.click_probability(
+        user_index(imp["user_id"]), item_index(imp["item_id"]), imp["position"].to_numpy(), device
+    )
     y = imp["y"].to_numpy()
     # Observed and expected click counts agree overall and per position (binomial noise).
     assert y.sum() == pytest.approx(p.sum(), rel=0.05)
