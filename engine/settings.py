@@ -22,10 +22,18 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port (0 picks a free one; the server reports the port it bound)."""
 
+    version_policies: dict[str, str] = Field(default_factory=dict)
+    """Per-model version policy, ``latest`` (default) or ``pinned:<version>``, e.g.
+    ``REACHRANK_VERSION_POLICIES='{"ctr": "pinned:3"}'``."""
+    repo_poll_interval_s: float = Field(0.0, ge=0)
+    """Poll the repository for new versions every this many seconds (0: only on Load)."""
+
     retrieval_model: str = "retrieval"
     """Repository model that retrieves candidates for Recommend."""
     ctr_model: str = "ctr"
     """Repository model that scores pCTR for Recommend and RankAds."""
+    profiles_model: str = "profiles"
+    """Repository model holding user profiles and segments (Profile, Audience, cold start)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """onnxruntime device: ``auto`` uses CUDA only when a GPU is visible and the runtime has it."""
@@ -42,6 +50,8 @@ class Settings(BaseSettings):
 
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
+    max_audience: int = Field(100_000, ge=1)
+    """Most users one Audience call may ask for."""
     max_ads: int = Field(2000, ge=1)
     """Most ads one RankAds call may carry."""
     max_score_rows: int = Field(65536, ge=1)

@@ -389,6 +389,8 @@ def train_retrieval(
             "outputs": [{"name": "score", "dtype": "float32", "shape": [-1]}],
         },
         "embedding_dim": int(user_emb.shape[1]),
+        # Columns [0, latent_dim) are the latent factors; the last holds the item bias.
+        "latent_dim": config.mf_dim,
         "metric": "ip",
         "artifacts": {
             "user_embeddings": "user_embeddings.npy",

@@ -29,11 +29,26 @@ class ModelId:
     provider: str
 
 
-class OnnxModel:
-    """An ONNX graph whose inputs and outputs must match the manifest."""
+class ServedModel:
+    """The contract every served model kind follows: built from a bundle (validated and warmed
+    up in the constructor, raising BundleError if unservable), identified by ``id``, released
+    by ``close``."""
+
+    id: ModelId
 
     def __init__(self, ref: BundleRef, settings: Settings) -> None:
         self.ref = ref
+        self.settings = settings
+
+    def close(self) -> None:
+        """Release resources early; in-flight requests holding the model still finish."""
+
+
+class OnnxModel(ServedModel):
+    """An ONNX graph whose inputs and outputs must match the manifest."""
+
+    def __init__(self, ref: BundleRef, settings: Settings) -> None:
+        super().__init__(ref, settings)
         try:
             self.session, provider = create_session(ref.file("onnx"), settings)
         except Exception as exc:  # onnxruntime raises its own types for corrupt graphs
