@@ -17,6 +17,8 @@ from typing import Any
 
 import polars as pl
 
+from training.event_time import require_aware
+
 # Ties in time are broken by these columns so that splits are deterministic.
 ORDER: tuple[str, ...] = ("ts", "event", "item_id")
 
@@ -76,8 +78,8 @@ def global_time_split(
             valid_cut = valid_at
     if valid_cut is None:
         valid_cut = test_cut
-    _require_aware(test_cut)
-    _require_aware(valid_cut)
+    require_aware(test_cut, "test_cut")
+    require_aware(valid_cut, "valid_cut")
     if valid_cut > test_cut:
         raise ValueError(f"valid_cut {valid_cut} is after test_cut {test_cut}")
     ts = pl.col("ts")
@@ -189,8 +191,3 @@ def _time_quantiles(events: pl.LazyFrame, qs: list[float]) -> list[datetime]:
         pl.select(pl.from_epoch(pl.lit(int(v)), time_unit="us").dt.replace_time_zone("UTC")).item()
         for v in row.row(0)
     ]
-
-
-def _require_aware(moment: datetime) -> None:
-    if moment.tzinfo is None:
-        raise ValueError(f"cut {moment} must be timezone-aware (event times are UTC)")
