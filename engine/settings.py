@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     blas_threads: int = Field(1, ge=1)
     """OpenBLAS/MKL threads; kept low so they don't fight Numba and onnxruntime for cores."""
 
+    batching: bool = True
+    """Dynamic batching of inference calls across concurrent requests."""
+    max_batch_rows: int = Field(4096, ge=1)
+    """A batch is cut once it holds this many rows..."""
+    max_queue_delay_us: int = Field(200, ge=0)
+    """...or this long after its first request arrived (0: take only what is already queued)."""
+    max_queue_rows: int = Field(131072, ge=1)
+    """Rows allowed to wait per model; beyond it requests are refused with RESOURCE_EXHAUSTED."""
+    batch_workers: int = Field(1, ge=1)
+    """Inference calls in flight per model (each uses ort_intra_op_threads threads)."""
+
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
     max_audience: int = Field(100_000, ge=1)
