@@ -48,6 +48,8 @@ def grpc_errors(method: F) -> F:
             context.abort(
                 grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
             )
+        finally:
+            request_deadline.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
