@@ -104,7 +104,8 @@ def test_per_user_last_n_with_valid_and_min_train() -> None:
 
 
 def test_per_user_ties_are_broken_deterministically() -> None:
-    tied = _log([("u", "x", 1), ("u", "y", 1), ("u", "z", 1)])
+    # Same time, listed against the tie-break order: z is still the last event.
+    tied = _log([("u", "z", 1), ("u", "x", 1), ("u", "y", 1)])
     for _ in range(3):
         test = per_user_split(tied, test_last_n=1).test.collect()
         assert test["item_id"].to_list() == ["z"]
