@@ -33,6 +33,10 @@ request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+class BatcherClosed(Unavailable):
+    """The batcher was closed (its model was replaced or unloaded)."""
+
+
 @dataclass(frozen=True)
 class BatchInfo:
     """What one inference call did, for metrics."""
@@ -99,7 +103,7 @@ class DynamicBatcher:
         pending = _Pending(inputs, rows, deadline)
         with self._cond:
             if self._closed:
-                raise Unavailable(f"model {self.name} is shutting down")
+                raise BatcherClosed(f"model {self.name} is shutting down")
             if self._queue and self._queued_rows + rows > self.max_queue_rows:
                 raise ResourceExhausted(
                     f"model {self.name}: queue full ({self._queued_rows} rows waiting, "

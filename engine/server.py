@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
+from engine.model_service import ModelServiceServicer
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -23,6 +24,7 @@ from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 RANKING_SERVICE = ranking_pb2.DESCRIPTOR.services_by_name["Ranking"].full_name
+MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 @dataclass
@@ -45,6 +47,7 @@ class RunningServer:
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
         self.set_serving(False)
+        self.registry.stop_polling()
         self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
 
 
@@ -65,6 +68,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -83,6 +87,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     server.start()
     if registry.ready():
         running.set_serving(True)
+    registry.start_polling()
     log.info(
         "ReachRank serving %s on %s:%d (ready in %.1f s)",
         registry.names(),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from engine.batching import BatchInfo, DynamicBatcher
+from engine.batching import BatcherClosed, BatchInfo, DynamicBatcher
 from engine.errors import BundleError, InvalidArgument
 from engine.repository import BundleRef
 from engine.runtime import create_session
@@ -85,7 +85,11 @@ class OnnxModel(ServedModel):
         """Inference through the dynamic batcher (or directly when batching is off)."""
         if self.batcher is None:
             return self._session_run(inputs)
-        return self.batcher.infer(inputs)
+        try:
+            return self.batcher.infer(inputs)
+        except BatcherClosed:
+            # A request that picked this version just before it was replaced finishes on it.
+            return self._session_run(inputs)
 
     def close(self) -> None:
         if self.batcher is not None:
