@@ -17,6 +17,7 @@ from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_g
 
 from engine.errors import BundleError
 from engine.model_service import ModelServiceServicer
+from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -34,6 +35,7 @@ class RunningServer:
     registry: ModelRegistry
     health: health.HealthServicer
     settings: Settings
+    metrics_port: int | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -55,7 +57,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     """Load the repository, then start serving; health turns SERVING once models are loaded."""
     apply_thread_budget(settings)
     started = time.perf_counter()
-    registry = registry or ModelRegistry(settings)
+    registry = registry or ModelRegistry(
+        settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
+    )
     failed = registry.load_all()
     if failed:
         log.warning("models refused at start: %s", failed)
@@ -65,7 +69,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
+        options=options,
+        interceptors=[ObservabilityInterceptor()],
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
@@ -82,7 +88,12 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    running = RunningServer(server, port, registry, health_servicer, settings)
+    metrics_port = (
+        start_metrics_server(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port is not None
+        else None
+    )
+    running = RunningServer(server, port, registry, health_servicer, settings, metrics_port)
     running.set_serving(False)
     server.start()
     if registry.ready():

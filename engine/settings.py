@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     repo_poll_interval_s: float = Field(0.0, ge=0)
     """Poll the repository for new versions every this many seconds (0: only on Load)."""
 
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus /metrics HTTP endpoint."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the /metrics endpoint (None: no endpoint; 0: a free port). `reachrank serve`
+    defaults it to 9464."""
+    log_json: bool = False
+    """Log one JSON object per line (for log shippers) instead of plain text."""
+
     retrieval_model: str = "retrieval"
     """Repository model that retrieves candidates for Recommend."""
     ctr_model: str = "ctr"

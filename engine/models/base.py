@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from engine.batching import BatcherClosed, BatchInfo, DynamicBatcher
 from engine.errors import BundleError, InvalidArgument
+from engine.observability import record_batch
 from engine.repository import BundleRef
 from engine.runtime import create_session
 from engine.settings import Settings
@@ -72,7 +73,7 @@ class OnnxModel(ServedModel):
                 max_queue_rows=settings.max_queue_rows,
                 workers=settings.batch_workers,
                 name=f"{ref.name}/{ref.version}",
-                on_batch=on_batch,
+                on_batch=on_batch or record_batch(ref.name),
             )
             if settings.batching
             else None
