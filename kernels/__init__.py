@@ -7,6 +7,7 @@ Training and serving both import this package, which imports nothing else of Rea
 - `hash_strings`, `feature_buckets`: MurmurHash3_x86_32 feature hashing, frozen key format.
 - `gather_rows`: table rows by id into a contiguous array (id -1 gives zeros).
 - `warmup()`: compile/load every kernel at model load, never on a request.
+- `set_threads(n)`: the kernels' thread budget (and BLAS pinned to one thread per kernel thread).
 
 Plain NumPy references of each kernel live in `kernels.reference`.
 """
@@ -15,6 +16,7 @@ from kernels.exact import topk
 from kernels.filters import exclusions_csr
 from kernels.gather import gather_rows
 from kernels.hashing import MISSING, feature_buckets, hash_strings
+from kernels.threads import get_threads, set_threads
 from kernels.warmup import warmup
 
 __all__ = [
@@ -22,7 +24,9 @@ __all__ = [
     "exclusions_csr",
     "feature_buckets",
     "gather_rows",
+    "get_threads",
     "hash_strings",
+    "set_threads",
     "topk",
     "warmup",
 ]

@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from kernels.exact import topk
+from kernels.exact import BLOCKED_MIN_QUERIES, topk
 from kernels.filters import exclusions_csr
 from kernels.gather import gather_rows
 from kernels.hashing import feature_buckets, hash_strings
@@ -23,7 +23,7 @@ def warmup() -> float:
     items = rng.standard_normal((64, 8)).astype(np.float32)
     frozen = items.copy()
     frozen.setflags(write=False)
-    queries = rng.standard_normal((3, 8)).astype(np.float32)
+    queries = rng.standard_normal((BLOCKED_MIN_QUERIES, 8)).astype(np.float32)
     mask = np.ones(64, dtype=bool)
     for table in (items, frozen):
         for metric in ("ip", "cosine"):
