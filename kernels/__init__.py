@@ -4,6 +4,7 @@ Training and serving both import this package, which imports nothing else of Rea
 
 - `topk(queries, items, k, metric=, exclude=, allowed=)`: exact top-k by inner product or cosine,
   filters applied inside the scan; `exclusions_csr` builds the `exclude` pair.
+- `build_ivf`, `quantize_ivf`, `ivf_topk`, `save_ivf`, `load_ivf`: IVF approximate retrieval.
 - `hash_strings`, `feature_buckets`: MurmurHash3_x86_32 feature hashing, frozen key format.
 - `gather_rows`: table rows by id into a contiguous array (id -1 gives zeros).
 - `warmup()`: compile/load every kernel at model load, never on a request.
@@ -16,16 +17,23 @@ from kernels.exact import topk
 from kernels.filters import exclusions_csr
 from kernels.gather import gather_rows
 from kernels.hashing import MISSING, feature_buckets, hash_strings
+from kernels.ivf import IVFIndex, build_ivf, ivf_topk, load_ivf, quantize_ivf, save_ivf
 from kernels.threads import get_threads, set_threads
 from kernels.warmup import warmup
 
 __all__ = [
     "MISSING",
+    "IVFIndex",
+    "build_ivf",
     "exclusions_csr",
     "feature_buckets",
     "gather_rows",
     "get_threads",
     "hash_strings",
+    "ivf_topk",
+    "load_ivf",
+    "quantize_ivf",
+    "save_ivf",
     "set_threads",
     "topk",
     "warmup",

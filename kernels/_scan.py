@@ -68,8 +68,11 @@ def _any_at_least(scores, lo, hi, thr):
 
 
 @njit(cache=True)
-def push_scores(scores, m, j0, ex, allowed, hs, hids):
-    """Offer items j0 .. j0 + m - 1 with scores[:m] to the heap (hs, hids).
+def push_scores(scores, m, j0, idmap, ex, allowed, hs, hids):
+    """Offer positions j0 .. j0 + m - 1 with scores[:m] to the heap (hs, hids).
+
+    A position is an item id itself when `idmap` is empty, else the item id is idmap[position]
+    (IVF lists store their items in list order).
 
     Filters are checked only for items that would enter the heap, so exclusions and masks cost
     almost nothing on the hot path.
@@ -83,7 +86,7 @@ def push_scores(scores, m, j0, ex, allowed, hs, hids):
         thr_i = hids[0]
         for r in range(c0, c1):
             s = scores[r]
-            j = j0 + r
+            j = j0 + r if idmap.shape[0] == 0 else idmap[j0 + r]
             if s > thr_s or (s == thr_s and j < thr_i):
                 if is_filtered(j, ex, allowed):
                     continue

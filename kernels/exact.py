@@ -10,7 +10,13 @@ from numba import njit, prange
 
 from kernels._heap import heap_init, heap_push, heap_sort
 from kernels._scan import PREFILTER, block_scores, inv_norms, push_scores
-from kernels.filters import Exclusions, check_allowed, check_exclusions, writable
+from kernels.filters import (
+    Exclusions,
+    check_allowed,
+    check_exclusions,
+    sorted_exclusions,
+    writable,
+)
 from kernels.threads import apply_budget, single_threaded_blas
 
 METRICS = ("ip", "cosine")
@@ -26,12 +32,8 @@ _QUERY_GROUP = 64
 _BLOCK_ITEMS = 1024
 
 
-@njit(cache=True, parallel=True)
-def _sorted_exclusions(indptr, indices):
-    out = indices.copy()
-    for q in prange(indptr.shape[0] - 1):
-        out[indptr[q] : indptr[q + 1]].sort()
-    return out
+# Positions are item ids in the exact scans (a global: Numba freezes it as a constant).
+_NO_IDMAP = np.empty(0, dtype=np.int64)
 
 
 @njit(cache=True, parallel=True)
@@ -64,7 +66,7 @@ def _stream_scan(queries, items, cosine, indptr, ex_sorted, allowed, n_chunks, p
         for j0 in range(c * chunk, min(n, (c + 1) * chunk), PREFILTER):
             m = min(PREFILTER, n - j0, (c + 1) * chunk - j0)
             block_scores(queries[q], items, j0, m, cosine, buf)
-            push_scores(buf, m, j0, ex, allowed, hs, hids)
+            push_scores(buf, m, j0, _NO_IDMAP, ex, allowed, hs, hids)
 
 
 @njit(cache=True, parallel=True)
@@ -94,15 +96,18 @@ def _blocked_scan(queries, items, cosine, indptr, ex_sorted, allowed, block, par
                         scores[q, r] *= inv[r]
             for q in range(n_q):
                 ex = ex_sorted[indptr[q] : indptr[q + 1]]
-                push_scores(scores[q], m, j0, ex, allowed, part_s[c, q], part_i[c, q])
+                push_scores(scores[q], m, j0, _NO_IDMAP, ex, allowed, part_s[c, q], part_i[c, q])
 
 
-def _as_queries(queries: np.ndarray, d: int) -> np.ndarray:
+def prepare_queries(queries: np.ndarray, d: int, metric: str) -> np.ndarray:
+    """Queries as writable C-contiguous float32 [n, d] (a 1-D query is one row), unit-norm for cosine."""
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim == 1:
         q = q[None, :]
     if q.ndim != 2 or q.shape[1] != d:
         raise ValueError(f"queries must be [n, {d}] or [{d}], got shape {np.shape(queries)}")
+    if metric == "cosine":
+        return normalize_rows(q)
     return writable(np.ascontiguousarray(q))
 
 
@@ -176,7 +181,7 @@ def topk(
         raise ValueError("k must be >= 0")
     items = check_items(items)
     n_items, d = items.shape
-    q = _as_queries(queries, d)
+    q = prepare_queries(queries, d, metric)
     n_q = q.shape[0]
     indptr, indices = check_exclusions(exclude, n_q)
     mask = check_allowed(allowed, n_items)
@@ -185,10 +190,8 @@ def topk(
     if n_q == 0 or k_eff == 0:
         return ids, scores
     cosine = metric == "cosine"
-    if cosine:
-        q = normalize_rows(q)
     n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
-    ex_sorted = _sorted_exclusions(indptr, indices)
+    ex_sorted = sorted_exclusions(indptr, indices)
     for g0 in range(0, n_q, _QUERY_GROUP):
         g1 = min(n_q, g0 + _QUERY_GROUP)
         # Each group's exclusion offsets restart at 0 so the kernels index their own slice.

@@ -8,13 +8,15 @@ from kernels.exact import BLOCKED_MIN_QUERIES, topk
 from kernels.filters import exclusions_csr
 from kernels.gather import gather_rows
 from kernels.hashing import feature_buckets, hash_strings
+from kernels.ivf import build_ivf, ivf_topk, quantize_ivf
 
 
 def warmup() -> float:
     """Run each kernel once on tiny inputs of every dtype/layout the service uses.
 
     Covers top-k (both metrics, filters, single-query and batch drivers, writable and read-only
-    items such as memmaps), hashing and gathers of float32 / int64 tables. With a warm
+    items such as memmaps), IVF search (float32, int8 and float16 storage; in-memory index),
+    hashing and gathers of float32 / int64 tables. With a warm
     `NUMBA_CACHE_DIR` this takes well under a second; cold, it compiles everything (tens of
     seconds). Returns the seconds it took (the engine reports it as part of time-to-ready).
     """
@@ -32,6 +34,13 @@ def warmup() -> float:
             )
             topk(queries, table, 5, metric=metric)
         gather_rows(table, np.array([0, -1, 3], dtype=np.int64))
+        index = build_ivf(items, 4, seed=0, n_iter=2)
+        for stored in (
+            index,
+            quantize_ivf(items, index, "int8"),
+            quantize_ivf(items, index, "float16"),
+        ):
+            ivf_topk(queries, table, stored, 5, nprobe=2, exclude=None, allowed=mask)
     gather_rows(np.arange(12, dtype=np.int64).reshape(4, 3), np.array([1, -1], dtype=np.int64))
     hash_strings(["warm", "up"])
     feature_buckets("warmup", ["a", None], 16)

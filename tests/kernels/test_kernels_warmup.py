@@ -3,7 +3,7 @@
 import numpy as np
 
 import kernels
-from kernels import exact, gather, hashing
+from kernels import _ivf_scan, exact, gather, hashing
 
 
 def test_warmup_compiles_serving_kernels():
@@ -14,6 +14,8 @@ def test_warmup_compiles_serving_kernels():
         assert len(kernel.signatures) >= 2
     assert hashing._hash_many.signatures and hashing._prefixed.signatures
     assert len(gather._gather.signatures) >= 3
+    # int8 and float16 codes (the float32 kind shares the int8 type) x writable/read-only items.
+    assert len(_ivf_scan.ivf_scan.signatures) >= 4
 
 
 def test_warmup_covers_request_types():
