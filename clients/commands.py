@@ -63,22 +63,31 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             help="PEM CA bundle: connect with TLS.",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
     return command
 
 
+def json_flag(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        command
+    )
+
+
+def connection_settings(timeout: float, token: str | None, tls_root: Path | None) -> dict[str, Any]:
+    """ClientOptions overrides from the shared connection options."""
+    return {
+        "timeout": timeout,
+        "token": token,
+        "root_certificates": tls_root.read_bytes() if tls_root else None,
+    }
+
+
 def _connect(
     target: str, timeout: float, token: str | None, tls_root: Path | None
 ) -> ReachRankClient:
-    return ReachRankClient(
-        target,
-        timeout=timeout,
-        token=token,
-        root_certificates=tls_root.read_bytes() if tls_root else None,
-    )
+    return ReachRankClient(target, **connection_settings(timeout, token, tls_root))
 
 
 def _models_line(models: tuple[ModelInfo, ...]) -> str:
@@ -121,6 +130,7 @@ def client() -> None:
 @click.option("--max-price", type=float)
 @click.option("--exclude", multiple=True, help="Item id never to return.")
 @connection_options
+@json_flag
 def recommend(
     user_id: str,
     k: int,
@@ -168,6 +178,7 @@ def recommend(
 )
 @click.option("--context", multiple=True, callback=_key_values, help="KEY=VALUE request context.")
 @connection_options
+@json_flag
 def rank_ads(
     user_id: str,
     ads: list[AdBid],
@@ -211,6 +222,7 @@ def rank_ads(
     help="NAME=FILE.npy input tensor (repeat).",
 )
 @connection_options
+@json_flag
 def score(
     model: str,
     model_version: int,
@@ -239,6 +251,7 @@ def score(
 @client.command()
 @click.option("--service", default="", help="Service name ('' = the whole server).")
 @connection_options
+@json_flag
 def health(
     service: str,
     target: str,
