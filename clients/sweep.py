@@ -23,8 +23,6 @@ class SweepSettings:
     """Bisection steps between the last good and the first bad rate."""
     max_error_ratio: float = 0.001
     """A step with more failed requests than this fraction fails, whatever its latency."""
-    min_achieved_ratio: float = 0.95
-    """A step that completes less than this share of the offered rate fails."""
 
     def __post_init__(self) -> None:
         if self.p99_ms <= 0 or self.start_rate <= 0 or self.growth <= 1:
@@ -38,11 +36,11 @@ class SweepResult:
 
 
 def meets(summary: Summary, sweep: SweepSettings) -> bool:
-    offered = summary.offered_rps or 0.0
-    return (
-        summary.p99_ms <= sweep.p99_ms
-        and summary.error_count <= sweep.max_error_ratio * max(summary.requests, 1)
-        and summary.achieved_rps >= sweep.min_achieved_ratio * offered
+    """Whether a step kept the bound. An open loop sends every scheduled request and times
+    latency from its schedule, so a server that cannot keep up fails on latency or errors;
+    no separate achieved-rate test is needed (and one would be noisy for Poisson arrivals)."""
+    return summary.p99_ms <= sweep.p99_ms and summary.error_count <= sweep.max_error_ratio * max(
+        summary.requests, 1
     )
 
 

@@ -118,8 +118,10 @@ class FakeServer:
         self.health.set("", status)
 
 
-def start_fake_server(credentials: grpc.ServerCredentials | None = None) -> FakeServer:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+def start_fake_server(
+    credentials: grpc.ServerCredentials | None = None, max_workers: int = 8
+) -> FakeServer:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     servicer, health_servicer = FakeRanking(), health.HealthServicer()
     ranking_pb2_grpc.add_RankingServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
