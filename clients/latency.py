@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 OK = "OK"
-# Not a gRPC status: the generator skipped the send because --max-in-flight calls were
-# already waiting (the server had stalled); counted as an error so it cannot hide.
+# Not a gRPC status: the generator could not send the request within its deadline of its
+# scheduled time because --max-in-flight calls were all waiting (the server had stalled);
+# counted as an error so that it cannot hide.
 NOT_SENT = "NOT_SENT"
 
 PERCENTILES: dict[str, float] = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
@@ -115,7 +116,14 @@ def summary_rows(summary: Summary) -> list[tuple[str, str]]:
         for name in [*PERCENTILES, "max_ms", "mean_ms"]
     ]
     if summary.client_cpu_us_per_request is not None:
-        rows.append(("generator CPU", f"{summary.client_cpu_us_per_request:.1f} µs/request"))
+        # Near 100% of a core, the generator rather than the server may be the limit.
+        core_share = summary.client_cpu_us_per_request * summary.achieved_rps / 1e4
+        rows.append(
+            (
+                "generator CPU",
+                f"{summary.client_cpu_us_per_request:.1f} µs/request ({core_share:.0f}% of a core)",
+            )
+        )
     rows.append(("errors", f"{summary.error_count:,}"))
     rows += [(f"  {code}", f"{count:,}") for code, count in summary.errors.items()]
     return rows

@@ -147,7 +147,13 @@ def _event_loop_runner(loop: str) -> Any:
 @click.option(
     "--warmup", type=float, default=2.0, show_default=True, help="Unmeasured seconds first."
 )
-@click.option("--max-in-flight", type=int, default=10_000, show_default=True)
+@click.option(
+    "--max-in-flight",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Open loop: most calls in flight.",
+)
 @click.option(
     "--users", type=int, default=10_000, show_default=True, help="Synthetic users u0..uN-1."
 )

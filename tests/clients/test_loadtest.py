@@ -121,12 +121,18 @@ def test_errors_are_counted_by_status_code(fake_server: FakeServer) -> None:
     assert math.isnan(summary.p99_ms)
 
 
-def test_max_in_flight_skips_and_counts_sends(fake_server: FakeServer) -> None:
-    fake_server.servicer.delay = 0.5
-    settings = LoadSettings(duration=0.3, rate=100.0, arrivals="constant", max_in_flight=5)
+def test_sends_later_than_the_deadline_are_counted_not_sent(fake_server: FakeServer) -> None:
+    # One sender, 200 ms per call, 100 requests/s: the sender falls further behind with
+    # every call, and requests whose time is more than the 0.9 s deadline past are dropped.
+    fake_server.servicer.delay = 0.2
+    settings = LoadSettings(
+        duration=0.3, rate=100.0, arrivals="constant", max_in_flight=1, timeout=0.9
+    )
     summary, _, _ = _run(fake_server, settings)
     assert summary.requests == 30
-    assert summary.errors == {NOT_SENT: 25}
+    assert summary.ok >= 2
+    assert summary.errors == {NOT_SENT: 30 - summary.ok}
+    assert len(fake_server.servicer.calls) == summary.ok
 
 
 def test_open_loop_latency_counts_from_the_intended_time() -> None:
