@@ -74,14 +74,16 @@ class ScoredItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., category: _Optional[str] = ..., price: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "strategy", "models")
+    __slots__ = ("items", "strategy", "models", "variant")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     strategy: str
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+    variant: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class Ad(_message.Message):
     __slots__ = ("ad_id", "bid", "features")
@@ -138,14 +140,106 @@ class RankedAd(_message.Message):
     def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ...) -> None: ...
 
 class RankAdsResponse(_message.Message):
-    __slots__ = ("ads", "below_reserve", "models")
+    __slots__ = ("ads", "below_reserve", "models", "variant")
     ADS_FIELD_NUMBER: _ClassVar[int]
     BELOW_RESERVE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     ads: _containers.RepeatedCompositeFieldContainer[RankedAd]
     below_reserve: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
-    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+    variant: str
+    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ...) -> None: ...
+
+class SimilarItemsRequest(_message.Message):
+    __slots__ = ("item_id", "k", "filters")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    k: int
+    filters: Filters
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+
+class SimilarItemsResponse(_message.Message):
+    __slots__ = ("items", "models")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+
+class AudienceRequest(_message.Message):
+    __slots__ = ("item_ids", "n", "segments", "include_consumers")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    segments: _containers.RepeatedScalarFieldContainer[str]
+    include_consumers: bool
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., segments: _Optional[_Iterable[str]] = ..., include_consumers: _Optional[bool] = ...) -> None: ...
+
+class AudienceMember(_message.Message):
+    __slots__ = ("user_id", "score", "rfm_segment", "cluster")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    RFM_SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    score: float
+    rfm_segment: str
+    cluster: int
+    def __init__(self, user_id: _Optional[str] = ..., score: _Optional[float] = ..., rfm_segment: _Optional[str] = ..., cluster: _Optional[int] = ...) -> None: ...
+
+class AudienceResponse(_message.Message):
+    __slots__ = ("users", "eligible_users", "models")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_USERS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[AudienceMember]
+    eligible_users: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, users: _Optional[_Iterable[_Union[AudienceMember, _Mapping]]] = ..., eligible_users: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
+
+class ProfileRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ProfileResponse(_message.Message):
+    __slots__ = ("user_id", "known", "features", "attributes", "rfm_segment", "cluster", "models")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    RFM_SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    known: bool
+    features: _containers.ScalarMap[str, float]
+    attributes: _containers.ScalarMap[str, str]
+    rfm_segment: str
+    cluster: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, user_id: _Optional[str] = ..., known: _Optional[bool] = ..., features: _Optional[_Mapping[str, float]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., rfm_segment: _Optional[str] = ..., cluster: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("model", "version", "inputs")

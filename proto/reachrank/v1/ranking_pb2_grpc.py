@@ -49,6 +49,21 @@ class RankingStub:
                 request_serializer=reachrank_dot_v1_dot_ranking__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=reachrank_dot_v1_dot_ranking__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.SimilarItems = channel.unary_unary(
+                '/reachrank.v1.Ranking/SimilarItems',
+                request_serializer=reachrank_dot_v1_dot_ranking__pb2.SimilarItemsRequest.SerializeToString,
+                response_deserializer=reachrank_dot_v1_dot_ranking__pb2.SimilarItemsResponse.FromString,
+                _registered_method=True)
+        self.Audience = channel.unary_unary(
+                '/reachrank.v1.Ranking/Audience',
+                request_serializer=reachrank_dot_v1_dot_ranking__pb2.AudienceRequest.SerializeToString,
+                response_deserializer=reachrank_dot_v1_dot_ranking__pb2.AudienceResponse.FromString,
+                _registered_method=True)
+        self.Profile = channel.unary_unary(
+                '/reachrank.v1.Ranking/Profile',
+                request_serializer=reachrank_dot_v1_dot_ranking__pb2.ProfileRequest.SerializeToString,
+                response_deserializer=reachrank_dot_v1_dot_ranking__pb2.ProfileResponse.FromString,
+                _registered_method=True)
 
 
 class RankingServicer:
@@ -75,6 +90,27 @@ class RankingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarItems(self, request, context):
+        """Item-to-item neighbours ("more like this").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Audience(self, request, context):
+        """The reverse query of precision marketing: the users most likely to respond to an offer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Profile(self, request, context):
+        """A user's portrait: profile features and segments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +128,21 @@ def add_RankingServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=reachrank_dot_v1_dot_ranking__pb2.ScoreRequest.FromString,
                     response_serializer=reachrank_dot_v1_dot_ranking__pb2.ScoreResponse.SerializeToString,
+            ),
+            'SimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarItems,
+                    request_deserializer=reachrank_dot_v1_dot_ranking__pb2.SimilarItemsRequest.FromString,
+                    response_serializer=reachrank_dot_v1_dot_ranking__pb2.SimilarItemsResponse.SerializeToString,
+            ),
+            'Audience': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audience,
+                    request_deserializer=reachrank_dot_v1_dot_ranking__pb2.AudienceRequest.FromString,
+                    response_serializer=reachrank_dot_v1_dot_ranking__pb2.AudienceResponse.SerializeToString,
+            ),
+            'Profile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Profile,
+                    request_deserializer=reachrank_dot_v1_dot_ranking__pb2.ProfileRequest.FromString,
+                    response_serializer=reachrank_dot_v1_dot_ranking__pb2.ProfileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +226,87 @@ class Ranking:
             '/reachrank.v1.Ranking/Score',
             reachrank_dot_v1_dot_ranking__pb2.ScoreRequest.SerializeToString,
             reachrank_dot_v1_dot_ranking__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reachrank.v1.Ranking/SimilarItems',
+            reachrank_dot_v1_dot_ranking__pb2.SimilarItemsRequest.SerializeToString,
+            reachrank_dot_v1_dot_ranking__pb2.SimilarItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reachrank.v1.Ranking/Audience',
+            reachrank_dot_v1_dot_ranking__pb2.AudienceRequest.SerializeToString,
+            reachrank_dot_v1_dot_ranking__pb2.AudienceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Profile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reachrank.v1.Ranking/Profile',
+            reachrank_dot_v1_dot_ranking__pb2.ProfileRequest.SerializeToString,
+            reachrank_dot_v1_dot_ranking__pb2.ProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,44 @@
+"""`reachrank serve`: run the gRPC server over a model repository."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from engine.settings import Settings
+
+
+@click.command()
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model repository [REACHRANK_REPO, model_repo].",
+)
+@click.option("--host", default=None, help="Address to listen on [REACHRANK_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="gRPC port [REACHRANK_PORT, 50051].")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="onnxruntime device [auto].",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(
+    repo: Path | None, host: str | None, port: int | None, device: str | None, log_level: str
+) -> None:
+    """Serve Recommend, RankAds and Score over gRPC until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {
+        k: v
+        for k, v in {"repo": repo, "host": host, "port": port, "device": device}.items()
+        if v is not None
+    }
+    settings = Settings(**overrides)
+    from engine.server import serve_forever
+
+    serve_forever(settings)

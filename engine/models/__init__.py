@@ -1,0 +1,1 @@
+"""Served model kinds behind one small contract: load a bundle, answer, release."""

@@ -1,0 +1,107 @@
+"""What every served model has: identity, provider, and an ONNX session checked against its
+manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.errors import BundleError, InvalidArgument
+from engine.repository import BundleRef
+from engine.runtime import create_session
+from engine.settings import Settings
+
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(int64)": "int64",
+    "tensor(double)": "float64",
+    "tensor(int32)": "int32",
+}
+
+
+@dataclass(frozen=True)
+class ModelId:
+    name: str
+    version: int
+    kind: str
+    provider: str
+
+
+class ServedModel:
+    """The contract every served model kind follows: built from a bundle (validated and warmed
+    up in the constructor, raising BundleError if unservable), identified by ``id``, released
+    by ``close``."""
+
+    id: ModelId
+
+    def __init__(self, ref: BundleRef, settings: Settings) -> None:
+        self.ref = ref
+        self.settings = settings
+
+    def close(self) -> None:
+        """Release resources early; in-flight requests holding the model still finish."""
+
+
+class OnnxModel(ServedModel):
+    """An ONNX graph whose inputs and outputs must match the manifest."""
+
+    def __init__(self, ref: BundleRef, settings: Settings) -> None:
+        super().__init__(ref, settings)
+        try:
+            self.session, provider = create_session(ref.file("onnx"), settings)
+        except Exception as exc:  # onnxruntime raises its own types for corrupt graphs
+            raise BundleError(f"{ref.name}/{ref.version}: cannot load ONNX graph: {exc}") from exc
+        self.id = ModelId(ref.name, ref.version, ref.kind, provider)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        spec = self.ref.manifest["onnx"]
+        where = f"{self.ref.name}/{self.ref.version}"
+        want_in = {i["name"]: i["dtype"] for i in spec["inputs"]}
+        have_in = {n: _DTYPES.get(i.type, i.type) for n, i in self.inputs.items()}
+        if want_in != have_in:
+            raise BundleError(f"{where}: ONNX inputs {have_in} do not match the manifest {want_in}")
+        want_out = [o["name"] for o in spec["outputs"]]
+        if want_out != self.outputs:
+            raise BundleError(
+                f"{where}: ONNX outputs {self.outputs} do not match the manifest {want_out}"
+            )
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw scoring: named inputs in, named outputs out (validated against the graph)."""
+        unknown = set(inputs) - set(self.inputs)
+        missing = set(self.inputs) - set(inputs)
+        if unknown or missing:
+            raise InvalidArgument(
+                f"model {self.ref.name} takes inputs {sorted(self.inputs)}; "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+        batch = None
+        for name, array in inputs.items():
+            node = self.inputs[name]
+            want = _DTYPES.get(node.type, node.type)
+            if array.dtype.name != want:
+                raise InvalidArgument(f"input {name!r} must be {want}, got {array.dtype.name}")
+            if array.ndim != len(node.shape):
+                raise InvalidArgument(
+                    f"input {name!r} must have {len(node.shape)} dimensions, got shape {list(array.shape)}"
+                )
+            for axis, dim in enumerate(node.shape):
+                if isinstance(dim, int) and array.shape[axis] != dim:
+                    raise InvalidArgument(
+                        f"input {name!r} axis {axis} must be {dim}, got shape {list(array.shape)}"
+                    )
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InvalidArgument(f"input {name!r} contains NaN or infinity")
+            if batch is not None and array.shape[0] != batch:
+                raise InvalidArgument("all inputs must have the same batch size")
+            batch = array.shape[0]
+        try:
+            values = self.session.run(None, inputs)
+        except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
+            raise InvalidArgument(f"model {self.ref.name} rejected the inputs: {exc}") from exc
+        return dict(zip(self.outputs, values, strict=True))

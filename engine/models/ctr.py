@@ -1,0 +1,168 @@
+"""A served CTR model: the calibrated ONNX graph plus the feature tables it was trained with.
+
+Item and user fields are hashed once at load into per-row bucket tables, so a request only
+gathers rows and hashes the few context values it carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+
+from engine.errors import BundleError, InvalidArgument
+from engine.models.base import OnnxModel
+from engine.repository import BundleRef
+from engine.settings import Settings
+from kernels import gather_rows
+from kernels.featurize import CategoricalField, FeatureSchema, NumericField
+
+
+class CTRModel(OnnxModel):
+    """pCTR for (user, items, context) through the bundle's feature schema."""
+
+    def __init__(self, ref: BundleRef, settings: Settings) -> None:
+        super().__init__(ref, settings)
+        try:
+            self.schema = FeatureSchema.from_json(ref.manifest["features"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{ref.name}/{ref.version}: bad feature schema: {exc}") from exc
+        self.default_position = settings.default_position
+        items = pl.read_parquet(ref.file("items"))
+        users = pl.read_parquet(ref.file("users"))
+        self.item_row = {v: i for i, v in enumerate(items["item_id"].to_list())}
+        self.user_row = {v: i for i, v in enumerate(users["user_id"].to_list())}
+        s = self.schema
+        self._item_cat = [f for f in s.categorical if f.source == "item"]
+        self._user_cat = [f for f in s.categorical if f.source == "user"]
+        self._item_num = [f for f in s.numeric if f.source == "item"]
+        self._user_num = [f for f in s.numeric if f.source == "user"]
+        # Row -1 (unknown) is the last row of each table, holding the defaults.
+        self.item_cat_table = self._cat_table(self._item_cat, items)
+        self.user_cat_table = self._cat_table(self._user_cat, users)
+        self.item_num_table = self._num_table(self._item_num, items)
+        self.user_num_table = self._num_table(self._user_num, users)
+        self._bucket = lru_cache(maxsize=65536)(self._bucket_uncached)
+        self.warmup()
+
+    def _cat_table(self, fields: list[CategoricalField], frame: pl.DataFrame) -> np.ndarray:
+        table = np.empty((frame.height + 1, len(fields)), dtype=np.int64)
+        for j, f in enumerate(fields):
+            values = (
+                frame[f.name].cast(pl.String).to_list()
+                if f.name in frame.columns
+                else [None] * frame.height
+            )
+            table[:-1, j] = self.schema.encode_categorical(f, values)
+            table[-1, j] = self.schema.encode_categorical(f, [None])[0]
+        return table
+
+    def _num_table(self, fields: list[NumericField], frame: pl.DataFrame) -> np.ndarray:
+        table = np.empty((frame.height + 1, len(fields)), dtype=np.float32)
+        for j, f in enumerate(fields):
+            raw = (
+                frame[f.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                if f.name in frame.columns
+                else np.full(frame.height, np.nan)
+            )
+            table[:-1, j] = self.schema.encode_numeric(f, raw)
+            table[-1, j] = self.schema.encode_numeric(f, np.array([np.nan]))[0]
+        return table
+
+    def _bucket_uncached(self, field: str, value: str) -> int:
+        spec = next(f for f in self.schema.categorical if f.name == field)
+        return int(self.schema.encode_categorical(spec, [value])[0])
+
+    def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Rows of the item table (-1 for items the model has never seen)."""
+        get = self.item_row.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def features(
+        self,
+        user_id: str,
+        item_rows: np.ndarray,
+        context: Mapping[str, str],
+        overrides: Sequence[Mapping[str, str]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(cat, num) model inputs for one user and n items. Precedence: per-item overrides,
+        then the request context, then stored user/item features, then the schema default."""
+        n = len(item_rows)
+        s = self.schema
+        item_rows = np.where(item_rows < 0, len(self.item_cat_table) - 1, item_rows)
+        user = self.user_row.get(user_id, len(self.user_cat_table) - 1)
+        item_cat = gather_rows(self.item_cat_table, item_rows)
+        item_num = gather_rows(self.item_num_table, item_rows)
+        cat = np.empty((n, len(s.categorical)), dtype=np.int64)
+        num = np.empty((n, len(s.numeric)), dtype=np.float32)
+        ii = iu = 0
+        for j, f in enumerate(s.categorical):
+            if f.name in context:
+                cat[:, j] = self._bucket(f.name, str(context[f.name]))
+            elif f.source == "item":
+                cat[:, j] = item_cat[:, ii]
+            elif f.source == "user":
+                cat[:, j] = self.user_cat_table[user, iu]
+            elif f.name == "position":
+                cat[:, j] = self._bucket(f.name, self.default_position)
+            else:
+                cat[:, j] = self._bucket(f.name, f.default)
+            ii += f.source == "item"
+            iu += f.source == "user"
+        ii = iu = 0
+        for j, f in enumerate(s.numeric):
+            if f.name in context:
+                num[:, j] = self._numeric(f, context[f.name])
+            elif f.source == "item":
+                num[:, j] = item_num[:, ii]
+            elif f.source == "user":
+                num[:, j] = self.user_num_table[user, iu]
+            else:
+                num[:, j] = s.encode_numeric(f, np.array([np.nan]))[0]
+            ii += f.source == "item"
+            iu += f.source == "user"
+        if overrides:
+            self._apply_overrides(cat, num, overrides)
+        return cat, num
+
+    def _apply_overrides(
+        self, cat: np.ndarray, num: np.ndarray, overrides: Sequence[Mapping[str, str]]
+    ) -> None:
+        s = self.schema
+        cat_index = {f.name: j for j, f in enumerate(s.categorical)}
+        num_index = {f.name: j for j, f in enumerate(s.numeric)}
+        for row, values in enumerate(overrides):
+            for name, value in values.items():
+                if name in cat_index:
+                    cat[row, cat_index[name]] = self._bucket(name, str(value))
+                elif name in num_index:
+                    num[row, num_index[name]] = self._numeric(s.numeric[num_index[name]], value)
+
+    def _numeric(self, spec: NumericField, value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise InvalidArgument(
+                f"feature {spec.name!r} must be a number, got {value!r}"
+            ) from None
+        if not np.isfinite(x):
+            raise InvalidArgument(f"feature {spec.name!r} must be finite, got {value!r}")
+        return float(self.schema.encode_numeric(spec, np.array([x]))[0])
+
+    def predict(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
+        """Calibrated pCTR [n] (float32)."""
+        if len(cat) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.session.run(None, {"cat": cat, "num": num})[0].reshape(-1)
+
+    def warmup(self) -> None:
+        """One real inference before the model takes traffic (fails the load if it fails)."""
+        rows = np.arange(min(4, len(self.item_cat_table) - 1), dtype=np.int64)
+        cat, num = self.features("", rows, {})
+        p = self.predict(cat, num)
+        if not np.all((p >= 0) & (p <= 1)):
+            raise BundleError(
+                f"{self.ref.name}/{self.ref.version}: warm-up produced pCTR outside [0, 1]"
+            )

@@ -1,0 +1,108 @@
+"""The model repository on disk: discover versions, read and validate manifests.
+
+Layout: ``<repo>/<model>/<version>/manifest.json`` plus the artefacts it names. Versions
+are positive integers; directories starting with ``.`` are bundles still being written.
+Nothing is unpickled: artefacts are ONNX, ``.npy`` (allow_pickle=False), Parquet and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BundleError
+
+MANIFEST = "manifest.json"
+KINDS = ("ctr", "retrieval", "profiles")
+# Kinds whose bundle carries an ONNX graph.
+ONNX_KINDS = ("ctr", "retrieval")
+_REQUIRED = ("format_version", "name", "version", "kind", "artifacts")
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """A version of a model on disk and its parsed manifest."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    def file(self, key: str) -> Path:
+        """Path of an artefact named in the manifest, refusing paths that leave the bundle."""
+        rel = self.manifest["artifacts"][key] if key != "onnx" else self.manifest["onnx"]["file"]
+        path = (self.path / rel).resolve()
+        if self.path.resolve() not in path.parents:
+            raise BundleError(f"{self.name}/{self.version}: artefact {rel!r} escapes the bundle")
+        return path
+
+
+def model_names(repo: Path) -> list[str]:
+    """Models in the repository (directories holding at least one version)."""
+    if not repo.is_dir():
+        return []
+    return sorted(p.name for p in repo.iterdir() if p.is_dir() and versions(repo, p.name))
+
+
+def versions(repo: Path, name: str) -> list[int]:
+    """Complete versions of a model, ascending."""
+    model_dir = repo / name
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / MANIFEST).is_file()
+    )
+
+
+def read_bundle(repo: Path, name: str, version: int | None = None) -> BundleRef:
+    """The given version (default: latest) of a model, with its manifest checked."""
+    available = versions(repo, name)
+    if not available:
+        raise BundleError(f"model {name!r} has no versions in {repo}")
+    if version is None:
+        version = available[-1]
+    elif version not in available:
+        raise BundleError(f"model {name!r} has no version {version} (has {available})")
+    path = repo / name / str(version)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{name}/{version}: unreadable manifest: {exc}") from exc
+    ref = BundleRef(name=name, version=version, path=path, manifest=manifest)
+    validate_manifest(ref)
+    return ref
+
+
+def validate_manifest(ref: BundleRef) -> None:
+    """Schema and file checks; raises BundleError naming what is wrong."""
+    m = ref.manifest
+    where = f"{ref.name}/{ref.version}"
+    if not isinstance(m, dict):
+        raise BundleError(f"{where}: manifest is not a JSON object")
+    missing = [k for k in _REQUIRED if k not in m]
+    if missing:
+        raise BundleError(f"{where}: manifest lacks {missing}")
+    if m["kind"] not in KINDS:
+        raise BundleError(f"{where}: unknown kind {m['kind']!r} (expected one of {KINDS})")
+    if int(m["version"]) != ref.version:
+        raise BundleError(f"{where}: manifest says version {m['version']}")
+    if not isinstance(m["artifacts"], dict):
+        raise BundleError(f"{where}: manifest 'artifacts' must map names to files")
+    files = list(m["artifacts"])
+    if m["kind"] in ONNX_KINDS:
+        onnx_spec = m.get("onnx")
+        if not isinstance(onnx_spec, dict) or not {"file", "inputs", "outputs"} <= set(onnx_spec):
+            raise BundleError(f"{where}: manifest 'onnx' needs file, inputs and outputs")
+        files.insert(0, "onnx")
+    for key in files:
+        path = ref.file(key)
+        if not path.is_file():
+            raise BundleError(f"{where}: missing artefact {path.name}")

@@ -1,0 +1,112 @@
+"""Build and run the gRPC server: Ranking service, standard health and reflection,
+orderly shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+
+from engine.errors import BundleError
+from engine.registry import ModelRegistry
+from engine.runtime import apply_thread_budget
+from engine.servicer import RankingServicer
+from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+RANKING_SERVICE = ranking_pb2.DESCRIPTOR.services_by_name["Ranking"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    registry: ModelRegistry
+    health: health.HealthServicer
+    settings: Settings
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", RANKING_SERVICE):
+            self.health.set(service, status)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
+        self.set_serving(False)
+        self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
+
+
+def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
+    """Load the repository, then start serving; health turns SERVING once models are loaded."""
+    apply_thread_budget(settings)
+    started = time.perf_counter()
+    registry = registry or ModelRegistry(settings)
+    failed = registry.load_all()
+    if failed:
+        log.warning("models refused at start: %s", failed)
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
+    )
+    ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            RANKING_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    running = RunningServer(server, port, registry, health_servicer, settings)
+    running.set_serving(False)
+    server.start()
+    if registry.ready():
+        running.set_serving(True)
+    log.info(
+        "ReachRank serving %s on %s:%d (ready in %.1f s)",
+        registry.names(),
+        settings.host,
+        port,
+        time.perf_counter() - started,
+    )
+    return running
+
+
+def serve_forever(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then drain and exit."""
+    running = start_server(settings)
+    if not running.registry.ready():
+        running.stop(0)
+        raise BundleError(f"no servable model in {settings.repo}")
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: draining (grace %.1f s)", signum, settings.grace_period_s)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    running.stop()
+    log.info("stopped")

@@ -1,0 +1,228 @@
+"""The `reachrank.v1.Ranking` servicer: converts messages to pipeline calls and back.
+
+Domain errors become gRPC statuses in one place (:func:`grpc_errors`); anything unexpected
+is logged with its traceback and answered INTERNAL without taking the server down.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+
+from clients.tensors import from_tensor, to_tensor
+from engine import pipelines
+from engine.errors import FailedPrecondition, InvalidArgument, ServingError
+from engine.models.base import ModelId
+from engine.models.ctr import CTRModel
+from engine.models.profiles import ProfilesModel
+from engine.models.retrieval import RetrievalModel
+from engine.registry import ModelRegistry
+from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def grpc_errors(method: F) -> F:
+    """Map ServingError to its status code; log and answer INTERNAL for anything else."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except ServingError as exc:
+            context.abort(exc.code, str(exc))
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            context.abort(
+                grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+def scored_items(items: list[pipelines.Recommended]) -> list[ranking_pb2.ScoredItem]:
+    return [
+        ranking_pb2.ScoredItem(
+            item_id=i.item_id, score=i.score, retrieval_score=i.retrieval_score, category=i.category, price=i.price
+        )
+        for i in items
+    ]
+
+
+def model_ref(model_id: ModelId) -> ranking_pb2.ModelRef:
+    return ranking_pb2.ModelRef(
+        name=model_id.name, version=model_id.version, kind=model_id.kind, provider=model_id.provider
+    )
+
+
+class RankingServicer(ranking_pb2_grpc.RankingServicer):
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    def _retrieval(self) -> RetrievalModel:
+        model = self.registry.get(self.settings.retrieval_model)
+        if not isinstance(model, RetrievalModel):
+            raise FailedPrecondition(f"model {self.settings.retrieval_model!r} is not a retrieval model")
+        return model
+
+    def _profiles(self) -> ProfilesModel | None:
+        model = self.registry.find(self.settings.profiles_model)
+        return model if isinstance(model, ProfilesModel) else None
+
+    def _ctr(self, required: bool) -> CTRModel | None:
+        model = (
+            self.registry.get(self.settings.ctr_model)
+            if required
+            else self.registry.find(self.settings.ctr_model)
+        )
+        return model if isinstance(model, CTRModel) else None
+
+    @grpc_errors
+    def Recommend(
+        self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.RecommendResponse:
+        retrieval = self._retrieval()
+        f = request.filters
+        result = pipelines.recommend(
+            retrieval,
+            self._ctr(required=False),
+            self.settings,
+            user_id=request.user_id,
+            k=request.k,
+            context=dict(request.context),
+            categories=list(f.categories),
+            min_price=f.min_price if f.HasField("min_price") else None,
+            max_price=f.max_price if f.HasField("max_price") else None,
+            exclude=list(request.exclude),
+            profiles=self._profiles(),
+        )
+        return ranking_pb2.RecommendResponse(
+            items=[
+                ranking_pb2.ScoredItem(
+                    item_id=i.item_id,
+                    score=i.score,
+                    retrieval_score=i.retrieval_score,
+                    category=i.category,
+                    price=i.price,
+                )
+                for i in result.items
+            ],
+            strategy=result.strategy,
+            models=[model_ref(m) for m in result.models],
+        )
+
+    @grpc_errors
+    def RankAds(
+        self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.RankAdsResponse:
+        ctr = self._ctr(required=True)
+        assert ctr is not None
+        result = pipelines.rank_ads(
+            ctr,
+            self.settings,
+            user_id=request.user_id,
+            ads=[pipelines.AdRequest(a.ad_id, a.bid, dict(a.features)) for a in request.ads],
+            slots=request.slots,
+            reserve_price=request.reserve_price,
+            context=dict(request.context),
+        )
+        return ranking_pb2.RankAdsResponse(
+            ads=[
+                ranking_pb2.RankedAd(
+                    ad_id=a.ad_id,
+                    pctr=a.pctr,
+                    bid=a.bid,
+                    expected_value=a.expected_value,
+                    slot=a.slot,
+                    price=a.price,
+                )
+                for a in result.ads
+            ],
+            below_reserve=result.below_reserve,
+            models=[model_ref(m) for m in result.models],
+        )
+
+    @grpc_errors
+    def Score(
+        self, request: ranking_pb2.ScoreRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.ScoreResponse:
+        if not request.model:
+            raise InvalidArgument("model is required")
+        model = self.registry.get(request.model)
+        if request.version and request.version != model.id.version:
+            raise InvalidArgument(
+                f"model {request.model!r} serves version {model.id.version}, not {request.version}"
+            )
+        inputs = {}
+        for name, tensor in request.inputs.items():
+            try:
+                inputs[name] = from_tensor(tensor)
+            except ValueError as exc:
+                raise InvalidArgument(f"inputs[{name!r}]: {exc}") from None
+            if inputs[name].ndim and inputs[name].shape[0] > self.settings.max_score_rows:
+                raise InvalidArgument(
+                    f"inputs[{name!r}] has more than {self.settings.max_score_rows} rows"
+                )
+        outputs = model.run(inputs)
+        return ranking_pb2.ScoreResponse(
+            outputs={k: to_tensor(v) for k, v in outputs.items()}, model=model_ref(model.id)
+        )
+
+    @grpc_errors
+    def SimilarItems(
+        self, request: ranking_pb2.SimilarItemsRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.SimilarItemsResponse:
+        f = request.filters
+        items, models = pipelines.similar_items(
+            self._retrieval(),
+            self.settings,
+            item_id=request.item_id,
+            k=request.k,
+            categories=list(f.categories),
+            min_price=f.min_price if f.HasField("min_price") else None,
+            max_price=f.max_price if f.HasField("max_price") else None,
+        )
+        return ranking_pb2.SimilarItemsResponse(items=scored_items(items), models=[model_ref(m) for m in models])
+
+    @grpc_errors
+    def Audience(self, request: ranking_pb2.AudienceRequest, context: grpc.ServicerContext) -> ranking_pb2.AudienceResponse:
+        result = pipelines.audience(
+            self._retrieval(),
+            self._profiles(),
+            self.settings,
+            item_ids=list(request.item_ids),
+            n=request.n,
+            segments=list(request.segments),
+            include_consumers=request.include_consumers,
+        )
+        return ranking_pb2.AudienceResponse(
+            users=[
+                ranking_pb2.AudienceMember(user_id=u.user_id, score=u.score, rfm_segment=u.rfm_segment, cluster=u.cluster)
+                for u in result.users
+            ],
+            eligible_users=result.eligible_users,
+            models=[model_ref(m) for m in result.models],
+        )
+
+    @grpc_errors
+    def Profile(self, request: ranking_pb2.ProfileRequest, context: grpc.ServicerContext) -> ranking_pb2.ProfileResponse:
+        profiles = self.registry.get(self.settings.profiles_model)
+        if not isinstance(profiles, ProfilesModel):
+            raise FailedPrecondition(f"model {self.settings.profiles_model!r} is not a profiles model")
+        p = pipelines.profile(profiles, request.user_id)
+        return ranking_pb2.ProfileResponse(
+            user_id=p.user_id,
+            known=p.known,
+            features=p.features,
+            attributes=p.attributes,
+            rfm_segment=p.rfm_segment,
+            cluster=p.cluster,
+            models=[model_ref(profiles.id)],
+        )

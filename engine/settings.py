@@ -1,0 +1,66 @@
+"""Server settings, declared once: every field can be set by an environment variable
+``REACHRANK_<FIELD>`` (e.g. ``REACHRANK_PORT=6000``) or by the matching CLI option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """ReachRank server configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="REACHRANK_", extra="ignore")
+
+    repo: Path = Path("model_repo")
+    """Model repository: ``<repo>/<model>/<version>/manifest.json`` plus artefacts."""
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port (0 picks a free one; the server reports the port it bound)."""
+
+    version_policies: dict[str, str] = Field(default_factory=dict)
+    """Per-model version policy, ``latest`` (default) or ``pinned:<version>``, e.g.
+    ``REACHRANK_VERSION_POLICIES='{"ctr": "pinned:3"}'``."""
+    repo_poll_interval_s: float = Field(0.0, ge=0)
+    """Poll the repository for new versions every this many seconds (0: only on Load)."""
+
+    retrieval_model: str = "retrieval"
+    """Repository model that retrieves candidates for Recommend."""
+    ctr_model: str = "ctr"
+    """Repository model that scores pCTR for Recommend and RankAds."""
+    profiles_model: str = "profiles"
+    """Repository model holding user profiles and segments (Profile, Audience, cold start)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """onnxruntime device: ``auto`` uses CUDA only when a GPU is visible and the runtime has it."""
+    grpc_threads: int = Field(8, ge=1)
+    """Threads serving RPCs. Python holds the GIL while decoding; a few more than cores hides I/O."""
+    ort_intra_op_threads: int = Field(1, ge=0)
+    """onnxruntime threads per inference (0 = onnxruntime's default, all cores)."""
+    ort_inter_op_threads: int = Field(1, ge=0)
+    """onnxruntime threads across graph nodes."""
+    numba_threads: int = Field(1, ge=1)
+    """Threads for Numba's parallel kernels (retrieval scans)."""
+    blas_threads: int = Field(1, ge=1)
+    """OpenBLAS/MKL threads; kept low so they don't fight Numba and onnxruntime for cores."""
+
+    max_k: int = Field(1000, ge=1)
+    """Largest k a Recommend call may ask for."""
+    max_audience: int = Field(100_000, ge=1)
+    """Most users one Audience call may ask for."""
+    max_ads: int = Field(2000, ge=1)
+    """Most ads one RankAds call may carry."""
+    max_score_rows: int = Field(65536, ge=1)
+    """Most rows one Score call may carry."""
+    retrieval_candidates: int = Field(200, ge=1)
+    """Candidates retrieved before CTR ranking (at least k)."""
+    default_position: str = "1"
+    """Position feature used for ranking when the request's context gives none."""
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest request or response message."""
+    grace_period_s: float = Field(5.0, ge=0)
+    """On SIGTERM, how long in-flight RPCs may take to finish."""

@@ -1,0 +1,39 @@
+"""Session fixtures shared by every test folder: a tiny simulated marketplace and the model
+repository the real trainer builds from it (real Parquet, real PyTorch, real ONNX)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+# Every test process compiles Numba kernels into one cache (CI starts cold, then reuses it).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
+
+from training.pipeline import Dataset, TrainConfig, train_all
+from training.simulate import SimulatorConfig, write_simulation
+
+TINY_SIM = SimulatorConfig(users=300, items=120, days=14, seed=11)
+TINY_TRAIN = TrainConfig(ctr_epochs=3, mf_epochs=8, n_buckets=1 << 14, mf_dim=16, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    write_simulation(out, TINY_SIM)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_repo(tmp_path_factory: pytest.TempPathFactory, sim_dir: Path) -> Path:
+    """A model repository with one CTR (FM) and one retrieval (MF) bundle."""
+    repo = tmp_path_factory.mktemp("repo")
+    data = Dataset(
+        events=pl.scan_parquet(sim_dir / "events.parquet"),
+        items=pl.read_parquet(sim_dir / "items.parquet"),
+        users=pl.read_parquet(sim_dir / "users.parquet"),
+    )
+    train_all(data, repo, TINY_TRAIN)
+    return repo

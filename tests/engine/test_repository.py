@@ -1,0 +1,77 @@
+"""Bundle validation: a bad bundle is refused with a reason and the serving one stays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.errors import BundleError
+from engine.registry import ModelRegistry
+from engine.repository import read_bundle, versions
+from engine.settings import Settings
+
+
+@pytest.fixture
+def repo(tmp_path: Path, trained_repo: Path) -> Path:
+    copy = tmp_path / "repo"
+    shutil.copytree(trained_repo, copy)
+    return copy
+
+
+def _new_version(repo: Path, name: str) -> Path:
+    src = repo / name / "1"
+    dst = repo / name / "2"
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["version"] = 2
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda b: (b / "model.onnx").write_bytes(b"not an onnx file"), "ONNX"),
+        (lambda b: (b / "items.parquet").unlink(), "missing artefact items.parquet"),
+        (lambda b: (b / "manifest.json").write_text("{"), "unreadable manifest"),
+        (lambda b: (b / "model.onnx").write_bytes((b / "model.onnx").read_bytes()[:200]), "ONNX"),
+    ],
+)
+def test_corrupt_ctr_version_is_refused_and_old_keeps_serving(
+    repo: Path, damage, reason: str
+) -> None:
+    registry = ModelRegistry(Settings(repo=repo))
+    assert registry.load_all() == []
+    serving = registry.get("ctr")
+    damage(_new_version(repo, "ctr"))
+    with pytest.raises(BundleError, match=reason):
+        registry.load("ctr")
+    assert registry.get("ctr") is serving
+    assert registry.events[-1].ok is False and reason.split()[0] in registry.events[-1].reason
+
+
+def test_manifest_signature_mismatch_is_refused(repo: Path) -> None:
+    bundle = _new_version(repo, "retrieval")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["onnx"]["inputs"][0]["name"] = "user"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="do not match the manifest"):
+        ModelRegistry(Settings(repo=repo)).load("retrieval")
+
+
+def test_artefact_paths_cannot_escape_the_bundle(repo: Path) -> None:
+    bundle = _new_version(repo, "ctr")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"]["items"] = "../../../etc/passwd"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="escapes"):
+        read_bundle(repo, "ctr", 2)
+
+
+def test_incomplete_versions_are_invisible(repo: Path) -> None:
+    (repo / "ctr" / ".incoming-x").mkdir()
+    (repo / "ctr" / "7").mkdir()  # no manifest yet
+    assert versions(repo, "ctr") == [1]

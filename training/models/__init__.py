@@ -1,0 +1,1 @@
+"""PyTorch models: CTR rankers and retrieval embeddings. Training loops live in training.fit."""
