@@ -23,9 +23,15 @@ def test_calls_map_like_the_sync_client(fake_server: FakeServer) -> None:
                 await sdk.rank_ads("u1", [AdBid("a", 1.0), {"ad_id": "b", "bid": 2.0}], slots=1),
                 await sdk.score("m", {"x": np.ones((2, 2), np.float64)}),
                 await sdk.health(),
+                await sdk.similar_items("i1", 2),
+                await sdk.audience("i1", 3, segments="at_risk"),
+                await sdk.profile("u9"),
             )
 
-    recommendation, auction, scores, status = asyncio.run(scenario())
+    recommendation, auction, scores, status, similar, audience, profile = asyncio.run(scenario())
+    assert similar.item_ids == ["i1-like-0", "i1-like-1"]
+    assert audience.user_ids == ["u0", "u1", "u2"]
+    assert profile.known and profile.rfm_segment == "loyal"
     assert recommendation.item_ids == ["i0", "i1"]
     assert [ad.ad_id for ad in auction.winners] == ["b"]
     np.testing.assert_array_equal(scores.outputs["score"], [2.0, 2.0])
