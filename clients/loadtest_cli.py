@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from clients.channel import base_metadata, open_aio_channel
-from clients.commands import connection_options, connection_settings
+from clients.cli_options import Connection, connection_options
 from clients.latency import Samples, Summary, summary_rows
 from clients.loadplot import plot_run, plot_sweep, pyplot
 from clients.loadtest import LoadSettings, Progress, run_load
@@ -25,11 +25,13 @@ from clients.workload import (
     METHODS,
     MixSettings,
     Workload,
+    audience_workload,
     health_workload,
     rank_ads_workload,
     read_ids,
     recommend_workload,
     score_workload,
+    similar_workload,
     synthetic_ids,
 )
 
@@ -47,11 +49,21 @@ def _workload(rpc: str, params: dict[str, Any]) -> Workload:
         pool_size=params["pool"],
         seed=params["seed"],
     )
-    users = _ids(params["users_file"], "u", params["users"])
+
+    def users() -> list[str]:
+        return _ids(params["users_file"], "u", params["users"])
+
+    def items() -> list[str]:
+        return _ids(params["items_file"], "i", params["items"])
+
     if rpc == "recommend":
-        return recommend_workload(users, mix)
+        return recommend_workload(users(), mix)
     if rpc == "rank-ads":
-        return rank_ads_workload(users, _ids(params["items_file"], "i", params["items"]), mix)
+        return rank_ads_workload(users(), items(), mix)
+    if rpc == "similar":
+        return similar_workload(items(), mix)
+    if rpc == "audience":
+        return audience_workload(items(), mix)
     if rpc == "score":
         if not params["model"] or not params["inputs"]:
             raise click.UsageError(
@@ -126,6 +138,39 @@ async def _drive(
         await channel.close()
 
 
+def _report_run(
+    summary: Summary, samples: Samples, plot_path: Path | None, title: str, to_stderr: bool
+) -> dict[str, Any]:
+    click.echo(format_table(["metric", "value"], summary_rows(summary)), err=to_stderr)
+    if plot_path:
+        plot_run(samples, summary, plot_path, title)
+    return _summary_json(summary)
+
+
+def _report_sweep(
+    result: SweepResult,
+    sweep: SweepSettings,
+    plot_path: Path | None,
+    title: str,
+    to_stderr: bool,
+) -> dict[str, Any]:
+    best = result.best
+    click.echo(_sweep_table(result, sweep), err=to_stderr)
+    click.echo(
+        f"highest rate with p99 <= {sweep.p99_ms} ms: {best.offered_rps:,.0f} req/s"
+        if best
+        else f"no rate met p99 <= {sweep.p99_ms} ms",
+        err=to_stderr,
+    )
+    if plot_path:
+        plot_sweep(result.steps, sweep.p99_ms, plot_path, title)
+    return {
+        "p99_bound_ms": sweep.p99_ms,
+        "best": _summary_json(best) if best else None,
+        "sweep": [_summary_json(step) for step in result.steps],
+    }
+
+
 def _event_loop_runner(loop: str) -> Any:
     if loop == "uvloop":
         try:
@@ -166,7 +211,12 @@ def _event_loop_runner(loop: str) -> Any:
     "--zipf", type=float, default=1.1, show_default=True, help="Zipf exponent of user draws."
 )
 @click.option(
-    "-k", "k", type=int, default=10, show_default=True, help="recommend: items per request."
+    "-k",
+    "k",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Items (recommend, similar) or users (audience) per request.",
 )
 @click.option(
     "--ads", type=int, default=20, show_default=True, help="rank-ads: candidates per request."
@@ -210,10 +260,7 @@ def loadtest(
     json_path: Path | None,
     plot_path: Path | None,
     quiet: bool,
-    target: str,
-    timeout: float,
-    token: str | None,
-    tls_root: Path | None,
+    connection: Connection,
     **mix: Any,
 ) -> None:
     """Load-test a server: closed loop (--concurrency) or open loop (--rate), or --sweep rates."""
@@ -228,7 +275,7 @@ def loadtest(
             rate=rate,
             arrivals=arrivals,  # type: ignore[arg-type]
             warmup=warmup,
-            timeout=timeout,
+            timeout=connection.options.timeout,
             max_in_flight=max_in_flight,
         )
         sweep_settings = (
@@ -244,52 +291,31 @@ def loadtest(
             pyplot()  # fail before the run, not after it
         except RuntimeError as error:
             raise click.ClickException(str(error)) from None
-    options = ClientOptions(**connection_settings(timeout, token, tls_root))
-    # With --json -, stdout is for the JSON alone and the table goes to stderr.
-    table_to_stderr = json_path is not None and str(json_path) == "-"
+    # With --json -, stdout is for the JSON alone and the tables go to stderr.
+    to_stderr = json_path is not None and str(json_path) == "-"
     outcome = _event_loop_runner(loop)(
-        _drive(target, options, workload, settings, sweep_settings, quiet)
+        _drive(connection.target, connection.options, workload, settings, sweep_settings, quiet)
     )
-    title = f"{rpc} @ {target}"
-
+    title = f"{rpc} @ {connection.target}"
     if isinstance(outcome, SweepResult):
         assert sweep_settings is not None
-        best = outcome.best
-        click.echo(_sweep_table(outcome, sweep_settings), err=table_to_stderr)
-        click.echo(
-            f"highest rate with p99 <= {p99_ms} ms: {best.offered_rps:,.0f} req/s"
-            if best
-            else f"no rate met p99 <= {p99_ms} ms",
-            err=table_to_stderr,
-        )
-        payload: dict[str, Any] = {
-            "p99_bound_ms": p99_ms,
-            "best": _summary_json(best) if best else None,
-            "sweep": [_summary_json(step) for step in outcome.steps],
-        }
-        if plot_path:
-            plot_sweep(outcome.steps, p99_ms, plot_path, title)
+        payload = _report_sweep(outcome, sweep_settings, plot_path, title, to_stderr)
     else:
-        summary, samples = outcome
-        click.echo(format_table(["metric", "value"], summary_rows(summary)), err=table_to_stderr)
-        payload = _summary_json(summary)
-        if plot_path:
-            plot_run(samples, summary, plot_path, title)
-
+        payload = _report_run(*outcome, plot_path, title, to_stderr)
     payload["config"] = {
-        "target": target,
+        "target": connection.target,
         "rpc": rpc,
         "concurrency": concurrency,
         "rate": rate,
         "arrivals": arrivals if rate else None,
         "duration_s": duration,
         "warmup_s": warmup,
-        "timeout_s": timeout,
+        "timeout_s": connection.options.timeout,
         "loop": loop,
     }
     if json_path:
-        text = json.dumps(payload, indent=2, allow_nan=False)
-        if table_to_stderr:
-            sys.stdout.write(text + "\n")
+        text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+        if to_stderr:
+            sys.stdout.write(text)
         else:
-            json_path.write_text(text + "\n")
+            json_path.write_text(text)

@@ -7,11 +7,12 @@ most active first) or are synthetic in the simulator's format, `u<N>` and `i<N>`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from clients import convert
@@ -20,6 +21,8 @@ from clients.types import AdBid
 METHODS: dict[str, str] = {
     "recommend": "/reachrank.v1.Ranking/Recommend",
     "rank-ads": "/reachrank.v1.Ranking/RankAds",
+    "similar": "/reachrank.v1.Ranking/SimilarItems",
+    "audience": "/reachrank.v1.Ranking/Audience",
     "score": "/reachrank.v1.Ranking/Score",
     # The cheapest call a server has: measures the generator and transport, not the model.
     "health": "/grpc.health.v1.Health/Check",
@@ -73,11 +76,34 @@ def zipf_draws(count: int, size: int, exponent: float, rng: np.random.Generator)
     return rng.choice(count, size=size, p=weights / weights.sum())
 
 
+def _zipf_workload(
+    rpc: str, ids: Sequence[str], mix: MixSettings, build: Callable[[str], Message]
+) -> Workload:
+    draws = zipf_draws(len(ids), mix.pool_size, mix.zipf_exponent, np.random.default_rng(mix.seed))
+    return Workload(METHODS[rpc], tuple(build(ids[i]).SerializeToString() for i in draws))
+
+
 def recommend_workload(users: Sequence[str], mix: MixSettings) -> Workload:
+    """Users drawn from the Zipf distribution ask for `mix.k` items."""
+    return _zipf_workload(
+        "recommend", users, mix, lambda user: convert.recommend_request(user, mix.k)
+    )
+
+
+def similar_workload(items: Sequence[str], mix: MixSettings) -> Workload:
+    """Items drawn from the Zipf distribution (popular items are viewed most) ask for `mix.k`
+    neighbours."""
+    return _zipf_workload(
+        "similar", items, mix, lambda item: convert.similar_items_request(item, mix.k)
+    )
+
+
+def audience_workload(items: Sequence[str], mix: MixSettings) -> Workload:
+    """Offers of one item, drawn uniformly, ask for `mix.k` users."""
     rng = np.random.default_rng(mix.seed)
-    draws = zipf_draws(len(users), mix.pool_size, mix.zipf_exponent, rng)
-    requests = tuple(convert.recommend_request(users[u], mix.k).SerializeToString() for u in draws)
-    return Workload(METHODS["recommend"], requests)
+    draws = rng.integers(len(items), size=mix.pool_size)
+    requests = tuple(convert.audience_request(items[i], mix.k).SerializeToString() for i in draws)
+    return Workload(METHODS["audience"], requests)
 
 
 def rank_ads_workload(users: Sequence[str], items: Sequence[str], mix: MixSettings) -> Workload:

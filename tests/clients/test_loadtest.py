@@ -196,6 +196,20 @@ def test_loadtest_command_writes_table_json_and_png(
     assert {ad.ad_id for ad in request.ads} <= {f"i{n}" for n in range(40)}
 
 
+@pytest.mark.parametrize(
+    ("rpc", "method"),
+    [("recommend", "Recommend"), ("similar", "SimilarItems"), ("audience", "Audience")],
+)
+def test_loadtest_drives_each_rpc(fake_server: FakeServer, rpc: str, method: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["loadtest", "--target", fake_server.target, "--rpc", rpc, "--rate", "100",
+         "--duration", "0.3", "--warmup", "0", "--quiet", "--items", "30"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {call.method for call in fake_server.servicer.calls} == {method}
+
+
 def test_loadtest_sweep_prints_the_curve(fake_server: FakeServer, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,

@@ -11,10 +11,12 @@ from reachrank.v1 import ranking_pb2
 from clients.workload import (
     METHODS,
     MixSettings,
+    audience_workload,
     rank_ads_workload,
     read_ids,
     recommend_workload,
     score_workload,
+    similar_workload,
     synthetic_ids,
     zipf_draws,
 )
@@ -77,3 +79,16 @@ def test_score_workload_carries_the_arrays() -> None:
     request = ranking_pb2.ScoreRequest.FromString(workload.requests[0])
     assert request.model == "deepfm"
     assert list(request.inputs["x"].shape) == [4, 3]
+
+
+def test_similar_and_audience_requests_decode() -> None:
+    items = synthetic_ids("i", 40)
+    mix = MixSettings(k=4, pool_size=32)
+    similar = similar_workload(items, mix)
+    assert similar.method == METHODS["similar"]
+    decoded = [ranking_pb2.SimilarItemsRequest.FromString(raw) for raw in similar.requests]
+    assert {request.item_id for request in decoded} <= set(items)
+    assert {request.k for request in decoded} == {4}
+    audience = audience_workload(items, mix)
+    members = [ranking_pb2.AudienceRequest.FromString(raw) for raw in audience.requests]
+    assert all(len(request.item_ids) == 1 and request.n == 4 for request in members)
