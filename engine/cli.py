@@ -25,9 +25,27 @@ from engine.settings import Settings
     default=None,
     help="onnxruntime device [auto].",
 )
+@click.option(
+    "--feedback-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Durable feedback log for LogEvents [REACHRANK_FEEDBACK_DIR, off].",
+)
+@click.option(
+    "--experiments-file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="JSON file of A/B experiments [REACHRANK_EXPERIMENTS_FILE, none].",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
-    repo: Path | None, host: str | None, port: int | None, device: str | None, log_level: str
+    repo: Path | None,
+    host: str | None,
+    port: int | None,
+    device: str | None,
+    feedback_dir: Path | None,
+    experiments_file: Path | None,
+    log_level: str,
 ) -> None:
     """Serve Recommend, RankAds and Score over gRPC until SIGTERM/SIGINT."""
     logging.basicConfig(
@@ -35,7 +53,14 @@ def serve(
     )
     overrides = {
         k: v
-        for k, v in {"repo": repo, "host": host, "port": port, "device": device}.items()
+        for k, v in {
+            "repo": repo,
+            "host": host,
+            "port": port,
+            "device": device,
+            "feedback_dir": feedback_dir,
+            "experiments_file": experiments_file,
+        }.items()
         if v is not None
     }
     settings = Settings(**overrides)

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
+from engine.extra_services import ExtraServices, add_extra_services
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -32,6 +33,7 @@ class RunningServer:
     registry: ModelRegistry
     health: health.HealthServicer
     settings: Settings
+    extras: ExtraServices | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -46,6 +48,8 @@ class RunningServer:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
         self.set_serving(False)
         self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
+        if self.extras is not None:
+            self.extras.close()  # flush the feedback log once no LogEvents can still run
 
 
 def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
@@ -65,11 +69,13 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    extras = add_extra_services(server, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
+            *extras.service_names,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -77,8 +83,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
+        extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    running = RunningServer(server, port, registry, health_servicer, settings)
+    running = RunningServer(server, port, registry, health_servicer, settings, extras)
     running.set_serving(False)
     server.start()
     if registry.ready():
