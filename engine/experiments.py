@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from reachrank.v1 import models_pb2
 
 from engine.errors import InvalidArgument, NotFound
-from kernels import hash_strings
+from kernels import hash_string, hash_strings
 
 RPCS = ("recommend", "rank_ads")
 _HASH_RANGE = float(2**32)
@@ -69,10 +69,17 @@ def buckets(salt: str, user_ids: Sequence[str]) -> np.ndarray:
 
 def split(experiment: models_pb2.Experiment, user_ids: Sequence[str]) -> np.ndarray:
     """Index of each user's variant (int64), ignoring targeting and the enabled flag."""
+    return np.searchsorted(
+        _bounds(experiment), buckets(salt_of(experiment), user_ids), side="right"
+    )
+
+
+def _bounds(experiment: models_pb2.Experiment) -> np.ndarray:
+    """Upper end of each variant's share of [0, 1)."""
     weights = np.array([v.weight for v in experiment.variants], dtype=np.float64)
     bounds = np.cumsum(weights) / weights.sum()
     bounds[-1] = 1.0  # rounding must not leave a sliver of [0, 1) without a variant
-    return np.searchsorted(bounds, buckets(salt_of(experiment), user_ids), side="right")
+    return bounds
 
 
 def targeted(experiment: models_pb2.Experiment, segment: str | Collection[str] | None) -> bool:
@@ -93,7 +100,8 @@ def assign(
     """The variant serving ``user_id``; None when the experiment is off or excludes the user."""
     if not experiment.enabled or not targeted(experiment, segment):
         return None
-    return experiment.variants[int(split(experiment, [user_id])[0])].name
+    bucket = hash_string(f"{salt_of(experiment)}:{user_id}") / _HASH_RANGE
+    return experiment.variants[int(np.searchsorted(_bounds(experiment), bucket, side="right"))].name
 
 
 class ExperimentStore:
