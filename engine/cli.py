@@ -29,6 +29,16 @@ from engine.settings import Settings
     type=float,
     help="Seconds between repository polls [0: off].",
 )
+@click.option(
+    "--feedback-dir",
+    type=click.Path(path_type=Path),
+    help="Durable feedback log for LogEvents [off].",
+)
+@click.option(
+    "--experiments-file",
+    type=click.Path(path_type=Path, exists=True),
+    help="JSON file of A/B experiments [none].",
+)
 @click.option("--log-json", is_flag=True, default=None, help="JSON log lines.")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:

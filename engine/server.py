@@ -18,6 +18,7 @@ from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_g
 from engine.errors import BundleError
 from engine.model_service import ModelServiceServicer
 from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
+from engine.extra_services import ExtraServices, add_extra_services
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -36,6 +37,7 @@ class RunningServer:
     health: health.HealthServicer
     settings: Settings
     metrics_port: int | None = None
+    extras: ExtraServices | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -51,6 +53,8 @@ class RunningServer:
         self.set_serving(False)
         self.registry.stop_polling()
         self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
+        if self.extras is not None:
+            self.extras.close()  # flush the feedback log once no LogEvents can still run
 
 
 def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
@@ -75,11 +79,13 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
+    extras = add_extra_services(server, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
+            *extras.service_names,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -87,13 +93,16 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
+        extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     metrics_port = (
         start_metrics_server(settings.metrics_host, settings.metrics_port)
         if settings.metrics_port is not None
         else None
     )
-    running = RunningServer(server, port, registry, health_servicer, settings, metrics_port)
+    running = RunningServer(
+        server, port, registry, health_servicer, settings, metrics_port, extras
+    )
     running.set_serving(False)
     server.start()
     if registry.ready():

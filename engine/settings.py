@@ -83,3 +83,19 @@ class Settings(BaseSettings):
     """Largest request or response message."""
     grace_period_s: float = Field(5.0, ge=0)
     """On SIGTERM, how long in-flight RPCs may take to finish."""
+
+    feedback_dir: Path | None = None
+    """Directory of the durable feedback log served by ``Feedback/LogEvents`` (segments, then
+    Parquet under ``<dir>/parquet``); None disables the Feedback service."""
+    feedback_fsync_interval_ms: float = Field(0.0, ge=0)
+    """Extra wait before each fsync so more appenders share it; 0: fsync at once (appenders that
+    arrive during an fsync still share the next one)."""
+    feedback_segment_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    """A log segment this large is sealed and converted to Parquet."""
+    feedback_segment_age_s: float | None = Field(300.0, gt=0)
+    """A non-empty segment this old is sealed too, so the trainer sees quiet hours' events."""
+    feedback_max_events: int = Field(1000, ge=1)
+    """Most events one LogEvents call may carry."""
+    experiments_file: Path | None = None
+    """JSON file of A/B experiments loaded at start: ``{"experiments": [Experiment, ...]}`` in
+    the protobuf JSON mapping of ``reachrank.v1.Experiment``."""

@@ -125,6 +125,13 @@ def hash_strings(values: Sequence[str] | np.ndarray, seed: int = 0) -> np.ndarra
     return out
 
 
+def hash_string(value: str, seed: int = 0) -> int:
+    """MurmurHash3_x86_32 of one string, as an unsigned int: ``hash_strings([value])[0]``
+    without the parallel dispatch, which costs ~300 µs per call (per-request use)."""
+    buf = np.frombuffer(value.encode(), dtype=np.uint8)
+    return int(murmur3_32(buf, 0, buf.shape[0], _check_seed(seed)))
+
+
 def _value_strings(values: list) -> list[str]:
     """Values as the strings that are hashed: str(v), with None and float NaN as MISSING."""
     if all(type(v) is str for v in values):

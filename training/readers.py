@@ -104,9 +104,16 @@ def read_simulator(path: Path) -> ReadResult:
 
 def _scan_table(path: Path) -> pl.LazyFrame:
     if path.is_dir():
-        if not any(path.rglob("*.parquet")):
+        files = sorted(path.rglob("*.parquet"))
+        if not files:
             raise SchemaError(f"{path}: a directory of events must hold Parquet files")
-        return pl.scan_parquet(path / "**" / "*.parquet")
+        # Files may carry different context columns (the feedback log writes one per context
+        # key seen): read the union, a column absent from a file is null there.
+        schema: dict[str, pl.DataType] = {}
+        for file in files:
+            for name, dtype in pl.read_parquet_schema(file).items():
+                schema.setdefault(name, dtype)
+        return pl.scan_parquet(files, schema=schema, missing_columns="insert")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pl.scan_parquet(path)
