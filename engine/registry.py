@@ -78,6 +78,15 @@ class ModelRegistry:
                 failed.append(name)
         return failed
 
+    def unload(self, name: str) -> bool:
+        """Stop serving ``name``; requests already holding the model finish on it. Returns
+        whether it was loaded."""
+        with self._lock:
+            model = self._models.pop(name, None)
+        if model is not None:
+            log.info("unloaded %s version %d", name, model.id.version)
+        return model is not None
+
     def get(self, name: str) -> OnnxModel:
         model = self._models.get(name)
         if model is None:

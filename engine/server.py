@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
+from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
+from engine.kserve import add_kserve_to_server
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -65,11 +67,13 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    add_kserve_to_server(server, registry, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
+            KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
