@@ -21,11 +21,14 @@ def infer(
     was, because tritonclient reads numeric outputs only from raw contents."""
     start = time.perf_counter_ns()
     inputs = decode_inputs(request, input_datatypes(model))
-    batch = 1
+    batch = None
     for name, array in inputs.items():
-        if array.ndim and array.shape[0] > max_rows:
-            raise InvalidArgument(f"input {name!r} has more than {max_rows} rows")
-        batch = array.shape[0] if array.ndim else 1
+        rows = array.shape[0] if array.ndim else 1
+        if rows > max_rows:
+            raise InvalidArgument(f"input {name!r} has {rows} rows, more than {max_rows}")
+        if batch is not None and rows != batch:
+            raise InvalidArgument(f"input {name!r} has {rows} rows, the inputs before it {batch}")
+        batch = rows
     decoded = time.perf_counter_ns()
     outputs = model.run(inputs)
     ran = time.perf_counter_ns()
@@ -39,4 +42,4 @@ def infer(
         raw_output_contents=raw,
     )
     end = time.perf_counter_ns()
-    return response, Timing(batch, decoded - start, ran - decoded, end - ran, end - start)
+    return response, Timing(batch or 0, decoded - start, ran - decoded, end - ran, end - start)

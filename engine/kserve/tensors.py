@@ -59,10 +59,16 @@ def from_contents(tensor: InputTensor, where: str) -> np.ndarray:
             f"{where}: shape {list(dims)} needs {math.prod(dims)} values in {field}, "
             f"got {len(values)}"
         )
-    try:
-        return np.array(values, dtype=dtype).reshape(dims)
-    except OverflowError as exc:  # e.g. 300 in int_contents for an INT8 tensor
-        raise InvalidArgument(f"{where}: value out of range for {tensor.datatype}: {exc}") from None
+    # Decode at the field's own width first: NumPy would silently wrap 300 into an INT8.
+    wide = np.array(values)
+    if dtype.kind in "iu" and wide.size:
+        info = np.iinfo(dtype)
+        low, high = wide.min(), wide.max()
+        if low < info.min or high > info.max:
+            raise InvalidArgument(
+                f"{where}: values in [{low}, {high}] are out of range for {tensor.datatype}"
+            )
+    return wide.astype(dtype, copy=False).reshape(dims)
 
 
 def decode_inputs(
