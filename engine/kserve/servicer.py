@@ -6,6 +6,7 @@ answer UNIMPLEMENTED through the generated base class."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
@@ -157,7 +158,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
         _check_repository(request.repository_name)
-        _check_no_parameters(request.parameters)
+        _check_parameters(request.parameters, allowed=())
         if request.model_name not in model_names(self.settings.repo):
             raise NotFound(f"model {request.model_name!r} is not in the repository")
         try:
@@ -171,7 +172,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
         _check_repository(request.repository_name)
-        _check_no_parameters(request.parameters)
+        # tritonclient always sends unload_dependents; ReachRank models have no dependents.
+        _check_parameters(request.parameters, allowed=("unload_dependents",))
         name = request.model_name
         # Like Triton, unloading a model that is not loaded succeeds; an unknown name does not.
         if self.registry.find(name) is None and name not in model_names(self.settings.repo):
@@ -187,8 +189,10 @@ def _check_repository(name: str) -> None:
         )
 
 
-def _check_no_parameters(parameters: object) -> None:
-    if parameters:
+def _check_parameters(parameters: Mapping[str, object], allowed: tuple[str, ...]) -> None:
+    unsupported = sorted(set(parameters) - set(allowed))
+    if unsupported:
         raise InvalidArgument(
-            "load/unload parameters (config overrides, model files) are not supported"
+            f"parameters {unsupported} are not supported (config overrides and model files "
+            "cannot be sent; models come from the repository)"
         )
