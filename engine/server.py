@@ -19,6 +19,8 @@ from engine.errors import BundleError
 from engine.model_service import ModelServiceServicer
 from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
 from engine.extra_services import ExtraServices, add_extra_services
+from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
+from engine.kserve import add_kserve_to_server
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -80,12 +82,14 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
     extras = add_extra_services(server, settings)
+    add_kserve_to_server(server, registry, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
             *extras.service_names,
+            KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
