@@ -164,6 +164,8 @@ def recommendation(response: ranking_pb2.RecommendResponse) -> Recommendation:
         items=tuple(map(scored_item, response.items)),
         strategy=response.strategy,
         models=tuple(map(model_info, response.models)),
+        experiment=response.experiment,
+        variant=response.variant,
     )
 
 
@@ -217,6 +219,8 @@ def ad_auction(response: ranking_pb2.RankAdsResponse) -> AdAuction:
         ),
         below_reserve=response.below_reserve,
         models=tuple(map(model_info, response.models)),
+        experiment=response.experiment,
+        variant=response.variant,
     )
 
 
