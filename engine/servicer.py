@@ -124,6 +124,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             max_price=f.max_price if f.HasField("max_price") else None,
             exclude=list(request.exclude),
             profiles=profiles,
+            max_per_category=request.diversity.max_per_category,
+            mmr_lambda=request.diversity.mmr_lambda,
         )
         return ranking_pb2.RecommendResponse(
             items=scored_items(result.items),

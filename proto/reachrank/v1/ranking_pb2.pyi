@@ -38,8 +38,16 @@ class Filters(_message.Message):
     max_price: float
     def __init__(self, categories: _Optional[_Iterable[str]] = ..., min_price: _Optional[float] = ..., max_price: _Optional[float] = ...) -> None: ...
 
+class Diversity(_message.Message):
+    __slots__ = ("max_per_category", "mmr_lambda")
+    MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    MMR_LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    max_per_category: int
+    mmr_lambda: float
+    def __init__(self, max_per_category: _Optional[int] = ..., mmr_lambda: _Optional[float] = ...) -> None: ...
+
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "context", "filters", "exclude")
+    __slots__ = ("user_id", "k", "context", "filters", "exclude", "diversity")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,12 +60,14 @@ class RecommendRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     context: _containers.ScalarMap[str, str]
     filters: Filters
     exclude: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+    diversity: Diversity
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score", "retrieval_score", "category", "price")
