@@ -8,7 +8,8 @@ BLAS feed per-query heaps, each thread owning a slice of the catalogue).
 import numpy as np
 from numba import njit, prange
 
-from kernels._heap import heap_init, heap_push, heap_sort
+from kernels import gpu
+from kernels._heap import heap_init, merge_heaps
 from kernels._scan import PREFILTER, block_scores, inv_norms, push_scores
 from kernels.filters import (
     Exclusions,
@@ -34,19 +35,6 @@ _BLOCK_ITEMS = 1024
 
 # Positions are item ids in the exact scans (a global: Numba freezes it as a constant).
 _NO_IDMAP = np.empty(0, dtype=np.int64)
-
-
-@njit(cache=True, parallel=True)
-def _merge(part_s, part_i, out_ids, out_scores):
-    """Merge per-task heaps part[task, query] into sorted out[query]."""
-    for q in prange(out_ids.shape[0]):
-        hs = out_scores[q]
-        hids = out_ids[q]
-        heap_init(hs, hids)
-        for t in range(part_s.shape[0]):
-            for j in range(part_s.shape[2]):
-                heap_push(hs, hids, part_s[t, q, j], part_i[t, q, j])
-        heap_sort(hs, hids)
 
 
 @njit(cache=True, parallel=True)
@@ -146,7 +134,7 @@ def _scan(q, items, k, cosine, indptr, ex_sorted, mask, n_threads):
             _blocked_scan(q, items, cosine, indptr, ex_sorted, mask, _BLOCK_ITEMS, part_s, part_i)
     ids = np.empty((n_q, k), dtype=np.int64)
     scores = np.empty((n_q, k), dtype=np.float32)
-    _merge(part_s, part_i, ids, scores)
+    merge_heaps(part_s, part_i, ids, scores)
     return ids, scores
 
 
@@ -158,6 +146,7 @@ def topk(
     metric: str = "ip",
     exclude: Exclusions | None = None,
     allowed: np.ndarray | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k items for each query.
 
@@ -169,6 +158,8 @@ def topk(
         exclude: None or a CSR pair `(indptr int64 [n_q + 1], indices int64)` of item rows
             query q must skip (see `exclusions_csr`).
         allowed: None or a bool/uint8 mask [n_items]; only rows with a true entry qualify.
+        device: "auto" (the GPU when a real CUDA device is visible and REACHRANK_KERNELS_GPU
+            is not "0", else the CPU), "cpu" or "gpu" (raises RuntimeError without a device).
 
     Returns:
         `(ids int64 [n_q, k], scores float32 [n_q, k])`, best first, ties broken by the lower id;
@@ -177,6 +168,8 @@ def topk(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
     if k < 0:
         raise ValueError("k must be >= 0")
     items = check_items(items)
@@ -192,6 +185,11 @@ def topk(
     cosine = metric == "cosine"
     n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
     ex_sorted = sorted_exclusions(indptr, indices)
+    if device == "gpu" or (device == "auto" and gpu.use_gpu_by_default()):
+        ids[:, :k_eff], scores[:, :k_eff] = gpu.gpu_scan(
+            q, items, k_eff, cosine, indptr, ex_sorted, mask
+        )
+        return ids, scores
     for g0 in range(0, n_q, _QUERY_GROUP):
         g1 = min(n_q, g0 + _QUERY_GROUP)
         # Each group's exclusion offsets restart at 0 so the kernels index their own slice.
