@@ -6,7 +6,7 @@ breaks ties by the lower id and answers are deterministic whatever the scan orde
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Internal "empty slot" id: larger than any real id, so an empty slot loses every tie and a real
 # item with a -inf score still beats it. Public results turn it into -1.
@@ -77,10 +77,13 @@ def heap_sort(hs, hi):
             hs[j] = -np.inf
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def merge_heaps(part_s, part_i, out_ids, out_scores):
-    """Merge per-task heaps part[task, query] into sorted out[query]."""
-    for q in prange(out_ids.shape[0]):
+    """Merge per-task heaps part[task, query] into sorted out[query].
+
+    Serial on purpose: a few thousand pushes per query at most, cheaper than waking the pool.
+    """
+    for q in range(out_ids.shape[0]):
         hs = out_scores[q]
         hids = out_ids[q]
         heap_init(hs, hids)

@@ -29,7 +29,8 @@ def test_warmup_compiles_serving_kernels():
     assert hashing._hash_many.signatures and hashing._prefixed.signatures
     assert len(gather._gather.signatures) >= 3
     # int8 and float16 codes (the float32 kind shares the int8 type) x writable/read-only items.
-    assert len(_ivf_scan.ivf_scan.signatures) >= 4
+    assert len(_ivf_scan.ivf_lists_scan.signatures) >= 4
+    assert len(_ivf_scan.rescore_shortlist.signatures) >= 2
 
 
 def test_requests_after_warmup_compile_nothing(tmp_path):
