@@ -106,7 +106,9 @@ def exclusion_section(items, queries, k, rounds, rng) -> dict[str, dict[str, flo
         out[label] = interleaved(
             {
                 "no exclusions": lambda q=q: kernels.topk(q, items, k),
-                "1,000 excluded per query": lambda q=q, e=excl: kernels.topk(q, items, k, exclude=e),
+                "1,000 excluded per query": lambda q=q, e=excl: kernels.topk(
+                    q, items, k, exclude=e
+                ),
             },
             rounds,
         )
@@ -117,15 +119,28 @@ def ivf_section(items, queries, k, n_lists, probes, rounds) -> dict:
     t0 = time.perf_counter()
     index = build_ivf(items, n_lists, seed=0)
     build_s = time.perf_counter() - t0
-    int8 = quantize_ivf(items, index, "int8")
+    variants = {
+        "ivf (rows gathered from items)": index,
+        "ivf float32 list-ordered copy": quantize_ivf(items, index, "float32"),
+        "ivf int8 codes + exact rescore": quantize_ivf(items, index, "int8"),
+    }
     exact_ids, _ = kernels.topk(queries, items, k)
     exact_ms = interleaved({"exact": lambda: kernels.topk(queries, items, k)}, rounds)["exact"]
     rows = [{"variant": "exact (numba)", "nprobe": None, "recall": 1.0, "ms": exact_ms}]
     for nprobe in probes:
-        for name, idx in (("ivf float32", index), ("ivf int8 + rescore", int8)):
+        for name, idx in variants.items():
             ids, _ = ivf_topk(queries, items, idx, k, nprobe)
-            ms = interleaved({name: lambda idx=idx, p=nprobe: ivf_topk(queries, items, idx, k, p)}, rounds)
-            rows.append({"variant": name, "nprobe": nprobe, "recall": recall(ids, exact_ids), "ms": ms[name]})
+            ms = interleaved(
+                {name: lambda idx=idx, p=nprobe: ivf_topk(queries, items, idx, k, p)}, rounds
+            )
+            rows.append(
+                {
+                    "variant": name,
+                    "nprobe": nprobe,
+                    "recall": recall(ids, exact_ids),
+                    "ms": ms[name],
+                }
+            )
     n_q = len(queries)
     for row in rows:
         row["qps"] = n_q / row["ms"] * 1e3
@@ -144,10 +159,14 @@ def print_tables(res: dict) -> None:
     one = res["exact"]["1 query"]
     gbps = res["bytes"] / one["numba"] / 1e6
     ref = res["bytes"] / one["matrix sum (bandwidth)"] / 1e6
-    print(f"One query: {gbps:.1f} GB/s = {100 * gbps / ref:.0f}% of the matrix-sum bandwidth ({ref:.1f} GB/s).")
+    print(
+        f"One query: {gbps:.1f} GB/s = {100 * gbps / ref:.0f}% of the matrix-sum bandwidth ({ref:.1f} GB/s)."
+    )
     gf = 2 * 64 * n * d / res["exact"]["64 queries"]["numba"] / 1e6
     print(f"64 queries: {gf:.0f} GFLOP/s.\n")
-    print("### Exclusions (Numba, median ms)\n\n| queries | none | 1,000 excluded per query | slowdown |")
+    print(
+        "### Exclusions (Numba, median ms)\n\n| queries | none | 1,000 excluded per query | slowdown |"
+    )
     print("| --- | ---: | ---: | ---: |")
     for label, row in res["exclusions"].items():
         a, b = row["no exclusions"], row["1,000 excluded per query"]
@@ -157,7 +176,9 @@ def print_tables(res: dict) -> None:
         f"\n### IVF, {ivf['n_lists']} lists (build {ivf['build_s']:.1f} s), "
         f"{ivf['n_queries']} queries per batch, recall@{k} vs exact\n"
     )
-    print("| variant | nprobe | recall | ms / batch | queries/s | vs exact |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| variant | nprobe | recall | ms / batch | queries/s | vs exact |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    )
     for row in ivf["rows"]:
         p = "-" if row["nprobe"] is None else row["nprobe"]
         print(
@@ -194,7 +215,9 @@ def main() -> None:
         "warmup_s": warmup_s,
         "exact": exact_section(items, queries, args.k, args.rounds, faiss),
         "exclusions": exclusion_section(items, queries, args.k, args.rounds, rng),
-        "ivf": ivf_section(items, queries[: args.queries], args.k, args.lists, args.probes, args.rounds),
+        "ivf": ivf_section(
+            items, queries[: args.queries], args.k, args.lists, args.probes, args.rounds
+        ),
     }
     print_tables(res)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

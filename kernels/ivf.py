@@ -18,8 +18,8 @@ from kernels._ivf_scan import (
     ivf_lists_scan,
     rescore_shortlist,
 )
-from kernels.exact import METRICS, check_items, empty_result, normalize_rows, prepare_queries
-from kernels.filters import Exclusions, check_allowed, check_exclusions, sorted_exclusions
+from kernels.filters import Exclusions
+from kernels.inputs import METRICS, check_items, normalize_rows, prepare_search
 from kernels.kmeans import kmeans, nearest_centroid
 from kernels.threads import apply_budget, single_threaded_blas
 
@@ -167,23 +167,18 @@ def ivf_topk(
     the lists are scanned on the codes, the best `rescore * k` kept and re-scored exactly.
     `nprobe = n_lists` gives the exact answer (float32 scan). Filters apply inside the scan.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if nprobe < 1 or rescore < 1 or k < 0:
-        raise ValueError("nprobe and rescore must be >= 1, k >= 0")
-    items = check_items(items)
+    if nprobe < 1 or rescore < 1:
+        raise ValueError("nprobe and rescore must be >= 1")
+    search = prepare_search(queries, items, k, metric, exclude, allowed)
+    ids, scores = search.ids, search.scores
     n_items, d = items.shape
     if index.ids.shape[0] != n_items or index.centroids.shape[1] != d:
         raise ValueError("index was built for a different item matrix")
     kind = _kind(index, n_items)
-    q = prepare_queries(queries, d, metric)
-    n_q = q.shape[0]
-    indptr, indices = check_exclusions(exclude, n_q)
-    mask = check_allowed(allowed, n_items)
-    ids, scores = empty_result(n_q, k)
-    k_eff = min(k, n_items)
-    if n_q == 0 or k_eff == 0:
+    if search.k == 0:
         return ids, scores
+    q, k_eff = search.q, search.k
+    n_q = q.shape[0]
     n_lists = index.centroids.shape[0]
     with single_threaded_blas():
         # Also for the probe product: BLAS threads waking next to Numba's cost milliseconds.
@@ -202,7 +197,7 @@ def ivf_topk(
     with single_threaded_blas():
         ivf_lists_scan(
             q, items, ordered, codes, index.scales, index.ids, index.offsets, list_ptr, list_queries,
-            kind, metric == "cosine", indptr, sorted_exclusions(indptr, indices), mask,
+            kind, metric == "cosine", search.indptr, search.ex_sorted, search.mask,
             part_s, part_i,
         )  # fmt: skip
     short_i = np.empty((n_q, k_short), dtype=np.int64)
