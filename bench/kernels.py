@@ -7,9 +7,9 @@ and writes bench/results/kernels.json. Methods are timed in interleaved rounds (
 
 import argparse
 import json
+import os
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numba
@@ -42,11 +42,11 @@ def _matrix_sum(x):
     return total
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+def interleaved(fns: dict, rounds: int) -> dict:
     """Median milliseconds per method, timed in interleaved rounds after one warm-up call each."""
     for fn in fns.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             t0 = time.perf_counter()
@@ -125,22 +125,30 @@ def ivf_section(items, queries, k, n_lists, probes, rounds) -> dict:
         "ivf int8 codes + exact rescore": quantize_ivf(items, index, "int8"),
     }
     exact_ids, _ = kernels.topk(queries, items, k)
-    exact_ms = interleaved({"exact": lambda: kernels.topk(queries, items, k)}, rounds)["exact"]
-    rows = [{"variant": "exact (numba)", "nprobe": None, "recall": 1.0, "ms": exact_ms}]
+    q1 = queries[:1]
+    runs = {("exact (numba)", None): lambda: kernels.topk(queries, items, k)}
+    ones = {("exact (numba)", None): lambda: kernels.topk(q1, items, k)}
+    found = {("exact (numba)", None): exact_ids}
     for nprobe in probes:
         for name, idx in variants.items():
-            ids, _ = ivf_topk(queries, items, idx, k, nprobe)
-            ms = interleaved(
-                {name: lambda idx=idx, p=nprobe: ivf_topk(queries, items, idx, k, p)}, rounds
-            )
-            rows.append(
-                {
-                    "variant": name,
-                    "nprobe": nprobe,
-                    "recall": recall(ids, exact_ids),
-                    "ms": ms[name],
-                }
-            )
+            runs[name, nprobe] = lambda idx=idx, p=nprobe: ivf_topk(queries, items, idx, k, p)
+            ones[name, nprobe] = lambda idx=idx, p=nprobe: ivf_topk(q1, items, idx, k, p)
+            found[name, nprobe] = ivf_topk(queries, items, idx, k, nprobe)[0]
+    # Every configuration in one interleaved set, batch and single query alike.
+    fns = {("batch", *key): fn for key, fn in runs.items()}
+    fns.update({("one", *key): fn for key, fn in ones.items()})
+    ms = interleaved(fns, rounds)
+    rows = [
+        {
+            "variant": name,
+            "nprobe": nprobe,
+            "recall": recall(found[name, nprobe], exact_ids),
+            "ms": ms["batch", name, nprobe],
+            "one_ms": ms["one", name, nprobe],
+        }
+        for name, nprobe in runs
+    ]
+    exact_ms = rows[0]["ms"]
     n_q = len(queries)
     for row in rows:
         row["qps"] = n_q / row["ms"] * 1e3
@@ -177,15 +185,17 @@ def print_tables(res: dict) -> None:
         f"{ivf['n_queries']} queries per batch, recall@{k} vs exact\n"
     )
     print(
-        "| variant | nprobe | recall | ms / batch | queries/s | vs exact |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "| variant | nprobe | recall | ms / batch | queries/s | vs exact | 1 query ms |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     for row in ivf["rows"]:
         p = "-" if row["nprobe"] is None else row["nprobe"]
         print(
             f"| {row['variant']} | {p} | {row['recall']:.3f} | {row['ms']:.1f} | "
-            f"{row['qps']:,.0f} | {row['speedup']:.1f}x |"
+            f"{row['qps']:,.0f} | {row['speedup']:.1f}x | {row['one_ms']:.2f} |"
         )
     print(f"\nTime to ready (kernels.warmup, warm cache): {res['warmup_s']:.2f} s")
+    print(f"Load average before / after the run: {res['load_before']} / {res['load_after']}")
 
 
 def main() -> None:
@@ -203,6 +213,7 @@ def main() -> None:
     except ImportError:
         faiss = None
         print("faiss-cpu not installed (pip install -e '.[bench]'): FAISS columns skipped")
+    load_before = [round(x, 2) for x in os.getloadavg()]
     warmup_s = kernels.warmup()
     items, queries = make_catalogue(args.items, args.dim, max(64, args.queries), seed=0)
     rng = np.random.default_rng(1)
@@ -219,6 +230,8 @@ def main() -> None:
             items, queries[: args.queries], args.k, args.lists, args.probes, args.rounds
         ),
     }
+    res["load_before"] = load_before
+    res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print_tables(res)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=2))
