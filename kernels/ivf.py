@@ -159,12 +159,14 @@ def ivf_topk(
     metric: str = "ip",
     exclude: Exclusions | None = None,
     allowed: np.ndarray | None = None,
-    rescore: int = 4,
+    rescore: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top-k: scan the `nprobe` lists nearest each query; same contract as `topk`.
 
     Returned scores are exact (float32 rows of `items`). With compressed codes in the index,
-    the lists are scanned on the codes, the best `rescore * k` kept and re-scored exactly.
+    the lists are scanned on the codes, the best `rescore * k` kept and re-scored exactly (on
+    the 1M x 64 benchmark catalogue, rescore=2 already returned exactly the float32 answer for
+    both int8 and float16; rescore=1 lost 0.9% of it with int8).
     `nprobe = n_lists` gives the exact answer (float32 scan). Filters apply inside the scan.
     """
     if nprobe < 1 or rescore < 1:
