@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--queries", type=int, default=256, help="IVF batch (exact uses 1 and 64)")
     parser.add_argument("--lists", type=int, default=1024)
-    parser.add_argument("--probes", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--probes", type=int, nargs="+", default=[8, 16, 24, 32, 64])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
         "--stat",
