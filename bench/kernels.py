@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=1024)
     parser.add_argument("--probes", type=int, nargs="+", default=[8, 16, 24, 32, 64])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument(
         "--stat",
         choices=["best", "median"],
@@ -241,9 +242,9 @@ def main() -> None:
     res["load_before"] = load_before
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     print_tables(res)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(res, indent=2))
-    print(f"\nwrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2))
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
