@@ -200,12 +200,10 @@ def _event_loop_runner(loop: str) -> Any:
     help="Open loop: most calls in flight.",
 )
 @click.option(
-    "--users", type=int, default=10_000, show_default=True, help="Synthetic users u0..uN-1."
+    "--users", type=int, default=2_000, show_default=True, help="Synthetic users u0..uN-1."
 )
 @click.option("--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--items", type=int, default=5_000, show_default=True, help="Synthetic items i0..iN-1."
-)
+@click.option("--items", type=int, default=400, show_default=True, help="Synthetic items i0..iN-1.")
 @click.option("--items-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--zipf", type=float, default=1.1, show_default=True, help="Zipf exponent of user draws."
