@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
+import grpc.aio
 import numpy as np
 
 from clients.channel import base_metadata, open_aio_channel
 from clients.cli_options import Connection, connection_options
 from clients.latency import Samples, Summary, summary_rows
 from clients.loadplot import plot_run, plot_sweep, pyplot
-from clients.loadtest import LoadSettings, Progress, run_load
-from clients.options import ClientOptions
+from clients.loadtest import Arrivals, LoadSettings, Progress, run_load
 from clients.sweep import SweepResult, SweepSettings, meets, sweep_rates
 from clients.table import format_table
 from clients.workload import (
@@ -111,31 +113,48 @@ def _sweep_table(result: SweepResult, sweep: SweepSettings) -> str:
     return format_table(["offered/s", "achieved/s", "p50 ms", "p99 ms", "errors", "meets"], rows)
 
 
-async def _drive(
-    target: str,
-    options: ClientOptions,
-    workload: Workload,
-    settings: LoadSettings,
-    sweep: SweepSettings | None,
-    quiet: bool,
-) -> tuple[Summary, Samples] | SweepResult:
-    channel = open_aio_channel(target, options)
-    on_progress = None if quiet else _print_progress
+@contextlib.asynccontextmanager
+async def _connected(connection: Connection) -> AsyncIterator[grpc.aio.Channel]:
+    channel = open_aio_channel(connection.target, connection.options)
     try:
         # Connect before the clock starts so the first requests do not pay for the handshake.
-        await asyncio.wait_for(channel.channel_ready(), timeout=options.timeout)
-        metadata = base_metadata(options)
-        if sweep is None:
-            return await run_load(channel, workload, settings, metadata, on_progress)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=connection.options.timeout)
+        except TimeoutError:
+            raise click.ClickException(
+                f"no connection to {connection.target} within {connection.options.timeout}s"
+            ) from None
+        yield channel
+    finally:
+        await channel.close()
+
+
+async def _run_once(
+    connection: Connection, workload: Workload, settings: LoadSettings, quiet: bool
+) -> tuple[Summary, Samples]:
+    async with _connected(connection) as channel:
+        metadata = base_metadata(connection.options)
+        progress = None if quiet else _print_progress
+        return await run_load(channel, workload, settings, metadata, progress)
+
+
+async def _run_sweep(
+    connection: Connection,
+    workload: Workload,
+    settings: LoadSettings,
+    sweep: SweepSettings,
+    quiet: bool,
+) -> SweepResult:
+    async with _connected(connection) as channel:
+        metadata = base_metadata(connection.options)
+        progress = None if quiet else _print_progress
 
         async def run_at(step: LoadSettings) -> Summary:
             click.echo(f"sweep: {step.rate:,.0f} req/s for {step.duration:g}s", err=True)
-            summary, _ = await run_load(channel, workload, step, metadata, on_progress)
+            summary, _ = await run_load(channel, workload, step, metadata, progress)
             return summary
 
         return await sweep_rates(run_at, settings, sweep)
-    finally:
-        await channel.close()
 
 
 def _report_run(
@@ -271,7 +290,7 @@ def loadtest(
             duration=duration,
             concurrency=concurrency,
             rate=rate,
-            arrivals=arrivals,  # type: ignore[arg-type]
+            arrivals=cast(Arrivals, arrivals),  # click.Choice has checked the value
             warmup=warmup,
             timeout=connection.options.timeout,
             max_in_flight=max_in_flight,
@@ -291,15 +310,14 @@ def loadtest(
             raise click.ClickException(str(error)) from None
     # With --json -, stdout is for the JSON alone and the tables go to stderr.
     to_stderr = json_path is not None and str(json_path) == "-"
-    outcome = _event_loop_runner(loop)(
-        _drive(connection.target, connection.options, workload, settings, sweep_settings, quiet)
-    )
+    run = _event_loop_runner(loop)
     title = f"{rpc} @ {connection.target}"
-    if isinstance(outcome, SweepResult):
-        assert sweep_settings is not None
-        payload = _report_sweep(outcome, sweep_settings, plot_path, title, to_stderr)
+    if sweep_settings is None:
+        summary, samples = run(_run_once(connection, workload, settings, quiet))
+        payload = _report_run(summary, samples, plot_path, title, to_stderr)
     else:
-        payload = _report_run(*outcome, plot_path, title, to_stderr)
+        result = run(_run_sweep(connection, workload, settings, sweep_settings, quiet))
+        payload = _report_sweep(result, sweep_settings, plot_path, title, to_stderr)
     payload["config"] = {
         "target": connection.target,
         "rpc": rpc,

@@ -230,3 +230,13 @@ def test_loadtest_refuses_two_modes() -> None:
     result = CliRunner().invoke(main, ["loadtest", "--concurrency", "2", "--rate", "10"])
     assert result.exit_code == 2
     assert "exactly one" in result.output
+
+
+def test_loadtest_without_a_server_says_so(closed_port: int) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["loadtest", "--target", f"127.0.0.1:{closed_port}", "--timeout", "0.3",
+         "--concurrency", "1", "--duration", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "no connection to" in result.output
