@@ -143,7 +143,9 @@ def _check_price_range(min_price: float | None, max_price: float | None) -> None
         if bound is not None and not math.isfinite(bound):
             raise InvalidArgument(f"{name} must be finite, got {bound}")
     if min_price is not None and max_price is not None and min_price > max_price:
-        raise InvalidArgument(f"filters.min_price {min_price} exceeds filters.max_price {max_price}")
+        raise InvalidArgument(
+            f"filters.min_price {min_price} exceeds filters.max_price {max_price}"
+        )
 
 
 def rank_ads(
@@ -214,7 +216,9 @@ class AudienceResult:
     models: list[ModelId]
 
 
-def _item_result(retrieval: RetrievalModel, rows: np.ndarray, scores: np.ndarray) -> list[Recommended]:
+def _item_result(
+    retrieval: RetrievalModel, rows: np.ndarray, scores: np.ndarray
+) -> list[Recommended]:
     return [
         Recommended(
             item_id=retrieval.item_ids[r],
@@ -243,8 +247,12 @@ def similar_items(
     _check_price_range(min_price, max_price)
     row = retrieval.item_row.get(item_id)
     if row is None:
-        raise NotFound(f"item {item_id!r} is not in the catalogue of {retrieval.id.name} v{retrieval.id.version}")
-    rows, scores = retrieval.similar(row, k, retrieval.allowed_mask(categories, min_price, max_price))
+        raise NotFound(
+            f"item {item_id!r} is not in the catalogue of {retrieval.id.name} v{retrieval.id.version}"
+        )
+    rows, scores = retrieval.similar(
+        row, k, retrieval.allowed_mask(categories, min_price, max_price)
+    )
     return _item_result(retrieval, rows, scores), [retrieval.id]
 
 
@@ -302,7 +310,9 @@ def _profile_rows(retrieval: RetrievalModel, profiles: ProfilesModel) -> np.ndar
     rows = _ALIGNMENTS.get(key)
     if rows is None:
         get = profiles.user_row.get
-        rows = np.fromiter((get(u, -1) for u in retrieval.user_ids), dtype=np.int64, count=len(retrieval.user_ids))
+        rows = np.fromiter(
+            (get(u, -1) for u in retrieval.user_ids), dtype=np.int64, count=len(retrieval.user_ids)
+        )
         if len(_ALIGNMENTS) > 16:
             _ALIGNMENTS.clear()
         _ALIGNMENTS[key] = rows
@@ -312,7 +322,9 @@ def _profile_rows(retrieval: RetrievalModel, profiles: ProfilesModel) -> np.ndar
 _CLUSTER_POPULARITY: dict[tuple[int, int, int], np.ndarray] = {}
 
 
-def _cluster_popularity(retrieval: RetrievalModel, profiles: ProfilesModel, cluster: int) -> np.ndarray:
+def _cluster_popularity(
+    retrieval: RetrievalModel, profiles: ProfilesModel, cluster: int
+) -> np.ndarray:
     key = (id(retrieval), id(profiles), cluster)
     table = _CLUSTER_POPULARITY.get(key)
     if table is None:

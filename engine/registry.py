@@ -83,7 +83,9 @@ def parse_policy(policy: str) -> int | None:
 class ModelRegistry:
     """Thread-safe name → slot map over a repository."""
 
-    def __init__(self, settings: Settings, on_event: Callable[[LoadEvent], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, on_event: Callable[[LoadEvent], None] | None = None
+    ) -> None:
         self.settings = settings
         self._slots: dict[str, ModelSlot] = {}
         self._lock = threading.RLock()
@@ -138,7 +140,10 @@ class ModelRegistry:
                 old.close()
             log.info(
                 "serving %s version %d (%s, %s)",
-                name, model.id.version, model.id.kind, model.id.provider,
+                name,
+                model.id.version,
+                model.id.kind,
+                model.id.provider,
             )
             return model
 
@@ -234,7 +239,9 @@ class ModelRegistry:
             return model
         extra = slot.extra.get(version) if slot is not None else None
         if extra is None:
-            raise NotFound(f"version {version} of model {name!r} is not loaded (serving {model.id.version})")
+            raise NotFound(
+                f"version {version} of model {name!r} is not loaded (serving {model.id.version})"
+            )
         return extra
 
     def find(self, name: str) -> ServedModel | None:
@@ -254,7 +261,11 @@ class ModelRegistry:
             slot = self._slots.get(name) or ModelSlot(name)
             serving = slot.serving
             loaded = sorted({*slot.extra, *([serving.id.version] if serving else [])})
-            state = "SERVING" if serving else ("FAILED" if slot.last_error and not loaded else "UNLOADED")
+            state = (
+                "SERVING"
+                if serving
+                else ("FAILED" if slot.last_error and not loaded else "UNLOADED")
+            )
             out.append(
                 ModelState(
                     name=name,

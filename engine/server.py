@@ -13,9 +13,12 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
+from engine.model_service import ModelServiceServicer
+from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
+from engine.extra_services import ExtraServices, add_extra_services
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -23,6 +26,7 @@ from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 RANKING_SERVICE = ranking_pb2.DESCRIPTOR.services_by_name["Ranking"].full_name
+MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 @dataclass
@@ -32,6 +36,8 @@ class RunningServer:
     registry: ModelRegistry
     health: health.HealthServicer
     settings: Settings
+    metrics_port: int | None = None
+    extras: ExtraServices | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -45,14 +51,19 @@ class RunningServer:
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
         self.set_serving(False)
+        self.registry.stop_polling()
         self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
+        if self.extras is not None:
+            self.extras.close()  # flush the feedback log once no LogEvents can still run
 
 
 def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
     """Load the repository, then start serving; health turns SERVING once models are loaded."""
     apply_thread_budget(settings)
     started = time.perf_counter()
-    registry = registry or ModelRegistry(settings)
+    registry = registry or ModelRegistry(
+        settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
+    )
     failed = registry.load_all()
     if failed:
         log.warning("models refused at start: %s", failed)
@@ -62,14 +73,19 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
+        options=options,
+        interceptors=[ObservabilityInterceptor()],
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
+    extras = add_extra_services(server, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
+            *extras.service_names,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -77,12 +93,21 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
+        extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    running = RunningServer(server, port, registry, health_servicer, settings)
+    metrics_port = (
+        start_metrics_server(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port is not None
+        else None
+    )
+    running = RunningServer(
+        server, port, registry, health_servicer, settings, metrics_port, extras
+    )
     running.set_serving(False)
     server.start()
     if registry.ready():
         running.set_serving(True)
+    registry.start_polling()
     log.info(
         "ReachRank serving %s on %s:%d (ready in %.1f s)",
         registry.names(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
+from engine.batching import request_deadline
 from engine.errors import FailedPrecondition, InvalidArgument, ServingError
 from engine.models.base import ModelId
 from engine.models.ctr import CTRModel
@@ -33,6 +35,10 @@ def grpc_errors(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        token = request_deadline.set(
+            time.monotonic() + remaining if remaining is not None else None
+        )
         try:
             return method(self, request, context)
         except ServingError as exc:
@@ -42,6 +48,8 @@ def grpc_errors(method: F) -> F:
             context.abort(
                 grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
             )
+        finally:
+            request_deadline.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
@@ -49,7 +57,11 @@ def grpc_errors(method: F) -> F:
 def scored_items(items: list[pipelines.Recommended]) -> list[ranking_pb2.ScoredItem]:
     return [
         ranking_pb2.ScoredItem(
-            item_id=i.item_id, score=i.score, retrieval_score=i.retrieval_score, category=i.category, price=i.price
+            item_id=i.item_id,
+            score=i.score,
+            retrieval_score=i.retrieval_score,
+            category=i.category,
+            price=i.price,
         )
         for i in items
     ]
@@ -69,7 +81,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     def _retrieval(self) -> RetrievalModel:
         model = self.registry.get(self.settings.retrieval_model)
         if not isinstance(model, RetrievalModel):
-            raise FailedPrecondition(f"model {self.settings.retrieval_model!r} is not a retrieval model")
+            raise FailedPrecondition(
+                f"model {self.settings.retrieval_model!r} is not a retrieval model"
+            )
         return model
 
     def _profiles(self) -> ProfilesModel | None:
@@ -189,10 +203,14 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             min_price=f.min_price if f.HasField("min_price") else None,
             max_price=f.max_price if f.HasField("max_price") else None,
         )
-        return ranking_pb2.SimilarItemsResponse(items=scored_items(items), models=[model_ref(m) for m in models])
+        return ranking_pb2.SimilarItemsResponse(
+            items=scored_items(items), models=[model_ref(m) for m in models]
+        )
 
     @grpc_errors
-    def Audience(self, request: ranking_pb2.AudienceRequest, context: grpc.ServicerContext) -> ranking_pb2.AudienceResponse:
+    def Audience(
+        self, request: ranking_pb2.AudienceRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.AudienceResponse:
         result = pipelines.audience(
             self._retrieval(),
             self._profiles(),
@@ -204,7 +222,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
         return ranking_pb2.AudienceResponse(
             users=[
-                ranking_pb2.AudienceMember(user_id=u.user_id, score=u.score, rfm_segment=u.rfm_segment, cluster=u.cluster)
+                ranking_pb2.AudienceMember(
+                    user_id=u.user_id, score=u.score, rfm_segment=u.rfm_segment, cluster=u.cluster
+                )
                 for u in result.users
             ],
             eligible_users=result.eligible_users,
@@ -212,10 +232,14 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
 
     @grpc_errors
-    def Profile(self, request: ranking_pb2.ProfileRequest, context: grpc.ServicerContext) -> ranking_pb2.ProfileResponse:
+    def Profile(
+        self, request: ranking_pb2.ProfileRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.ProfileResponse:
         profiles = self.registry.get(self.settings.profiles_model)
         if not isinstance(profiles, ProfilesModel):
-            raise FailedPrecondition(f"model {self.settings.profiles_model!r} is not a profiles model")
+            raise FailedPrecondition(
+                f"model {self.settings.profiles_model!r} is not a profiles model"
+            )
         p = pipelines.profile(profiles, request.user_id)
         return ranking_pb2.ProfileResponse(
             user_id=p.user_id,

@@ -54,8 +54,12 @@ class KMeansSegments:
             np.array(self.mean),
             np.array(self.std),
         )
-        distances = ((z[:, None, :] - np.array(self.centroids)[None, :, :]) ** 2).sum(axis=2)
-        return distances.argmin(axis=1).astype(np.int32)
+        centroids = np.asarray(self.centroids, dtype=np.float64)
+        distances: npt.NDArray[np.float64] = ((z[:, None, :] - centroids[None, :, :]) ** 2).sum(
+            axis=2
+        )
+        nearest: npt.NDArray[np.int32] = distances.argmin(axis=1).astype(np.int32)
+        return nearest
 
     def to_dict(self) -> dict[str, object]:
         return {

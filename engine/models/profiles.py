@@ -50,9 +50,17 @@ class ProfilesModel(ServedModel):
         self.rfm_code = np.array([code.get(s, -1) for s in rfm.to_list()], dtype=np.int32)
         self.cluster = table["cluster"].fill_null(-1).cast(pl.Int32).to_numpy()
         numeric = [c for c, t in table.schema.items() if t.is_numeric() and c != "cluster"]
-        strings = [c for c, t in table.schema.items() if t == pl.String and c not in ("user_id", "rfm_segment")]
+        strings = [
+            c
+            for c, t in table.schema.items()
+            if t == pl.String and c not in ("user_id", "rfm_segment")
+        ]
         self.feature_names = numeric
-        self.features = table.select(pl.col(numeric).cast(pl.Float64)).to_numpy() if numeric else np.zeros((len(table), 0))
+        self.features = (
+            table.select(pl.col(numeric).cast(pl.Float64)).to_numpy()
+            if numeric
+            else np.zeros((len(table), 0))
+        )
         self.attribute_names = strings
         self.attributes = {c: table[c].to_list() for c in strings}
 
@@ -61,10 +69,23 @@ class ProfilesModel(ServedModel):
         if row is None:
             return Profile(user_id, False, {}, {}, "", -1)
         values = self.features[row]
-        features = {n: float(v) for n, v in zip(self.feature_names, values, strict=True) if np.isfinite(v)}
-        attributes = {n: self.attributes[n][row] for n in self.attribute_names if self.attributes[n][row] is not None}
+        features = {
+            n: float(v) for n, v in zip(self.feature_names, values, strict=True) if np.isfinite(v)
+        }
+        attributes = {
+            n: self.attributes[n][row]
+            for n in self.attribute_names
+            if self.attributes[n][row] is not None
+        }
         code = int(self.rfm_code[row])
-        return Profile(user_id, True, features, attributes, self.segments[code] if code >= 0 else "", int(self.cluster[row]))
+        return Profile(
+            user_id,
+            True,
+            features,
+            attributes,
+            self.segments[code] if code >= 0 else "",
+            int(self.cluster[row]),
+        )
 
     def segment_of(self, user_id: str) -> tuple[str, int]:
         row = self.user_row.get(user_id)

@@ -64,9 +64,13 @@ class RetrievalModel(OnnxModel):
         self.popularity_matrix = np.ascontiguousarray(self.popularity[:, None])
         # Item-item similarity is cosine over the latent part (the trainer may append the item
         # bias as a last column, which says how popular an item is, not what it is like).
-        latent = self.item_embeddings[:, : ref.manifest.get("latent_dim", self.item_embeddings.shape[1])]
+        latent = self.item_embeddings[
+            :, : ref.manifest.get("latent_dim", self.item_embeddings.shape[1])
+        ]
         norms = np.linalg.norm(latent, axis=1, keepdims=True)
-        self.item_unit = np.ascontiguousarray(latent / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+        self.item_unit = np.ascontiguousarray(
+            latent / np.where(norms > 0, norms, 1.0), dtype=np.float32
+        )
         # Who consumed each item (the transpose of the consumed lists), for Audience.
         owners = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(self.consumed_indptr))
         order = np.argsort(self.consumed_indices, kind="stable")
@@ -81,7 +85,10 @@ class RetrievalModel(OnnxModel):
 
     def consumers(self, item_rows: np.ndarray) -> np.ndarray:
         """Users who consumed any of the items (user rows, unique)."""
-        parts = [self.consumers_indices[self.consumers_indptr[i] : self.consumers_indptr[i + 1]] for i in item_rows]
+        parts = [
+            self.consumers_indices[self.consumers_indptr[i] : self.consumers_indptr[i + 1]]
+            for i in item_rows
+        ]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -132,7 +139,11 @@ class RetrievalModel(OnnxModel):
     def popularity_among(self, user_rows: np.ndarray) -> np.ndarray:
         """[n_items, 1] consumption counts among the given users (a segment's favourites)."""
         starts, ends = self.consumed_indptr[user_rows], self.consumed_indptr[user_rows + 1]
-        items = np.concatenate([self.consumed_indices[a:b] for a, b in zip(starts, ends, strict=True)]) if len(user_rows) else np.zeros(0, np.int64)
+        items = (
+            np.concatenate([self.consumed_indices[a:b] for a, b in zip(starts, ends, strict=True)])
+            if len(user_rows)
+            else np.zeros(0, np.int64)
+        )
         counts = np.bincount(items, minlength=len(self.item_ids)).astype(np.float32)
         return np.ascontiguousarray(counts[:, None])
 
@@ -141,7 +152,9 @@ class RetrievalModel(OnnxModel):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-n items by cosine similarity to ``item_row`` (never the item itself)."""
         excl = (np.array([0, 1], dtype=np.int64), np.array([item_row], dtype=np.int64))
-        ids, scores = topk(self.item_unit[item_row], self.item_unit, n, exclude=excl, allowed=allowed)
+        ids, scores = topk(
+            self.item_unit[item_row], self.item_unit, n, exclude=excl, allowed=allowed
+        )
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
@@ -150,7 +163,9 @@ class RetrievalModel(OnnxModel):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-n user rows by inner product with a target item-side vector."""
         excl = (np.array([0, len(exclude)], dtype=np.int64), exclude.astype(np.int64))
-        ids, scores = topk(target.astype(np.float32), self.user_embeddings, n, exclude=excl, allowed=allowed)
+        ids, scores = topk(
+            target.astype(np.float32), self.user_embeddings, n, exclude=excl, allowed=allowed
+        )
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 

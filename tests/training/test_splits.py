@@ -8,6 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.readers import read_events
 from training.splits import Split, global_time_split, per_user_split
@@ -104,7 +106,8 @@ def test_per_user_last_n_with_valid_and_min_train() -> None:
 
 
 def test_per_user_ties_are_broken_deterministically() -> None:
-    tied = _log([("u", "x", 1), ("u", "y", 1), ("u", "z", 1)])
+    # Same time, listed against the tie-break order: z is still the last event.
+    tied = _log([("u", "z", 1), ("u", "x", 1), ("u", "y", 1)])
     for _ in range(3):
         test = per_user_split(tied, test_last_n=1).test.collect()
         assert test["item_id"].to_list() == ["z"]
@@ -137,3 +140,33 @@ def test_split_argument_errors() -> None:
         global_time_split(SMALL, test_cut=datetime(2024, 1, 3))
     with pytest.raises(ValueError, match="after test_cut"):
         global_time_split(SMALL, test_cut=T0, valid_cut=T0 + timedelta(days=1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    days=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 5)), min_size=1, max_size=40),
+    test_fraction=st.floats(0.0, 0.9),
+    valid_last_n=st.integers(0, 3),
+    min_train=st.integers(0, 3),
+)
+def test_per_user_split_properties(
+    days: list[tuple[str, int]], test_fraction: float, valid_last_n: int, min_train: int
+) -> None:
+    log = _log([(user, f"i{n}", day) for n, (user, day) in enumerate(days)])
+    split = per_user_split(
+        log, test_fraction=test_fraction, valid_last_n=valid_last_n, min_train=min_train
+    )
+    train, valid, test = _parts(split)
+    assert train.height + valid.height + test.height == len(days)
+    later = pl.concat([valid, test])
+    for user in {u for u, _ in days}:
+        n_user = sum(1 for u, _ in days if u == user)
+        user_train = train.filter(pl.col("user_id") == user)
+        assert user_train.height >= min(min_train, n_user)
+        user_later = later.filter(pl.col("user_id") == user)
+        if user_train.height and user_later.height:
+            assert user_later["ts"].min() >= user_train["ts"].max()
+        user_valid = valid.filter(pl.col("user_id") == user)
+        user_test = test.filter(pl.col("user_id") == user)
+        if user_valid.height and user_test.height:
+            assert user_test["ts"].min() >= user_valid["ts"].max()
