@@ -171,3 +171,16 @@ def test_lazy_command_loads_its_target() -> None:
     result = CliRunner().invoke(root, ["client", "--help"])
     assert result.exit_code == 0
     assert "rank-ads" in result.output
+
+
+def test_models_and_loading(fake_server: FakeServer) -> None:
+    listed = client_cli(fake_server, "models")
+    assert listed.exit_code == 0, listed.output
+    assert [row[:4] for row in table_rows(listed.output)] == [
+        ["ctr", "ctr", "2", "SERVING"], ["retrieval", "retrieval", "2", "SERVING"],
+    ]  # fmt: skip
+    loaded = client_cli(fake_server, "load-model", "ctr", "--version", "1", "--json")
+    assert loaded.exit_code == 0, loaded.output
+    assert json.loads(loaded.output)["policy"] == "pinned:1"
+    unloaded = client_cli(fake_server, "unload-model", "retrieval")
+    assert table_rows(unloaded.output)[0][:4] == ["retrieval", "retrieval", "-", "UNLOADED"]
