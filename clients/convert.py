@@ -282,14 +282,7 @@ def experiment(message: models_pb2.Experiment) -> Experiment:
     return Experiment(
         name=message.name,
         variants=tuple(
-            Variant(
-                name=v.name,
-                weight=v.weight,
-                ctr_model=v.ctr_model,
-                ctr_version=v.ctr_version,
-                retrieval_model=v.retrieval_model,
-                retrieval_version=v.retrieval_version,
-            )
+            Variant(**{name: getattr(v, name) for name in Variant.__slots__})
             for v in message.variants
         ),
         rpcs=tuple(message.rpcs),

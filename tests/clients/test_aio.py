@@ -125,3 +125,23 @@ def test_wait_ready_times_out(closed_port: int) -> None:
     with pytest.raises(ReachRankError) as caught:
         asyncio.run(scenario())
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_async_client_mirrors_the_sync_one() -> None:
+    import inspect
+
+    from clients import ReachRankClient
+
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_") and name != "close"
+        }
+
+    sync, asynchronous = public(ReachRankClient), public(AsyncReachRankClient)
+    # The same calls with the same parameters, defaults and result types; only `await` differs.
+    assert sync == asynchronous
+    assert all(
+        inspect.iscoroutinefunction(getattr(AsyncReachRankClient, name)) for name in asynchronous
+    )
