@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from clients.latency import NOT_SENT, OK, Samples, Summary, summarise
+from clients.latency import NOT_SENT, OK, LatencyHistogram, Samples, Summary, summarise
 from clients.workload import Workload
 
 Arrivals = Literal["poisson", "constant"]
@@ -151,25 +151,27 @@ class _Run:
         await asyncio.gather(*(worker() for _ in range(senders)))
 
     async def report(self, on_progress: Callable[[Progress], None]) -> None:
-        interval, last_count = self.settings.progress_interval, 0
+        """Call `on_progress` every interval, looking only at the calls finished since the
+        last report (a full pass over all samples would slow down as the run goes on)."""
+        histogram, errors, seen, last_time = LatencyHistogram(), 0, 0, self.now()
         while True:
-            await asyncio.sleep(interval)
-            count = len(self.samples)
-            status = np.asarray(self.samples.status)
-            latency = np.asarray(self.samples.latency)[status == OK]
+            await asyncio.sleep(self.settings.progress_interval)
+            count, now = len(self.samples), self.now()
+            status = np.asarray(self.samples.status[seen:count])
+            latency = np.asarray(self.samples.latency[seen:count])
+            histogram.add(latency[status == OK])
+            errors += int((status != OK).sum())
             on_progress(
                 Progress(
-                    elapsed=self.now(),
+                    elapsed=now,
                     completed=count,
-                    rate=(count - last_count) / interval,
-                    errors=int((status != OK).sum()),
-                    p99_ms=float(np.percentile(latency, 99) * 1e3)
-                    if latency.size
-                    else float("nan"),
+                    rate=(count - seen) / (now - last_time),
+                    errors=errors,
+                    p99_ms=histogram.quantile(0.99) * 1e3,
                     in_flight=self.in_flight,
                 )
             )
-            last_count = count
+            seen, last_time = count, now
 
 
 async def run_load(

@@ -261,3 +261,17 @@ def test_loadtest_score_needs_a_model() -> None:
     result = CliRunner().invoke(main, ["loadtest", "--rpc", "score", "--concurrency", "1"])
     assert result.exit_code == 2
     assert "--model" in result.output
+
+
+def test_latency_histogram_quantiles_are_within_a_percent() -> None:
+    from clients.latency import LatencyHistogram
+
+    latencies = np.random.default_rng(0).lognormal(mean=-6.0, sigma=1.0, size=20_000)
+    histogram = LatencyHistogram()
+    for chunk in np.array_split(latencies, 7):  # fed in pieces, as live progress does
+        histogram.add(chunk)
+    assert histogram.total == 20_000
+    for q in (0.5, 0.9, 0.99, 0.999):
+        exact = np.quantile(latencies, q)
+        assert exact <= histogram.quantile(q) <= exact * 1.0201
+    assert math.isnan(LatencyHistogram().quantile(0.99))
