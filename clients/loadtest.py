@@ -41,6 +41,9 @@ class LoadSettings:
     """Open loop: most calls in flight at once; sends beyond wait (and count as late)."""
     progress_interval: float = 1.0
     seed: int = 0
+    phase: float = 0.0
+    """Open loop: delay of the first send, so that several generator processes sharing one
+    constant rate interleave their sends instead of firing together."""
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.rate is None):
@@ -66,15 +69,21 @@ class Progress:
 
 
 def arrival_times(
-    rate: float, horizon: float, arrivals: Arrivals, rng: np.random.Generator
+    rate: float,
+    horizon: float,
+    arrivals: Arrivals,
+    rng: np.random.Generator,
+    phase: float = 0.0,
 ) -> np.ndarray:
-    """Send times in [0, horizon): a Poisson process (exponential gaps) or a constant rate."""
-    expected = int(rate * horizon)
+    """Send times in [0, horizon): a Poisson process (exponential gaps) or a constant rate,
+    the first at `phase` seconds."""
+    expected = int(rate * horizon) + 1
     if arrivals == "constant":
-        return np.arange(expected) / rate
-    # Draw a few standard deviations more gaps than expected, then cut at the horizon.
-    gaps = rng.exponential(1.0 / rate, size=expected + 6 * int(np.sqrt(expected)) + 16)
-    times = np.cumsum(gaps) - gaps[0]
+        times = np.arange(expected) / rate + phase
+    else:
+        # Draw a few standard deviations more gaps than expected, then cut at the horizon.
+        gaps = rng.exponential(1.0 / rate, size=expected + 6 * int(np.sqrt(expected)) + 16)
+        times = np.cumsum(gaps) - gaps[0] + phase
     return times[times < horizon]
 
 
@@ -133,7 +142,9 @@ class _Run:
         NOT_SENT, so an overloaded server cannot stretch the run without bound.
         """
         rng = np.random.default_rng(self.settings.seed)
-        schedule = arrival_times(rate, end, self.settings.arrivals, rng).tolist()
+        schedule = arrival_times(
+            rate, end, self.settings.arrivals, rng, self.settings.phase
+        ).tolist()
         slots = iter(schedule)
         timeout = self.settings.timeout
 

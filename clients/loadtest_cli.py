@@ -8,7 +8,7 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from clients.cli_options import Connection, connection_options
 from clients.latency import Samples, Summary, summary_rows
 from clients.loadplot import plot_run, plot_sweep, pyplot
 from clients.loadtest import Arrivals, LoadSettings, Progress, run_load
+from clients.processes import run_in_processes, shares
 from clients.sweep import SweepResult, SweepSettings, meets, sweep_rates
 from clients.table import format_table
 from clients.workload import (
@@ -130,12 +131,35 @@ async def _connected(connection: Connection) -> AsyncIterator[grpc.aio.Channel]:
 
 
 async def _run_once(
-    connection: Connection, workload: Workload, settings: LoadSettings, quiet: bool
+    connection: Connection,
+    workload: Workload,
+    settings: LoadSettings,
+    processes: int,
+    quiet: bool,
 ) -> tuple[Summary, Samples]:
+    progress = None if quiet else _print_progress
+    if processes > 1:
+        return await asyncio.to_thread(
+            _in_processes, connection, workload, settings, processes, progress
+        )
     async with _connected(connection) as channel:
         metadata = base_metadata(connection.options)
-        progress = None if quiet else _print_progress
         return await run_load(channel, workload, settings, metadata, progress)
+
+
+def _in_processes(
+    connection: Connection,
+    workload: Workload,
+    settings: LoadSettings,
+    processes: int,
+    progress: Callable[[Progress], None] | None,
+) -> tuple[Summary, Samples]:
+    try:
+        return run_in_processes(
+            connection.target, connection.options, workload, settings, processes, progress
+        )
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
 
 
 async def _run_sweep(
@@ -143,18 +167,15 @@ async def _run_sweep(
     workload: Workload,
     settings: LoadSettings,
     sweep: SweepSettings,
+    processes: int,
     quiet: bool,
 ) -> SweepResult:
-    async with _connected(connection) as channel:
-        metadata = base_metadata(connection.options)
-        progress = None if quiet else _print_progress
+    async def run_at(step: LoadSettings) -> Summary:
+        click.echo(f"sweep: {step.rate:,.0f} req/s for {step.duration:g}s", err=True)
+        summary, _ = await _run_once(connection, workload, step, processes, quiet)
+        return summary
 
-        async def run_at(step: LoadSettings) -> Summary:
-            click.echo(f"sweep: {step.rate:,.0f} req/s for {step.duration:g}s", err=True)
-            summary, _ = await run_load(channel, workload, step, metadata, progress)
-            return summary
-
-        return await sweep_rates(run_at, settings, sweep)
+    return await sweep_rates(run_at, settings, sweep)
 
 
 def _report_run(
@@ -249,6 +270,13 @@ def _event_loop_runner(loop: str) -> Any:
     "--max-rate", type=float, default=1_000_000.0, show_default=True, help="Sweep ceiling."
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Generator processes sharing the load (when one core cannot drive enough).",
+)
+@click.option(
     "--loop", type=click.Choice(["asyncio", "uvloop"]), default="asyncio", show_default=True
 )
 @click.option(
@@ -273,6 +301,7 @@ def loadtest(
     sweep: bool,
     p99_ms: float,
     max_rate: float,
+    processes: int,
     loop: str,
     json_path: Path | None,
     plot_path: Path | None,
@@ -301,6 +330,7 @@ def loadtest(
             else None
         )
         workload = _workload(rpc, mix)
+        shares(settings, processes)  # refuses a concurrency that cannot be split
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     if plot_path:
@@ -313,10 +343,10 @@ def loadtest(
     run = _event_loop_runner(loop)
     title = f"{rpc} @ {connection.target}"
     if sweep_settings is None:
-        summary, samples = run(_run_once(connection, workload, settings, quiet))
+        summary, samples = run(_run_once(connection, workload, settings, processes, quiet))
         payload = _report_run(summary, samples, plot_path, title, to_stderr)
     else:
-        result = run(_run_sweep(connection, workload, settings, sweep_settings, quiet))
+        result = run(_run_sweep(connection, workload, settings, sweep_settings, processes, quiet))
         payload = _report_sweep(result, sweep_settings, plot_path, title, to_stderr)
     payload["config"] = {
         "target": connection.target,
@@ -328,6 +358,7 @@ def loadtest(
         "warmup_s": warmup,
         "timeout_s": connection.options.timeout,
         "loop": loop,
+        "processes": processes,
     }
     if json_path:
         text = json.dumps(payload, indent=2, allow_nan=False) + "\n"

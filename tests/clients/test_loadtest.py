@@ -81,6 +81,9 @@ def _run(
     async def scenario():
         channel = open_aio_channel(fake.target, ClientOptions(**options))
         try:
+            # Connected before the clock starts, as the command does: on a busy machine the
+            # handshake alone could outlast a short test run.
+            await channel.channel_ready()
             return await run_load(channel, workload, settings, [("x-load", "1")], seen.append)
         finally:
             await channel.close()
