@@ -80,6 +80,13 @@ def client() -> None:
 @click.option("--context", multiple=True, callback=key_values, help="KEY=VALUE request context.")
 @_with_category_filters
 @click.option("--exclude", multiple=True, help="Item id never to return.")
+@click.option(
+    "--max-per-category", type=int, default=0, show_default=True, help="Cap per category (0: none)."
+)
+@click.option(
+    "--mmr", "mmr_lambda", type=float, default=0.0, show_default=True,
+    help="Diversity: maximal-marginal-relevance lambda in (0, 1] (0: off).",
+)  # fmt: skip
 @connection_options
 @json_flag
 def recommend(
@@ -90,6 +97,8 @@ def recommend(
     min_price: float | None,
     max_price: float | None,
     exclude: tuple[str, ...],
+    max_per_category: int,
+    mmr_lambda: float,
     connection: Connection,
     as_json: bool,
 ) -> None:
@@ -103,6 +112,8 @@ def recommend(
             min_price=min_price,
             max_price=max_price,
             exclude=exclude,
+            max_per_category=max_per_category,
+            mmr_lambda=mmr_lambda,
         )
     _show(
         as_json,
@@ -110,6 +121,7 @@ def recommend(
         lambda: (
             _items_table(result.items)
             + f"\nstrategy: {result.strategy}; models: {_models_line(result.models)}"
+            + (f"; experiment: {result.experiment}/{result.variant}" if result.experiment else "")
         ),
     )
 

@@ -64,6 +64,8 @@ def recommend_request(
     min_price: float | None = None,
     max_price: float | None = None,
     exclude: str | Iterable[str] | None = None,
+    max_per_category: int = 0,
+    mmr_lambda: float = 0.0,
 ) -> ranking_pb2.RecommendRequest:
     return ranking_pb2.RecommendRequest(
         user_id=user_id,
@@ -71,6 +73,7 @@ def recommend_request(
         context=_text_map(context),
         filters=filters(categories, min_price, max_price),
         exclude=_as_list(exclude),
+        diversity=ranking_pb2.Diversity(max_per_category=max_per_category, mmr_lambda=mmr_lambda),
     )
 
 
@@ -168,6 +171,7 @@ def recommendation(response: ranking_pb2.RecommendResponse, request_id: str = ""
         items=tuple(map(scored_item, response.items)),
         strategy=response.strategy,
         models=tuple(map(model_info, response.models)),
+        experiment=response.experiment,
         variant=response.variant,
         request_id=request_id,
     )
@@ -223,6 +227,7 @@ def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> A
         ),
         below_reserve=response.below_reserve,
         models=tuple(map(model_info, response.models)),
+        experiment=response.experiment,
         variant=response.variant,
         request_id=request_id,
     )

@@ -15,6 +15,7 @@ import multiprocessing
 import queue
 from collections.abc import Callable
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from clients.channel import base_metadata, open_aio_channel
@@ -25,6 +26,8 @@ from clients.workload import Workload
 
 # How long the parent waits for a child's result after the load should have ended.
 _RESULT_GRACE_S = 60.0
+# How long connected processes wait for the others before giving up.
+_START_TIMEOUT_S = 60.0
 
 
 def shares(settings: LoadSettings, processes: int) -> list[LoadSettings]:
@@ -78,6 +81,7 @@ def _child(
     workload: Workload,
     settings: LoadSettings,
     messages: Queue,
+    start: Barrier,
 ) -> None:
     """A generator process: runs its share and sends progress, then its result."""
 
@@ -85,6 +89,9 @@ def _child(
         channel = open_aio_channel(target, options)
         try:
             await asyncio.wait_for(channel.channel_ready(), timeout=options.timeout)
+            # Every process connected: start the clocks together so that the measured
+            # windows coincide (spawning takes a second or more on a busy machine).
+            await asyncio.to_thread(start.wait, _START_TIMEOUT_S)
             return await run_load(
                 channel,
                 workload,
@@ -125,10 +132,11 @@ def run_in_processes(
     # spawn, not fork: gRPC's threads do not survive a fork.
     context = multiprocessing.get_context("spawn")
     messages: Queue[Any] = context.Queue()
+    start = context.Barrier(processes)
     children = [
         context.Process(
             target=_child,
-            args=(index, target, options, workload, share, messages),
+            args=(index, target, options, workload, share, messages, start),
             daemon=True,
         )
         for index, share in enumerate(shares(settings, processes))
@@ -137,6 +145,8 @@ def run_in_processes(
         child.start()
     results: dict[int, tuple[Summary, Samples]] = {}
     latest: dict[int, Progress] = {}
+    reports = [0] * processes
+    rounds = 0
     deadline_s = settings.warmup + settings.duration + settings.timeout + _RESULT_GRACE_S
     try:
         while len(results) < processes:
@@ -150,8 +160,10 @@ def run_in_processes(
                 results[index] = payload
             else:
                 latest[index] = payload
-                # One line per round: when the first process reports again, all have.
-                if on_progress and len(latest) == processes and index == 0:
+                reports[index] += 1
+                # One line per round: once every process has reported once more.
+                if on_progress and min(reports) > rounds:
+                    rounds = min(reports)
                     on_progress(_combined(latest))
     finally:
         for child in children:

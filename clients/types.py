@@ -36,9 +36,11 @@ class Recommendation:
     # "personalised", "cold_start_segment" or "cold_start_popularity".
     strategy: str
     models: tuple[ModelInfo, ...]
-    # A/B experiment arm that served the request ("" when none applied).
+    # The A/B experiment and arm that served the request ("" when none): feedback events
+    # quote them.
+    experiment: str = ""
     variant: str = ""
-    # The x-request-id the call carried: feedback events quote it.
+    # The x-request-id the call carried: feedback events quote it too.
     request_id: str = ""
 
     @property
@@ -51,9 +53,7 @@ class Recommendation:
         """Events for items of this answer (default: all, e.g. impressions), carrying the
         request id, experiment arm, ranking model and the 1-based position shown."""
         shown = ((item.item_id, rank, item.price) for rank, item in enumerate(self.items, 1))
-        return _feedback(
-            shown, self.models, self.variant, self.request_id, user_id, event, item_ids
-        )
+        return _feedback(shown, self, user_id, event, item_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +134,11 @@ class AdAuction:
     ads: tuple[RankedAd, ...]
     below_reserve: int
     models: tuple[ModelInfo, ...]
-    # A/B experiment arm that served the request ("" when none applied).
+    # The A/B experiment and arm that served the request ("" when none): feedback events
+    # quote them.
+    experiment: str = ""
     variant: str = ""
-    # The x-request-id the call carried: feedback events quote it.
+    # The x-request-id the call carried: feedback events quote it too.
     request_id: str = ""
 
     @property
@@ -150,7 +152,7 @@ class AdAuction:
         """Events for winning ads (default: all winners, e.g. impressions), with their slot as
         the position and the price they pay per click."""
         shown = ((ad.ad_id, ad.slot, ad.price) for ad in self.winners)
-        return _feedback(shown, self.models, self.variant, self.request_id, user_id, event, ad_ids)
+        return _feedback(shown, self, user_id, event, ad_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,23 +195,22 @@ def _ranking_model(models: Sequence[ModelInfo]) -> ModelInfo | None:
 
 def _feedback(
     shown: Iterable[tuple[str, int, float]],
-    models: Sequence[ModelInfo],
-    variant: str,
-    request_id: str,
+    answer: Recommendation | AdAuction,
     user_id: str,
     event: str,
     wanted_ids: Iterable[str] | None,
 ) -> list[FeedbackEvent]:
     """Events for the shown (id, position, price) rows whose id is wanted (None: all)."""
     wanted = None if wanted_ids is None else set(wanted_ids)
-    model = _ranking_model(models)
+    model = _ranking_model(answer.models)
     return [
         FeedbackEvent(
             user_id=user_id,
             item_id=item_id,
             event=event,
-            request_id=request_id,
-            variant=variant,
+            request_id=answer.request_id,
+            experiment=answer.experiment,
+            variant=answer.variant,
             model=model.name if model else "",
             model_version=model.version if model else 0,
             position=position,

@@ -3,6 +3,7 @@ orderly shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -16,10 +17,13 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
+from engine.extra_services import ExtraServices, add_extra_services
+from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
+from engine.kserve import add_kserve_to_server
 from engine.model_service import ModelServiceServicer
 from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
-from engine.extra_services import ExtraServices, add_extra_services
 from engine.registry import ModelRegistry
+from engine.routing import prepare_experiment
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
 from engine.settings import Settings
@@ -77,15 +81,21 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         options=options,
         interceptors=[ObservabilityInterceptor()],
     )
-    ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    extras = add_extra_services(
+        server, settings, prepare=functools.partial(prepare_experiment, registry, settings)
+    )
+    ranking_pb2_grpc.add_RankingServicer_to_server(
+        RankingServicer(registry, settings, extras.experiments), server
+    )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
-    extras = add_extra_services(server, settings)
+    add_kserve_to_server(server, registry, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
             *extras.service_names,
+            KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -100,9 +110,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         if settings.metrics_port is not None
         else None
     )
-    running = RunningServer(
-        server, port, registry, health_servicer, settings, metrics_port, extras
-    )
+    running = RunningServer(server, port, registry, health_servicer, settings, metrics_port, extras)
     running.set_serving(False)
     server.start()
     if registry.ready():

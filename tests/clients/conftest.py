@@ -73,7 +73,11 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
             for n in range(request.k)
         ]
         return ranking_pb2.RecommendResponse(
-            items=items, strategy="personalised", models=[MODEL], variant="control"
+            items=items,
+            strategy="personalised",
+            models=[MODEL],
+            experiment="exp1",
+            variant="control",
         )
 
     def RankAds(self, request, context):
@@ -100,6 +104,7 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
             ads=ranked,
             below_reserve=len(request.ads) - len(eligible),
             models=[MODEL],
+            experiment="exp1",
             variant="control",
         )
 

@@ -26,7 +26,7 @@ def test_recommendation_carries_request_id_and_variant(
     client: ReachRankClient, fake_server: FakeServer
 ) -> None:
     rec = client.recommend("u1", 3)
-    assert rec.variant == "control"
+    assert (rec.experiment, rec.variant) == ("exp1", "control")
     assert rec.request_id == fake_server.servicer.calls[-1].metadata["x-request-id"]
     auction = client.rank_ads("u1", [{"ad_id": "a", "bid": 1.0}], request_id="mine")
     assert (auction.request_id, auction.variant) == ("mine", "control")
@@ -44,7 +44,9 @@ def test_feedback_loop_from_a_recommendation(
         ("i0", "impression", 1), ("i1", "impression", 2), ("i2", "impression", 3), ("i2", "click", 3),
     ]  # fmt: skip
     assert {e.request_id for e in logged} == {rec.request_id}
-    assert {(e.model, e.model_version, e.variant) for e in logged} == {("ctr", 3, "control")}
+    assert {(e.model, e.model_version, e.experiment, e.variant) for e in logged} == {
+        ("ctr", 3, "exp1", "control")
+    }
     assert logged[2].price == 12.0
 
 

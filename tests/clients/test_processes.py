@@ -90,3 +90,13 @@ def test_unsplittable_concurrency_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["loadtest", "--concurrency", "2", "--processes", "3"])
     assert result.exit_code == 2
     assert "cannot be split" in result.output
+
+
+def test_a_failing_process_fails_the_run(closed_port: int) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["loadtest", "--target", f"127.0.0.1:{closed_port}", "--timeout", "0.3",
+         "--concurrency", "2", "--processes", "2", "--duration", "1", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "generator process" in result.output and "failed" in result.output
