@@ -25,8 +25,10 @@ from training.models.mf import MatrixFactorization
 
 log = logging.getLogger(__name__)
 
-# Columns of the event log that are never used as context features.
+# Columns of the event log that are never used as context features; the last four are how the
+# feedback log says an event was served (A/B arm, model), which a request never carries.
 _NOT_CONTEXT = {"user_id", "item_id", "ts", "event", "value", "price", "position", "request_id"}
+_NOT_CONTEXT |= {"experiment", "variant", "model", "model_version"}
 
 
 @dataclass(frozen=True)
