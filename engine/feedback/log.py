@@ -43,6 +43,8 @@ from engine.feedback.segments import (
 
 log = logging.getLogger(__name__)
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# How long after a failed rotation (no room for a new segment) the next attempt waits.
+ROTATION_RETRY_S = 1.0
 
 
 class LogFull(ResourceExhausted):
@@ -88,12 +90,14 @@ class FeedbackLog:
         # Tickets: one per append; an append is acknowledged once _synced reaches its ticket.
         self._written = 0
         self._synced = 0
-        self._failure: OSError | None = None
+        self._failure: Exception | None = None
         self._closing = False
         self._closed = False
         # flush() asks for the current segment to be sealed; the flusher answers in _sealed.
         self._seal_wanted = 0
         self._sealed = 0
+        # After a failed rotation, the next attempt waits until then (monotonic seconds).
+        self._no_rotation_until = 0.0
         self._events = 0
         self._fsyncs = 0
         self._seal_count = 0
@@ -162,13 +166,20 @@ class FeedbackLog:
     def _rotate_due(self) -> bool:
         if self._size == 0:
             return False
-        old = self._max_age is not None and time.monotonic() - self._opened_at >= self._max_age
-        return self._seal_wanted > self._sealed or self._size >= self._max_bytes or old
+        if self._seal_wanted > self._sealed:
+            return True  # flush() tries even right after a failed rotation
+        now = time.monotonic()
+        if now < self._no_rotation_until:
+            return False
+        old = self._max_age is not None and now - self._opened_at >= self._max_age
+        return self._size >= self._max_bytes or old
 
     def _idle_timeout(self) -> float | None:
         if self._max_age is None or self._size == 0:
             return None
-        return max(0.0, self._max_age - (time.monotonic() - self._opened_at))
+        now = time.monotonic()
+        age_left = self._max_age - (now - self._opened_at)
+        return max(0.0, age_left, self._no_rotation_until - now)
 
     def _flush_loop(self) -> None:
         while True:
@@ -187,27 +198,32 @@ class FeedbackLog:
                     continue
             if self._interval:
                 time.sleep(self._interval)  # let more appenders join this fsync
-            self._sync_once()
+            try:
+                self._sync_once()
+            except Exception as exc:
+                # A dead flusher would leave every appender waiting forever: fail them instead.
+                log.exception("feedback log flusher failed; refusing appends until restart")
+                with self._lock:
+                    self._failure = exc
+                    self._done.notify_all()
 
     def _sync_once(self) -> None:
         with self._lock:
             target = self._written
             wanted = self._seal_wanted
             fd = self._fd
-            sealed = self._seq if self._rotate_due() else None
-            if sealed is not None:
-                self._seq += 1
-                self._fd, self._size, self._opened_at = self._open_segment(self._seq)
+            sealed = self._rotate() if self._rotate_due() else None
         try:
             os.fsync(fd)
-            if sealed is not None:
-                os.close(fd)
         except OSError as exc:
             log.error("feedback log fsync failed: %s; refusing appends until restart", exc)
             with self._lock:
                 self._failure = exc
                 self._done.notify_all()
             return
+        finally:
+            if sealed is not None:
+                os.close(fd)
         if sealed is not None:
             self._convert_queue.put(sealed)  # before flush() can see the seal and join the queue
         with self._lock:
@@ -217,13 +233,31 @@ class FeedbackLog:
             self._seal_count += sealed is not None
             self._done.notify_all()
 
+    def _rotate(self) -> int | None:
+        """Switch appends to a new segment; the old one's number, or None if the new one
+        cannot be created (e.g. disk full): appends then go on into the old segment."""
+        try:
+            opened = self._open_segment(self._seq + 1)
+        except OSError as exc:
+            log.error("feedback log: cannot start a new segment (%s); keeping the current one", exc)
+            self._no_rotation_until = time.monotonic() + ROTATION_RETRY_S
+            return None
+        sealed = self._seq
+        self._seq += 1
+        self._fd, self._size, self._opened_at = opened
+        return sealed
+
     def _open_segment(self, seq: int) -> tuple[int, int, float]:
         """Open segment ``seq`` for appending; its directory entry is made durable first, so
         no record in it is acknowledged while the file itself could vanish in a crash."""
         path = segment_path(self.directory, seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fsync_dir(self.directory)
-        return fd, os.fstat(fd).st_size, time.monotonic()
+        try:
+            fsync_dir(self.directory)
+            return fd, os.fstat(fd).st_size, time.monotonic()
+        except OSError:
+            os.close(fd)
+            raise
 
     # -- conversion to Parquet ------------------------------------------------------------
 

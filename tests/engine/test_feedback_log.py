@@ -121,9 +121,10 @@ def test_old_segment_is_sealed_without_traffic(tmp_path: Path) -> None:
     with FeedbackLog(tmp_path, max_segment_age_s=0.05) as log:
         log.append([event(1)])
         deadline = time.monotonic() + 10
-        while not any((tmp_path / "parquet").glob("*.parquet")) and time.monotonic() < deadline:
+        while log.stats().converted_segments == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert log.stats().converted_segments == 1
+        assert list(segments(tmp_path)) == [2]  # 1 sealed and converted, 2 open and empty
     assert parquet_events(tmp_path)["user_id"].to_list() == ["u1"]
 
 
@@ -206,3 +207,24 @@ def test_one_writer_per_directory_and_no_appends_after_close(tmp_path: Path) -> 
     with pytest.raises(LogUnavailable, match="closed"):
         log.append([event(1)])
     assert wal_user_ids(tmp_path) == []
+
+
+def test_no_room_for_a_new_segment_keeps_appending_to_the_current_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if str(path).startswith(str(tmp_path)) and str(path).endswith(".log"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, flags, *args)
+
+    log = FeedbackLog(tmp_path, max_segment_bytes=4096)
+    monkeypatch.setattr(os, "open", no_new_files)
+    for i in range(100):  # well past the segment size
+        log.append([event(i)])
+    assert log.stats().sealed_segments == 0
+    monkeypatch.undo()
+    log.close()  # room again: the close seals the segment into Parquet
+    assert segments(tmp_path) == {}
+    assert sorted(parquet_events(tmp_path)["user_id"]) == sorted(f"u{i}" for i in range(100))
