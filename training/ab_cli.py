@@ -27,7 +27,13 @@ from training.ab_report import METRICS, ReportError, build_reports, render
     show_default=True,
     help="Metric the verdict is based on.",
 )
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level (split over the variants compared with the control).",
+)
 @click.option(
     "--min-impressions",
     type=click.IntRange(min=1),

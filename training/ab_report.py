@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from training.ab_stats import (
+    detectable_difference,
     mean_interval,
     min_detectable_effect,
     two_proportion_ztest,
@@ -41,6 +42,8 @@ RATES: dict[str, tuple[str, str]] = {
 }
 REVENUE = "revenue_per_impression"
 METRICS = (*RATES, REVENUE)
+# Power the minimum detectable effect is quoted at.
+POWER = 0.8
 DEFAULT_CONTROL = "control"
 
 
@@ -64,8 +67,16 @@ class Arm:
     clicks: int
     purchases: int
     revenue: float
+    # Sum of squared purchase values, for the revenue interval and test.
+    revenue_sq: float
     users: int
     metrics: dict[str, Estimate]
+
+    def count(self, column: str) -> int:
+        return int(getattr(self, column))
+
+    def revenue_se(self) -> float:
+        return mean_interval(self.revenue, self.revenue_sq, self.impressions)[3]
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,7 @@ class ExperimentReport:
     status: str
     winner: str | None
     verdict: str
-    # The smallest absolute difference on `metric` these samples detect with 80% power.
+    # The smallest absolute difference on `metric` these samples detect with POWER.
     min_detectable_effect: float
     notes: list[str] = field(default_factory=list)
 
@@ -182,16 +193,12 @@ def experiment_report(
     arms = [_arm(r, alpha) for r in ordered]
     treatments = arms[1:]
     corrected = alpha / max(len(treatments), 1)
-    comparisons = [
-        _compare(ordered[0], arms[0], row, arm, m, corrected)
-        for row, arm in zip(ordered[1:], treatments, strict=True)
-        for m in METRICS
-    ]
+    comparisons = [_compare(arms[0], arm, m, corrected) for arm in treatments for m in METRICS]
     mde = _mde(arms, metric, corrected)
     status, winner, verdict = _verdict(arms, comparisons, metric, corrected, min_impressions)
     notes = [
         f"alpha {alpha:g} split over {len(treatments)} comparison(s): each at {corrected:.4g}",
-        f"minimum detectable {metric} difference (80% power): "
+        f"minimum detectable {metric} difference ({POWER:.0%} power): "
         + (f"{mde:.4g} absolute" if math.isfinite(mde) else "unknown (an arm has no trials)"),
     ]
     return ExperimentReport(
@@ -219,37 +226,37 @@ def _arm(row: dict, alpha: float) -> Arm:
         row["clicks"],
         row["purchases"],
         row["revenue"],
+        row["revenue_sq"],
         row["users"],
         metrics,
     )
 
 
-def _compare(
-    control_row: dict, control: Arm, row: dict, arm: Arm, metric: str, alpha: float
-) -> Comparison:
+def _compare(control: Arm, arm: Arm, metric: str, alpha: float) -> Comparison:
     before, after = control.metrics[metric].value, arm.metrics[metric].value
     if metric == REVENUE:
-        _, _, _, se_control = mean_interval(
-            control_row["revenue"], control_row["revenue_sq"], control_row["impressions"]
-        )
-        _, _, _, se = mean_interval(row["revenue"], row["revenue_sq"], row["impressions"])
-        z, p = welch_ztest(before, se_control, after, se)
+        z, p = welch_ztest(before, control.revenue_se(), after, arm.revenue_se())
     else:
         num, den = RATES[metric]
-        z, p = two_proportion_ztest(control_row[num], control_row[den], row[num], row[den])
+        z, p = two_proportion_ztest(
+            control.count(num), control.count(den), arm.count(num), arm.count(den)
+        )
     lift = (after - before) / before if before else math.nan
     return Comparison(arm.variant, metric, before, after, after - before, lift, z, p, p < alpha)
 
 
 def _mde(arms: list[Arm], metric: str, alpha: float) -> float:
     """The largest of the per-variant MDEs: what the experiment as a whole can detect."""
-    if metric == REVENUE or len(arms) < 2:
-        return math.nan
-    num, den = RATES[metric]
+    if len(arms) < 2:
+        return math.inf
     control = arms[0]
-    rate = getattr(control, num) / getattr(control, den) if getattr(control, den) else 0.0
+    if metric == REVENUE:
+        spread = max(math.hypot(control.revenue_se(), arm.revenue_se()) for arm in arms[1:])
+        return detectable_difference(spread, alpha, POWER) if math.isfinite(spread) else math.inf
+    num, den = RATES[metric]
+    rate = control.count(num) / control.count(den) if control.count(den) else 0.0
     return max(
-        min_detectable_effect(rate, getattr(control, den), getattr(arm, den), alpha)
+        min_detectable_effect(rate, control.count(den), arm.count(den), alpha, POWER)
         for arm in arms[1:]
     )
 

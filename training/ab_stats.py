@@ -86,5 +86,11 @@ def min_detectable_effect(
     """
     if control_trials == 0 or trials == 0:
         return math.inf
-    z = z_quantile(alpha) + _NORMAL.inv_cdf(power)
-    return z * math.sqrt(rate * (1 - rate) * (1 / control_trials + 1 / trials))
+    se = math.sqrt(rate * (1 - rate) * (1 / control_trials + 1 / trials))
+    return detectable_difference(se, alpha, power)
+
+
+def detectable_difference(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true difference that a two-sided test at ``alpha`` finds with ``power`` when
+    the estimate of the difference has standard error ``se``."""
+    return (z_quantile(alpha) + _NORMAL.inv_cdf(power)) * se

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from clients.cli import main
 from training.ab_report import ReportError, arm_counts, build_reports
 from training.ab_stats import (
+    detectable_difference,
     mean_interval,
     min_detectable_effect,
     two_proportion_ztest,
@@ -79,6 +80,7 @@ def test_mean_interval_and_mde_by_hand() -> None:
     # (1.959964 + 0.841621) * sqrt(0.1 * 0.9 * 2 / 10000) = 0.011886
     assert min_detectable_effect(0.1, 10_000, 10_000) == pytest.approx(0.011886, abs=1e-5)
     assert math.isinf(min_detectable_effect(0.1, 0, 10))
+    assert detectable_difference(0.5) == pytest.approx(0.5 * 2.801585, abs=1e-6)
 
 
 def test_counts_per_arm() -> None:
@@ -174,3 +176,14 @@ def test_ab_report_command_on_feedback_parquet(tmp_path: Path) -> None:
     assert saved["winner"] == "B"
     assert [a["impressions"] for a in saved["arms"]] == [3000, 3000]
     assert saved["arms"][0]["revenue"] == 20.0 * saved["arms"][0]["purchases"]
+
+
+def test_verdict_on_revenue_per_impression_with_its_detectable_difference() -> None:
+    log = simulated_log({"control": (40_000, 0.05, 0.10), "B": (40_000, 0.05, 0.16)}, seed=10)
+    (report,) = build_reports(log, metric="revenue_per_impression")
+    assert report.winner == "B"
+    assert 0 < report.min_detectable_effect < 0.1
+    for arm in report.arms:
+        assert arm.metrics["revenue_per_impression"].value == arm.revenue / 40_000
+    revenue = next(c for c in report.comparisons if c.metric == "revenue_per_impression")
+    assert revenue.significant and revenue.difference > report.min_detectable_effect
