@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# tritonclient 2.51.0 (the tests' KServe v2 client; its wheel bundles perf_analyzer) declares
+	# numpy<2 and protobuf<5 but runs with numpy 2 and protobuf 7, which the tests check: install
+	# it without its declared dependencies (python-rapidjson comes from the dev extra).
+	$(BIN)/python -m pip install -q --no-deps tritonclient==2.51.0
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -35,7 +39,7 @@ test: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto \
-	  --pyi_out=proto proto/reachrank/v1/*.proto
+	  --pyi_out=proto proto/reachrank/v1/*.proto proto/inference/*.proto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

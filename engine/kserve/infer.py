@@ -1,0 +1,45 @@
+"""One ModelInfer call without gRPC: decode the request, run the model, encode the answer, and
+time each phase for the statistics."""
+
+from __future__ import annotations
+
+import time
+
+from inference import grpc_service_pb2 as pb
+
+from engine.errors import InvalidArgument
+from engine.kserve.metadata import input_datatypes
+from engine.kserve.stats import Timing
+from engine.kserve.tensors import decode_inputs, encode_outputs, select_outputs
+from engine.models.base import OnnxModel
+
+
+def infer(
+    model: OnnxModel, request: pb.ModelInferRequest, max_rows: int
+) -> tuple[pb.ModelInferResponse, Timing]:
+    """The response to ``request`` and how long it took. The answer is raw when the request
+    was, because tritonclient reads numeric outputs only from raw contents."""
+    start = time.perf_counter_ns()
+    inputs = decode_inputs(request, input_datatypes(model))
+    batch = None
+    for name, array in inputs.items():
+        rows = array.shape[0] if array.ndim else 1
+        if rows > max_rows:
+            raise InvalidArgument(f"input {name!r} has {rows} rows, more than {max_rows}")
+        if batch is not None and rows != batch:
+            raise InvalidArgument(f"input {name!r} has {rows} rows, the inputs before it {batch}")
+        batch = rows
+    decoded = time.perf_counter_ns()
+    outputs = model.run(inputs)
+    ran = time.perf_counter_ns()
+    selected = select_outputs(outputs, [o.name for o in request.outputs], model.id.name)
+    tensors, raw = encode_outputs(selected, raw=bool(request.raw_input_contents))
+    response = pb.ModelInferResponse(
+        model_name=model.id.name,
+        model_version=str(model.id.version),
+        id=request.id,
+        outputs=tensors,
+        raw_output_contents=raw,
+    )
+    end = time.perf_counter_ns()
+    return response, Timing(batch or 0, decoded - start, ran - decoded, end - ran, end - start)
