@@ -33,6 +33,7 @@ def serve(repo: Path, feedback: Path, **env: str) -> Iterator[tuple[subprocess.P
     """Run the CLI from this checkout; yield the process and its address once SERVING."""
     command = [sys.executable, "-c", "from clients.cli import main; main()", "serve"]
     command += ["--repo", str(repo), "--port", "0", "--feedback-dir", str(feedback)]
+    command += ["--metrics-port", "-1"]  # no fixed HTTP port to collide with other servers
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     process = subprocess.Popen(
         command, cwd=ROOT, env=environment, stderr=subprocess.PIPE, text=True
