@@ -228,3 +228,22 @@ def test_no_room_for_a_new_segment_keeps_appending_to_the_current_one(
     log.close()  # room again: the close seals the segment into Parquet
     assert segments(tmp_path) == {}
     assert sorted(parquet_events(tmp_path)["user_id"]) == sorted(f"u{i}" for i in range(100))
+
+
+def test_crash_during_conversion_is_redone_on_open(tmp_path: Path) -> None:
+    # A crash after the Parquet file was published but before its segment was deleted, and
+    # one in the middle of writing the next Parquet file.
+    segment_path(tmp_path, 1).write_bytes(frame_all(_payloads(range(3))))
+    segment_path(tmp_path, 2).write_bytes(frame_all(_payloads(range(3, 5))))
+    (tmp_path / "parquet").mkdir()
+    pl.DataFrame({"user_id": ["u0"]}).write_parquet(
+        tmp_path / "parquet" / f"events-{1:012d}.parquet"
+    )
+    (tmp_path / "parquet" / f"events-{2:012d}.parquet.tmp").write_bytes(b"PAR1 half")
+    with FeedbackLog(tmp_path) as log:
+        log.append([event(5)])
+    assert sorted(parquet_events(tmp_path)["user_id"]) == [f"u{i}" for i in range(6)]
+    assert not list((tmp_path / "parquet").glob("*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "parquet").iterdir()) == [
+        f"events-{seq:012d}.parquet" for seq in (1, 2, 3)
+    ]
