@@ -1,10 +1,12 @@
 """Feedback-log throughput: appends/s and events/s with 1 and 16 appending threads (group
 commit), against one fsync per append, and LogEvents over gRPC on loopback.
 
-    python -m bench.feedback [--seconds 3] [--dir DIR]
+    python -m bench.feedback [--seconds 2] [--repeats 3] [--dir DIR]
 
 Prints a table and writes bench/results/feedback.json. The log directory must be on the disk
 being measured (tmpfs makes fsync free); the default is a temporary directory under --dir.
+Shared disks drift, so the cases run round-robin ``--repeats`` times and each row is the run
+with the median appends/s.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -52,15 +55,40 @@ def make_events(n: int) -> list[feedback_pb2.FeedbackEvent]:
     ]
 
 
-def run_threads(threads: int, seconds: float, work: Callable[[], int]) -> tuple[int, float]:
-    """Call ``work`` from ``threads`` threads until ``seconds`` pass; (calls, elapsed)."""
+@dataclass
+class Run:
+    """Calls made by all threads, wall time, and each call's latency in seconds."""
+
+    calls: int
+    elapsed: float
+    latencies: list[float]
+
+    def row(
+        self, case: str, threads: int, batch: int, interval_ms: float, per_fsync: float | None
+    ) -> dict[str, object]:
+        ordered = sorted(self.latencies)
+        return {
+            "case": case,
+            "threads": threads,
+            "events_per_append": batch,
+            "fsync_interval_ms": interval_ms,
+            "appends_per_s": self.calls / self.elapsed,
+            "events_per_s": self.calls * batch / self.elapsed,
+            "appends_per_fsync": per_fsync,
+            "p50_ms": 1000 * ordered[len(ordered) // 2],
+            "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)],
+        }
+
+
+def run_threads(threads: int, seconds: float, work: Callable[[], object]) -> Run:
+    """Call ``work`` from ``threads`` threads until ``seconds`` pass."""
     stop = time.perf_counter() + seconds
-    counts = [0] * threads
+    latencies: list[list[float]] = [[] for _ in range(threads)]
 
     def loop(t: int) -> None:
-        while time.perf_counter() < stop:
+        while (start := time.perf_counter()) < stop:
             work()
-            counts[t] += 1
+            latencies[t].append(time.perf_counter() - start)
 
     start = time.perf_counter()
     workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
@@ -68,7 +96,8 @@ def run_threads(threads: int, seconds: float, work: Callable[[], int]) -> tuple[
         w.start()
     for w in workers:
         w.join()
-    return sum(counts), time.perf_counter() - start
+    flat = [x for per_thread in latencies for x in per_thread]
+    return Run(len(flat), time.perf_counter() - start, flat)
 
 
 def bench_log(
@@ -77,28 +106,11 @@ def bench_log(
     directory = Path(tempfile.mkdtemp(dir=root))
     events = make_events(batch)
     with FeedbackLog(directory, fsync_interval_ms=interval_ms) as log:
-        latencies: list[float] = []
-
-        def append() -> int:
-            start = time.perf_counter()
-            log.append(events)
-            latencies.append(time.perf_counter() - start)
-            return batch
-
-        calls, elapsed = run_threads(threads, seconds, append)
+        run = run_threads(threads, seconds, lambda: log.append(events))
         stats = log.stats()
     shutil.rmtree(directory)
-    return {
-        "case": "FeedbackLog.append",
-        "threads": threads,
-        "events_per_append": batch,
-        "fsync_interval_ms": interval_ms,
-        "appends_per_s": calls / elapsed,
-        "events_per_s": calls * batch / elapsed,
-        "appends_per_fsync": stats.appends / max(stats.fsyncs, 1),
-        "p50_ms": 1000 * sorted(latencies)[len(latencies) // 2],
-        "p99_ms": 1000 * sorted(latencies)[int(len(latencies) * 0.99)],
-    }
+    per_fsync = stats.appends / max(stats.fsyncs, 1)
+    return run.row("FeedbackLog.append", threads, batch, interval_ms, per_fsync)
 
 
 def bench_naive(root: Path, batch: int, seconds: float) -> dict[str, object]:
@@ -107,25 +119,14 @@ def bench_naive(root: Path, batch: int, seconds: float) -> dict[str, object]:
     data = frame_all(e.SerializeToString() for e in make_events(batch))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def append() -> int:
+    def append() -> None:
         os.write(fd, data)
         os.fsync(fd)
-        return batch
 
-    calls, elapsed = run_threads(1, seconds, append)
+    run = run_threads(1, seconds, append)
     os.close(fd)
     shutil.rmtree(path.parent)
-    return {
-        "case": "write+fsync per append",
-        "threads": 1,
-        "events_per_append": batch,
-        "fsync_interval_ms": 0.0,
-        "appends_per_s": calls / elapsed,
-        "events_per_s": calls * batch / elapsed,
-        "appends_per_fsync": 1.0,
-        "p50_ms": None,
-        "p99_ms": None,
-    }
+    return run.row("write+fsync per append", 1, batch, 0.0, 1.0)
 
 
 def bench_grpc(root: Path, in_flight: int, batch: int, seconds: float) -> dict[str, object]:
@@ -141,24 +142,10 @@ def bench_grpc(root: Path, in_flight: int, batch: int, seconds: float) -> dict[s
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = feedback_pb2_grpc.FeedbackStub(channel)
         stub.LogEvents(request, timeout=30)
-
-        def call() -> int:
-            return stub.LogEvents(request, timeout=30).accepted
-
-        calls, elapsed = run_threads(in_flight, seconds, call)
+        run = run_threads(in_flight, seconds, lambda: stub.LogEvents(request, timeout=30))
     running.stop(1.0)
     shutil.rmtree(directory)
-    return {
-        "case": "LogEvents over gRPC",
-        "threads": in_flight,
-        "events_per_append": batch,
-        "fsync_interval_ms": 0.0,
-        "appends_per_s": calls / elapsed,
-        "events_per_s": calls * batch / elapsed,
-        "appends_per_fsync": None,
-        "p50_ms": None,
-        "p99_ms": None,
-    }
+    return run.row("LogEvents over gRPC", in_flight, batch, 0.0, None)
 
 
 def filesystem(path: Path) -> str:
@@ -168,19 +155,28 @@ def filesystem(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-feedback-", dir=args.dir))
-    rows = [bench_naive(root, 1, args.seconds)]
-    for threads in (1, 16):
-        for batch in (1, 100):
-            rows.append(bench_log(root, threads, batch, 0.0, args.seconds))
-    rows.append(bench_log(root, 16, 1, 2.0, args.seconds))
+    seconds = args.seconds
+    cases: list[Callable[[], dict[str, object]]] = [lambda: bench_naive(root, 1, seconds)]
+    for threads, batch, wait in ((1, 1, 0.0), (1, 100, 0.0), (16, 1, 0.0), (16, 100, 0.0)):
+        cases.append(lambda t=threads, b=batch, w=wait: bench_log(root, t, b, w, seconds))
+    cases.append(lambda: bench_log(root, 16, 1, 2.0, seconds))
+    for in_flight in (1, 16):
+        cases.append(lambda n=in_flight: bench_grpc(root, n, 10, seconds))
+    runs: list[list[dict[str, object]]] = [[] for _ in cases]
     with futures.ThreadPoolExecutor(1) as pool:  # the server's threads stay out of this one
-        for in_flight in (1, 16):
-            rows.append(pool.submit(bench_grpc, root, in_flight, 10, args.seconds).result())
+        for _ in range(args.repeats):
+            for i, case in enumerate(cases):
+                # Write back what the previous case left dirty (its Parquet, its deleted
+                # files): on ext4 an fsync also waits for other files' journalled changes.
+                os.sync()
+                runs[i].append(pool.submit(case).result())
     shutil.rmtree(root)
+    rows = [sorted(r, key=lambda row: row["appends_per_s"])[len(r) // 2] for r in runs]
     header = f"{'case':<24}{'thr':>4}{'ev/app':>7}{'wait ms':>8}{'appends/s':>11}"
     header += f"{'events/s':>11}{'app/fsync':>10}{'p50 ms':>8}{'p99 ms':>8}"
     print(header)
@@ -198,6 +194,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "filesystem": filesystem(args.dir),
+        "seconds_per_run": seconds,
+        "repeats": args.repeats,
     }
     RESULTS.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
