@@ -80,7 +80,13 @@ class LogStats:
 
 
 class FeedbackLog:
-    """Append-only event log in ``directory``; Parquet output under ``directory / "parquet"``."""
+    """Append-only event log in ``directory``; Parquet output under ``directory / "parquet"``.
+
+    ``fsync_interval_ms``: 0 lets appenders lead the fsyncs themselves; more makes a flusher
+    thread wait that long before each fsync to gather appenders. ``max_segment_bytes`` and
+    ``max_segment_age_s`` (None: no age limit) decide when a segment is sealed for Parquet.
+    One process at a time may open a directory.
+    """
 
     def __init__(
         self,
