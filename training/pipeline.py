@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # feedback log says an event was served (A/B arm, model), which a request never carries.
 _NOT_CONTEXT = {"user_id", "item_id", "ts", "event", "value", "price", "position", "request_id"}
 _NOT_CONTEXT |= {"experiment", "variant", "model", "model_version"}
+
 SplitKind = Literal["global", "per-user"]
 Calibration = Literal["platt", "isotonic"]
 
