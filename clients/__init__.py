@@ -13,25 +13,33 @@ from clients.tensors import from_tensor, to_tensor
 from clients.types import (
     AdAuction,
     AdBid,
+    Audience,
+    AudienceMember,
     ModelInfo,
+    Profile,
     RankedAd,
     Recommendation,
     RecommendedItem,
     ScoreResult,
+    SimilarItems,
 )
 
 __all__ = [
     "AdAuction",
     "AdBid",
     "AsyncReachRankClient",
+    "Audience",
+    "AudienceMember",
     "ClientOptions",
     "ModelInfo",
+    "Profile",
     "RankedAd",
     "ReachRankClient",
     "ReachRankError",
     "Recommendation",
     "RecommendedItem",
     "ScoreResult",
+    "SimilarItems",
     "from_tensor",
     "to_tensor",
 ]

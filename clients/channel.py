@@ -106,9 +106,12 @@ def open_aio_channel(target: str | Sequence[str], options: ClientOptions) -> grp
     return grpc.aio.insecure_channel(address, options=args)
 
 
+def base_metadata(options: ClientOptions) -> tuple[tuple[str, str], ...]:
+    """Metadata every call carries: the configured pairs and the bearer token."""
+    token = (("authorization", f"Bearer {options.token}"),) if options.token else ()
+    return (*options.metadata, *token)
+
+
 def call_metadata(options: ClientOptions, request_id: str) -> tuple[tuple[str, str], ...]:
-    """Metadata for one call: the configured pairs, the bearer token and the request id."""
-    metadata = [*options.metadata, ("x-request-id", request_id)]
-    if options.token:
-        metadata.append(("authorization", f"Bearer {options.token}"))
-    return tuple(metadata)
+    """Metadata for one call: `base_metadata` and the request id."""
+    return (*base_metadata(options), ("x-request-id", request_id))

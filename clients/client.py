@@ -19,7 +19,15 @@ from clients.channel import open_channel
 from clients.errors import ReachRankError
 from clients.options import ClientOptions
 from clients.retry import CallAttempts, ReadyWait
-from clients.types import AdAuction, AdBid, Recommendation, ScoreResult
+from clients.types import (
+    AdAuction,
+    AdBid,
+    Audience,
+    Profile,
+    Recommendation,
+    ScoreResult,
+    SimilarItems,
+)
 
 
 def resolve_options(options: ClientOptions | None, overrides: Mapping[str, Any]) -> ClientOptions:
@@ -74,10 +82,10 @@ class ReachRankClient:
         k: int = 10,
         *,
         context: Mapping[str, Any] | None = None,
-        categories: Iterable[str] | None = None,
+        categories: str | Iterable[str] | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
-        exclude: Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> Recommendation:
@@ -125,6 +133,49 @@ class ReachRankClient:
         request = convert.score_request(model, inputs, version)
         response = self._invoke(self._ranking.Score, request, timeout, request_id)
         return convert.score_result(response)
+
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        categories: str | Iterable[str] | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> SimilarItems:
+        """The `k` items most like `item_id` ("more like this"), best first."""
+        request = convert.similar_items_request(
+            item_id, k, categories=categories, min_price=min_price, max_price=max_price
+        )
+        response = self._invoke(self._ranking.SimilarItems, request, timeout, request_id)
+        return convert.similar_items(response)
+
+    def audience(
+        self,
+        item_ids: str | Iterable[str],
+        n: int = 100,
+        *,
+        segments: str | Iterable[str] | None = None,
+        include_consumers: bool = False,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Audience:
+        """The `n` users likeliest to respond to an item or a campaign of items."""
+        request = convert.audience_request(
+            item_ids, n, segments=segments, include_consumers=include_consumers
+        )
+        response = self._invoke(self._ranking.Audience, request, timeout, request_id)
+        return convert.audience(response)
+
+    def profile(
+        self, user_id: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> Profile:
+        """A user's profile features and segments (`known` is False for a new user)."""
+        request = convert.profile_request(user_id)
+        response = self._invoke(self._ranking.Profile, request, timeout, request_id)
+        return convert.profile(response)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's grpc.health.v1 status: "SERVING", "NOT_SERVING", "UNKNOWN", ..."""

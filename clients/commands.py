@@ -5,80 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-from clients.client import ReachRankClient
+from clients.cli_options import Connection, ad_bids, connection_options, key_values
 from clients.errors import ReachRankError
 from clients.table import format_table
-from clients.types import AdBid, ModelInfo
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-
-
-def _key_values(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
-        pairs[key] = text
-    return pairs
-
-
-def _ads(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[AdBid]:
-    ads = []
-    for value in values:
-        ad_id, _, bid = value.rpartition(":")
-        try:
-            if not ad_id:
-                raise ValueError(value)
-            ads.append(AdBid(ad_id, float(bid)))
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not AD_ID:BID") from None
-    return ads
-
-
-def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every subcommand shares: where the server is and how to reach it."""
-    decorators = [
-        click.option(
-            "--target",
-            default=DEFAULT_TARGET,
-            show_default=True,
-            envvar="REACHRANK_TARGET",
-            help="HOST:PORT, or several comma-separated (round-robin).",
-        ),
-        click.option(
-            "--timeout", type=float, default=2.0, show_default=True, help="Deadline in seconds."
-        ),
-        click.option("--token", envvar="REACHRANK_TOKEN", help="Bearer token."),
-        click.option(
-            "--tls-root",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="PEM CA bundle: connect with TLS.",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
-
-
-def _connect(
-    target: str, timeout: float, token: str | None, tls_root: Path | None
-) -> ReachRankClient:
-    return ReachRankClient(
-        target,
-        timeout=timeout,
-        token=token,
-        root_certificates=tls_root.read_bytes() if tls_root else None,
-    )
+from clients.types import AdBid, ModelInfo, RecommendedItem
 
 
 def _models_line(models: tuple[ModelInfo, ...]) -> str:
@@ -87,14 +22,41 @@ def _models_line(models: tuple[ModelInfo, ...]) -> str:
     )
 
 
-def _emit_json(result: Any) -> None:
+def _json(payload: Any) -> str:
     def default(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return value.tolist()
         raise TypeError(f"cannot encode {type(value).__name__}")
 
-    payload = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else result
-    click.echo(json.dumps(payload, indent=2, default=default))
+    if dataclasses.is_dataclass(payload) and not isinstance(payload, type):
+        payload = dataclasses.asdict(payload)
+    return json.dumps(payload, indent=2, default=default)
+
+
+def _show(as_json: bool, payload: Any, render: Callable[[], str]) -> None:
+    click.echo(_json(payload) if as_json else render())
+
+
+def _items_table(items: tuple[RecommendedItem, ...]) -> str:
+    rows = [
+        (rank, item.item_id, item.score, item.retrieval_score, item.category, item.price)
+        for rank, item in enumerate(items, start=1)
+    ]
+    return format_table(["rank", "item", "score", "retrieval", "category", "price"], rows)
+
+
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+category_filters = [
+    click.option("--category", "categories", multiple=True, help="Keep only these categories."),
+    click.option("--min-price", type=float, help="Inclusive lower price bound."),
+    click.option("--max-price", type=float, help="Inclusive upper price bound."),
+]
+
+
+def _with_category_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(category_filters):
+        command = decorator(command)
+    return command
 
 
 class _RpcErrorsAsClickErrors(click.Group):
@@ -115,12 +77,11 @@ def client() -> None:
 @client.command()
 @click.option("--user", "user_id", required=True, help="User id.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of items.")
-@click.option("--context", multiple=True, callback=_key_values, help="KEY=VALUE request context.")
-@click.option("--category", "categories", multiple=True, help="Keep only these categories.")
-@click.option("--min-price", type=float)
-@click.option("--max-price", type=float)
+@click.option("--context", multiple=True, callback=key_values, help="KEY=VALUE request context.")
+@_with_category_filters
 @click.option("--exclude", multiple=True, help="Item id never to return.")
 @connection_options
+@json_flag
 def recommend(
     user_id: str,
     k: int,
@@ -129,14 +90,11 @@ def recommend(
     min_price: float | None,
     max_price: float | None,
     exclude: tuple[str, ...],
-    target: str,
-    timeout: float,
-    token: str | None,
-    tls_root: Path | None,
+    connection: Connection,
     as_json: bool,
 ) -> None:
     """Recommend K items to a user."""
-    with _connect(target, timeout, token, tls_root) as sdk:
+    with connection.client() as sdk:
         result = sdk.recommend(
             user_id,
             k,
@@ -146,55 +104,138 @@ def recommend(
             max_price=max_price,
             exclude=exclude,
         )
-    if as_json:
-        _emit_json(result)
-        return
-    rows = [
-        (rank, item.item_id, item.score, item.retrieval_score, item.category, item.price)
-        for rank, item in enumerate(result.items, start=1)
-    ]
-    click.echo(format_table(["rank", "item", "score", "retrieval", "category", "price"], rows))
-    click.echo(f"strategy: {result.strategy}; models: {_models_line(result.models)}")
+    _show(
+        as_json,
+        result,
+        lambda: (
+            _items_table(result.items)
+            + f"\nstrategy: {result.strategy}; models: {_models_line(result.models)}"
+        ),
+    )
+
+
+@client.command()
+@click.option("--item", "item_id", required=True, help="Item id.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of items.")
+@_with_category_filters
+@connection_options
+@json_flag
+def similar(
+    item_id: str,
+    k: int,
+    categories: tuple[str, ...],
+    min_price: float | None,
+    max_price: float | None,
+    connection: Connection,
+    as_json: bool,
+) -> None:
+    """The K items most like an item."""
+    with connection.client() as sdk:
+        result = sdk.similar_items(
+            item_id, k, categories=categories, min_price=min_price, max_price=max_price
+        )
+    _show(
+        as_json,
+        result,
+        lambda: _items_table(result.items) + f"\nmodels: {_models_line(result.models)}",
+    )
+
+
+@client.command()
+@click.option("--item", "item_ids", multiple=True, required=True, help="Offer item id (repeat).")
+@click.option("-n", "n", type=int, default=20, show_default=True, help="Number of users.")
+@click.option("--segment", "segments", multiple=True, help="RFM segment or cluster:N (repeat).")
+@click.option("--include-consumers", is_flag=True, help="Keep users who already bought/clicked.")
+@connection_options
+@json_flag
+def audience(
+    item_ids: tuple[str, ...],
+    n: int,
+    segments: tuple[str, ...],
+    include_consumers: bool,
+    connection: Connection,
+    as_json: bool,
+) -> None:
+    """The N users likeliest to respond to an offer."""
+    with connection.client() as sdk:
+        result = sdk.audience(item_ids, n, segments=segments, include_consumers=include_consumers)
+
+    def render() -> str:
+        rows = [
+            (rank, member.user_id, member.score, member.rfm_segment, member.cluster)
+            for rank, member in enumerate(result.users, start=1)
+        ]
+        table = format_table(["rank", "user", "score", "rfm_segment", "cluster"], rows)
+        return (
+            f"{table}\neligible users: {result.eligible_users:,}; "
+            f"models: {_models_line(result.models)}"
+        )
+
+    _show(as_json, result, render)
+
+
+@client.command()
+@click.option("--user", "user_id", required=True, help="User id.")
+@connection_options
+@json_flag
+def profile(user_id: str, connection: Connection, as_json: bool) -> None:
+    """A user's profile features and segments."""
+    with connection.client() as sdk:
+        result = sdk.profile(user_id)
+
+    def render() -> str:
+        if not result.known:
+            return f"{user_id}: unknown user (no profile)"
+        rows = [
+            ("rfm_segment", result.rfm_segment),
+            ("cluster", str(result.cluster)),
+            *sorted(result.attributes.items()),
+            *((name, f"{value:g}") for name, value in sorted(result.features.items())),
+        ]
+        return format_table(["field", "value"], rows)
+
+    _show(as_json, result, render)
 
 
 @client.command("rank-ads")
 @click.option("--user", "user_id", required=True, help="User id.")
 @click.option(
-    "--ad", "ads", multiple=True, required=True, callback=_ads, help="AD_ID:BID (repeat)."
+    "--ad", "ads", multiple=True, required=True, callback=ad_bids, help="AD_ID:BID (repeat)."
 )
 @click.option("--slots", type=int, default=1, show_default=True)
 @click.option(
     "--reserve", type=float, default=0.0, show_default=True, help="Reserve price per click."
 )
-@click.option("--context", multiple=True, callback=_key_values, help="KEY=VALUE request context.")
+@click.option("--context", multiple=True, callback=key_values, help="KEY=VALUE request context.")
 @connection_options
+@json_flag
 def rank_ads(
     user_id: str,
     ads: list[AdBid],
     slots: int,
     reserve: float,
     context: dict[str, str],
-    target: str,
-    timeout: float,
-    token: str | None,
-    tls_root: Path | None,
+    connection: Connection,
     as_json: bool,
 ) -> None:
     """Run an ad auction for a user."""
-    with _connect(target, timeout, token, tls_root) as sdk:
+    with connection.client() as sdk:
         result = sdk.rank_ads(user_id, ads, slots=slots, reserve_price=reserve, context=context)
-    if as_json:
-        _emit_json(
-            dataclasses.asdict(result)
-            | {"winners": [dataclasses.asdict(w) for w in result.winners]}
+
+    def render() -> str:
+        rows = [
+            (ad.slot or "-", ad.ad_id, ad.pctr, ad.bid, ad.expected_value, ad.price)
+            for ad in result.ads
+        ]
+        table = format_table(["slot", "ad", "pctr", "bid", "expected_value", "price"], rows)
+        return (
+            f"{table}\nbelow reserve: {result.below_reserve}; models: {_models_line(result.models)}"
         )
-        return
-    rows = [
-        (ad.slot or "-", ad.ad_id, ad.pctr, ad.bid, ad.expected_value, ad.price)
-        for ad in result.ads
-    ]
-    click.echo(format_table(["slot", "ad", "pctr", "bid", "expected_value", "price"], rows))
-    click.echo(f"below reserve: {result.below_reserve}; models: {_models_line(result.models)}")
+
+    payload = dataclasses.asdict(result) | {
+        "winners": [dataclasses.asdict(w) for w in result.winners]
+    }
+    _show(as_json, payload, render)
 
 
 @client.command()
@@ -207,49 +248,38 @@ def rank_ads(
     "inputs",
     multiple=True,
     required=True,
-    callback=_key_values,
+    callback=key_values,
     help="NAME=FILE.npy input tensor (repeat).",
 )
 @connection_options
+@json_flag
 def score(
-    model: str,
-    model_version: int,
-    inputs: dict[str, str],
-    target: str,
-    timeout: float,
-    token: str | None,
-    tls_root: Path | None,
-    as_json: bool,
+    model: str, model_version: int, inputs: dict[str, str], connection: Connection, as_json: bool
 ) -> None:
     """Score a model on input arrays stored as .npy files."""
     arrays = {name: np.load(path, allow_pickle=False) for name, path in inputs.items()}
-    with _connect(target, timeout, token, tls_root) as sdk:
+    with connection.client() as sdk:
         result = sdk.score(model, arrays, model_version)
-    if as_json:
-        _emit_json(result)
-        return
-    rows = [
-        (name, str(a.dtype), "x".join(map(str, a.shape)), str(a.ravel()[:5].tolist()))
-        for name, a in result.outputs.items()
-    ]
-    click.echo(format_table(["output", "dtype", "shape", "first values"], rows))
-    click.echo(f"model: {_models_line((result.model,))}")
+
+    def render() -> str:
+        rows = [
+            (name, str(a.dtype), "x".join(map(str, a.shape)), str(a.ravel()[:5].tolist()))
+            for name, a in result.outputs.items()
+        ]
+        table = format_table(["output", "dtype", "shape", "first values"], rows)
+        return f"{table}\nmodel: {_models_line((result.model,))}"
+
+    _show(as_json, result, render)
 
 
 @client.command()
 @click.option("--service", default="", help="Service name ('' = the whole server).")
 @connection_options
-def health(
-    service: str,
-    target: str,
-    timeout: float,
-    token: str | None,
-    tls_root: Path | None,
-    as_json: bool,
-) -> None:
+@json_flag
+def health(service: str, connection: Connection, as_json: bool) -> None:
     """Print the server's health status; exit status 1 unless SERVING."""
-    with _connect(target, timeout, token, tls_root) as sdk:
+    with connection.client() as sdk:
         status = sdk.health(service)
-    click.echo(json.dumps({"status": status}) if as_json else status)
+    _show(as_json, {"status": status}, lambda: status)
     if status != "SERVING":
         raise SystemExit(1)

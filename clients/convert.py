@@ -15,11 +15,15 @@ from clients.tensors import from_tensor, to_tensor
 from clients.types import (
     AdAuction,
     AdBid,
+    Audience,
+    AudienceMember,
     ModelInfo,
+    Profile,
     RankedAd,
     Recommendation,
     RecommendedItem,
     ScoreResult,
+    SimilarItems,
 )
 
 
@@ -28,29 +32,74 @@ def _text_map(values: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(key): str(value) for key, value in (values or {}).items()}
 
 
+def _as_list(values: str | Iterable[str] | None) -> list[str]:
+    # A lone string is one id, not a sequence of one-letter ids.
+    return [values] if isinstance(values, str) else list(values or ())
+
+
+def filters(
+    categories: str | Iterable[str] | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+) -> ranking_pb2.Filters:
+    message = ranking_pb2.Filters(categories=_as_list(categories))
+    # Optional fields: left unset (not 0) when no bound is given.
+    if min_price is not None:
+        message.min_price = min_price
+    if max_price is not None:
+        message.max_price = max_price
+    return message
+
+
 def recommend_request(
     user_id: str,
     k: int,
     *,
     context: Mapping[str, Any] | None = None,
-    categories: Iterable[str] | None = None,
+    categories: str | Iterable[str] | None = None,
     min_price: float | None = None,
     max_price: float | None = None,
-    exclude: Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
 ) -> ranking_pb2.RecommendRequest:
-    filters = ranking_pb2.Filters(categories=list(categories or ()))
-    # Optional fields: left unset (not 0) when no bound is given.
-    if min_price is not None:
-        filters.min_price = min_price
-    if max_price is not None:
-        filters.max_price = max_price
     return ranking_pb2.RecommendRequest(
         user_id=user_id,
         k=k,
         context=_text_map(context),
-        filters=filters,
-        exclude=list(exclude or ()),
+        filters=filters(categories, min_price, max_price),
+        exclude=_as_list(exclude),
     )
+
+
+def similar_items_request(
+    item_id: str,
+    k: int,
+    *,
+    categories: str | Iterable[str] | None = None,
+    min_price: float | None = None,
+    max_price: float | None = None,
+) -> ranking_pb2.SimilarItemsRequest:
+    return ranking_pb2.SimilarItemsRequest(
+        item_id=item_id, k=k, filters=filters(categories, min_price, max_price)
+    )
+
+
+def audience_request(
+    item_ids: str | Iterable[str],
+    n: int,
+    *,
+    segments: str | Iterable[str] | None = None,
+    include_consumers: bool = False,
+) -> ranking_pb2.AudienceRequest:
+    return ranking_pb2.AudienceRequest(
+        item_ids=_as_list(item_ids),
+        n=n,
+        segments=_as_list(segments),
+        include_consumers=include_consumers,
+    )
+
+
+def profile_request(user_id: str) -> ranking_pb2.ProfileRequest:
+    return ranking_pb2.ProfileRequest(user_id=user_id)
 
 
 def as_ad_bid(ad: AdBid | Mapping[str, Any]) -> AdBid:
@@ -100,19 +149,55 @@ def model_info(ref: ranking_pb2.ModelRef) -> ModelInfo:
     return ModelInfo(name=ref.name, version=ref.version, kind=ref.kind, provider=ref.provider)
 
 
+def scored_item(item: ranking_pb2.ScoredItem) -> RecommendedItem:
+    return RecommendedItem(
+        item_id=item.item_id,
+        score=item.score,
+        retrieval_score=item.retrieval_score,
+        category=item.category,
+        price=item.price,
+    )
+
+
 def recommendation(response: ranking_pb2.RecommendResponse) -> Recommendation:
     return Recommendation(
-        items=tuple(
-            RecommendedItem(
-                item_id=item.item_id,
-                score=item.score,
-                retrieval_score=item.retrieval_score,
-                category=item.category,
-                price=item.price,
-            )
-            for item in response.items
-        ),
+        items=tuple(map(scored_item, response.items)),
         strategy=response.strategy,
+        models=tuple(map(model_info, response.models)),
+    )
+
+
+def similar_items(response: ranking_pb2.SimilarItemsResponse) -> SimilarItems:
+    return SimilarItems(
+        items=tuple(map(scored_item, response.items)),
+        models=tuple(map(model_info, response.models)),
+    )
+
+
+def audience(response: ranking_pb2.AudienceResponse) -> Audience:
+    return Audience(
+        users=tuple(
+            AudienceMember(
+                user_id=user.user_id,
+                score=user.score,
+                rfm_segment=user.rfm_segment,
+                cluster=user.cluster,
+            )
+            for user in response.users
+        ),
+        eligible_users=response.eligible_users,
+        models=tuple(map(model_info, response.models)),
+    )
+
+
+def profile(response: ranking_pb2.ProfileResponse) -> Profile:
+    return Profile(
+        user_id=response.user_id,
+        known=response.known,
+        features=dict(response.features),
+        attributes=dict(response.attributes),
+        rfm_segment=response.rfm_segment,
+        cluster=response.cluster,
         models=tuple(map(model_info, response.models)),
     )
 

@@ -43,6 +43,55 @@ class Recommendation:
 
 
 @dataclass(frozen=True, slots=True)
+class SimilarItems:
+    """Nearest items to one item by embedding cosine, best first (never the item itself)."""
+
+    items: tuple[RecommendedItem, ...]
+    models: tuple[ModelInfo, ...]
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item.item_id for item in self.items]
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceMember:
+    user_id: str
+    # Inner product of the user's and the offer's embeddings: higher, likelier to respond.
+    score: float
+    rfm_segment: str
+    cluster: int
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """The users most likely to respond to an offer, best first."""
+
+    users: tuple[AudienceMember, ...]
+    # Users that passed the segment filter, before taking the top n.
+    eligible_users: int
+    models: tuple[ModelInfo, ...]
+
+    @property
+    def user_ids(self) -> list[str]:
+        return [member.user_id for member in self.users]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A user's portrait: numeric features, categorical attributes and segments."""
+
+    user_id: str
+    # False for a user never seen in the training data (then everything else is empty).
+    known: bool
+    features: dict[str, float]
+    attributes: dict[str, str]
+    rfm_segment: str
+    cluster: int
+    models: tuple[ModelInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AdBid:
     """One ad entering an auction (input to `rank_ads`)."""
 

@@ -1,9 +1,14 @@
-"""`reachrank serve`: run the gRPC server over a model repository."""
+"""`reachrank serve`: run the gRPC server over a model repository.
+
+Every option maps onto a field of :class:`engine.settings.Settings`; an option left out
+keeps the field's environment value (``REACHRANK_<FIELD>``) or its default.
+"""
 
 from __future__ import annotations
 
-import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,34 +16,41 @@ from engine.settings import Settings
 
 
 @click.command()
+@click.option("--repo", type=click.Path(path_type=Path), help="Model repository [model_repo].")
+@click.option("--host", help="Address to listen on [127.0.0.1].")
+@click.option("--port", type=int, help="gRPC port [50051].")
 @click.option(
-    "--repo",
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="onnxruntime device [auto]."
+)
+@click.option("--metrics-port", type=int, help="Prometheus /metrics port [9464; -1 disables].")
+@click.option(
+    "--poll-interval",
+    "repo_poll_interval_s",
+    type=float,
+    help="Seconds between repository polls [0: off].",
+)
+@click.option(
+    "--feedback-dir",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Model repository [REACHRANK_REPO, model_repo].",
+    help="Durable feedback log for LogEvents [off].",
 )
-@click.option("--host", default=None, help="Address to listen on [REACHRANK_HOST, 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="gRPC port [REACHRANK_PORT, 50051].")
 @click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default=None,
-    help="onnxruntime device [auto].",
+    "--experiments-file",
+    type=click.Path(path_type=Path, exists=True),
+    help="JSON file of A/B experiments [none].",
 )
+@click.option("--log-json", is_flag=True, default=None, help="JSON log lines.")
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(
-    repo: Path | None, host: str | None, port: int | None, device: str | None, log_level: str
-) -> None:
-    """Serve Recommend, RankAds and Score over gRPC until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    overrides = {
-        k: v
-        for k, v in {"repo": repo, "host": host, "port": port, "device": device}.items()
-        if v is not None
-    }
+def serve(log_level: str, **options: Any) -> None:
+    """Serve ReachRank's gRPC services until SIGTERM/SIGINT."""
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if "metrics_port" not in overrides and "REACHRANK_METRICS_PORT" not in os.environ:
+        overrides["metrics_port"] = 9464
+    if overrides.get("metrics_port") == -1:
+        overrides["metrics_port"] = None
     settings = Settings(**overrides)
+    from engine.observability import configure_logging
     from engine.server import serve_forever
 
+    configure_logging(log_level, json_format=settings.log_json)
     serve_forever(settings)

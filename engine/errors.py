@@ -27,6 +27,10 @@ class Unavailable(ServingError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceeded(ServingError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class FailedPrecondition(ServingError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.auction import gsp_auction
-from engine.errors import InvalidArgument
+from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.models.base import ModelId
 from engine.models.ctr import CTRModel
+from engine.models.profiles import Profile, ProfilesModel
 from engine.models.retrieval import RetrievalModel
 from engine.settings import Settings
 
 PERSONALISED = "personalised"
+COLD_START_SEGMENT = "cold_start_segment"
 COLD_START = "cold_start_popularity"
 
 
@@ -71,10 +73,13 @@ def recommend(
     min_price: float | None = None,
     max_price: float | None = None,
     exclude: Sequence[str] = (),
+    profiles: ProfilesModel | None = None,
 ) -> Recommendation:
-    """The k items to show ``user_id``: retrieve candidates by embedding (popularity for an
-    unknown user), excluding consumed/excluded items and honouring filters inside the scan,
-    then order them by calibrated pCTR (retrieval score when no CTR model is loaded)."""
+    """The k items to show ``user_id``: retrieve candidates by embedding (for a user the
+    retrieval model doesn't know: the favourites of the user's K-means segment when profiled,
+    else overall popularity), excluding consumed/excluded items and honouring filters inside
+    the scan, then order them by calibrated pCTR (retrieval score when no CTR model is
+    loaded)."""
     if not user_id:
         raise InvalidArgument("user_id is required")
     if not 1 <= k <= settings.max_k:
@@ -87,14 +92,24 @@ def recommend(
             f"filters.min_price {min_price} exceeds filters.max_price {max_price}"
         )
     row = retrieval.user_row.get(user_id)
-    strategy = PERSONALISED if row is not None else COLD_START
+    strategy, popularity = PERSONALISED, None
+    models = [retrieval.id]
+    if row is None:
+        strategy = COLD_START
+        cluster = profiles.segment_of(user_id)[1] if profiles is not None else -1
+        if profiles is not None and cluster >= 0:
+            popularity = _cluster_popularity(retrieval, profiles, cluster)
+            if popularity.any():
+                strategy = COLD_START_SEGMENT
+                models.append(profiles.id)
+            else:
+                popularity = None
     excluded = retrieval.item_rows(exclude)
     if row is not None:
         excluded = np.concatenate([retrieval.consumed(row), excluded])
     allowed = retrieval.allowed_mask(categories, min_price, max_price)
     n = max(k, settings.retrieval_candidates)
-    rows, retrieval_scores = retrieval.retrieve(row, n, excluded, allowed)
-    models = [retrieval.id]
+    rows, retrieval_scores = retrieval.retrieve(row, n, excluded, allowed, popularity)
     if ctr is not None and len(rows):
         item_ids = [retrieval.item_ids[r] for r in rows]
         cat, num = ctr.features(user_id, ctr.item_rows(item_ids), context)
@@ -116,6 +131,21 @@ def recommend(
         for i in order
     ]
     return Recommendation(items=items, strategy=strategy, models=models)
+
+
+def _check_k(k: int, settings: Settings) -> None:
+    if not 1 <= k <= settings.max_k:
+        raise InvalidArgument(f"k must be in [1, {settings.max_k}], got {k}")
+
+
+def _check_price_range(min_price: float | None, max_price: float | None) -> None:
+    for name, bound in (("filters.min_price", min_price), ("filters.max_price", max_price)):
+        if bound is not None and not math.isfinite(bound):
+            raise InvalidArgument(f"{name} must be finite, got {bound}")
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise InvalidArgument(
+            f"filters.min_price {min_price} exceeds filters.max_price {max_price}"
+        )
 
 
 def rank_ads(
@@ -169,3 +199,145 @@ def rank_ads(
         for r, j in enumerate(result.order)
     ]
     return Auction(ads=ranked, below_reserve=below, models=[ctr.id])
+
+
+@dataclass(frozen=True)
+class AudienceMember:
+    user_id: str
+    score: float
+    rfm_segment: str
+    cluster: int
+
+
+@dataclass(frozen=True)
+class AudienceResult:
+    users: list[AudienceMember]
+    eligible_users: int
+    models: list[ModelId]
+
+
+def _item_result(
+    retrieval: RetrievalModel, rows: np.ndarray, scores: np.ndarray
+) -> list[Recommended]:
+    return [
+        Recommended(
+            item_id=retrieval.item_ids[r],
+            score=float(s),
+            retrieval_score=float(s),
+            category=retrieval.item_category[r],
+            price=float(retrieval.item_price[r]),
+        )
+        for r, s in zip(rows, scores, strict=True)
+    ]
+
+
+def similar_items(
+    retrieval: RetrievalModel,
+    settings: Settings,
+    item_id: str,
+    k: int,
+    categories: Sequence[str] = (),
+    min_price: float | None = None,
+    max_price: float | None = None,
+) -> tuple[list[Recommended], list[ModelId]]:
+    """The k items most similar to ``item_id`` (cosine of latent item embeddings)."""
+    if not item_id:
+        raise InvalidArgument("item_id is required")
+    _check_k(k, settings)
+    _check_price_range(min_price, max_price)
+    row = retrieval.item_row.get(item_id)
+    if row is None:
+        raise NotFound(
+            f"item {item_id!r} is not in the catalogue of {retrieval.id.name} v{retrieval.id.version}"
+        )
+    rows, scores = retrieval.similar(
+        row, k, retrieval.allowed_mask(categories, min_price, max_price)
+    )
+    return _item_result(retrieval, rows, scores), [retrieval.id]
+
+
+def audience(
+    retrieval: RetrievalModel,
+    profiles: ProfilesModel | None,
+    settings: Settings,
+    item_ids: Sequence[str],
+    n: int,
+    segments: Sequence[str] = (),
+    include_consumers: bool = False,
+) -> AudienceResult:
+    """The n users most likely to respond to an offer (one item or a campaign of items: the
+    mean of their embeddings), optionally only within RFM / K-means segments."""
+    if not item_ids:
+        raise InvalidArgument("item_ids must name at least one item")
+    if not 1 <= n <= settings.max_audience:
+        raise InvalidArgument(f"n must be in [1, {settings.max_audience}], got {n}")
+    rows = []
+    for i, item in enumerate(item_ids):
+        row = retrieval.item_row.get(item)
+        if row is None:
+            raise NotFound(f"item_ids[{i}]: item {item!r} is not in the catalogue")
+        rows.append(row)
+    item_rows = np.array(rows, dtype=np.int64)
+    target = np.asarray(retrieval.item_embeddings[item_rows]).mean(axis=0)
+    models = [retrieval.id]
+    allowed = None
+    profile_of = _profile_rows(retrieval, profiles) if profiles is not None else None
+    if segments:
+        if profiles is None or profile_of is None:
+            raise FailedPrecondition("segment filters need a profiles model; none is loaded")
+        members = profiles.members(segments)
+        allowed = (profile_of >= 0) & members[np.maximum(profile_of, 0)]
+    if profiles is not None:
+        models.append(profiles.id)
+    eligible = int(allowed.sum()) if allowed is not None else len(retrieval.user_ids)
+    exclude = np.zeros(0, dtype=np.int64) if include_consumers else retrieval.consumers(item_rows)
+    user_rows, scores = retrieval.audience(target, n, exclude, allowed)
+    users = []
+    for r, s in zip(user_rows, scores, strict=True):
+        user_id = retrieval.user_ids[r]
+        segment, cluster = profiles.segment_of(user_id) if profiles is not None else ("", -1)
+        users.append(AudienceMember(user_id, float(s), segment, cluster))
+    return AudienceResult(users=users, eligible_users=eligible, models=models)
+
+
+_ALIGNMENTS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _profile_rows(retrieval: RetrievalModel, profiles: ProfilesModel) -> np.ndarray:
+    """For each retrieval user row, the user's profile row (-1: no profile). Cached per pair
+    of loaded models; a reload builds new objects and so a new entry."""
+    key = (id(retrieval), id(profiles))
+    rows = _ALIGNMENTS.get(key)
+    if rows is None:
+        get = profiles.user_row.get
+        rows = np.fromiter(
+            (get(u, -1) for u in retrieval.user_ids), dtype=np.int64, count=len(retrieval.user_ids)
+        )
+        if len(_ALIGNMENTS) > 16:
+            _ALIGNMENTS.clear()
+        _ALIGNMENTS[key] = rows
+    return rows
+
+
+_CLUSTER_POPULARITY: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _cluster_popularity(
+    retrieval: RetrievalModel, profiles: ProfilesModel, cluster: int
+) -> np.ndarray:
+    key = (id(retrieval), id(profiles), cluster)
+    table = _CLUSTER_POPULARITY.get(key)
+    if table is None:
+        profile_of = _profile_rows(retrieval, profiles)
+        in_cluster = (profile_of >= 0) & (profiles.cluster[np.maximum(profile_of, 0)] == cluster)
+        table = retrieval.popularity_among(np.flatnonzero(in_cluster))
+        if len(_CLUSTER_POPULARITY) > 256:
+            _CLUSTER_POPULARITY.clear()
+        _CLUSTER_POPULARITY[key] = table
+    return table
+
+
+def profile(profiles: ProfilesModel, user_id: str) -> Profile:
+    if not user_id:
+        raise InvalidArgument("user_id is required")
+    return profiles.profile(user_id)

@@ -1,7 +1,11 @@
-"""The set of models the server answers with, loaded from the repository.
+"""The models the server answers with, loaded from the repository, and their versions.
 
-Loading happens off to the side: a model is built and warmed up completely before it
-replaces the one serving, and requests hold a reference to the model they started with.
+Each model name has a *slot*: a version policy (``latest``, or ``pinned:<v>``), the version
+taking traffic, and any other versions kept loaded (e.g. for an A/B experiment). A new
+version is built, validated and warmed up completely before it replaces the serving one; a
+request holds a reference to the model object it started with, so it finishes on that
+version and the old one is released when its last request is done. A failed load leaves the
+serving version in place and records why.
 """
 
 from __future__ import annotations
@@ -9,18 +13,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from engine.errors import BundleError, NotFound
-from engine.models.base import OnnxModel
+from engine.errors import BundleError, InvalidArgument, NotFound
+from engine.models.base import ServedModel
 from engine.models.ctr import CTRModel
+from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
-from engine.repository import model_names, read_bundle
+from engine.repository import model_names, read_bundle, versions
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MODEL_KINDS: dict[str, type[OnnxModel]] = {"ctr": CTRModel, "retrieval": RetrievalModel}
+MODEL_KINDS: dict[str, Callable[..., ServedModel]] = {
+    "ctr": CTRModel,
+    "retrieval": RetrievalModel,
+    "profiles": ProfilesModel,
+}
 
 
 @dataclass(frozen=True)
@@ -30,43 +40,143 @@ class LoadEvent:
     ok: bool
     reason: str
     seconds: float
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ModelSlot:
+    name: str
+    policy: str = "latest"
+    serving: ServedModel | None = None
+    # Versions loaded besides the serving one (experiments), by version.
+    extra: dict[int, ServedModel] = field(default_factory=dict)
+    last_error: str = ""
+    failed_version: int | None = None
+    # Unloaded on request: the poller leaves it alone until an explicit Load.
+    unloaded: bool = False
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A snapshot of one model for ModelService.List / RepositoryIndex."""
+
+    name: str
+    version: int
+    kind: str
+    provider: str
+    available_versions: list[int]
+    loaded_versions: list[int]
+    state: str
+    last_error: str
+    policy: str
+
+
+def parse_policy(policy: str) -> int | None:
+    """``latest`` → None, ``pinned:<v>`` → v."""
+    if policy == "latest":
+        return None
+    if policy.startswith("pinned:") and policy[7:].isdigit() and int(policy[7:]) > 0:
+        return int(policy[7:])
+    raise InvalidArgument(f"version policy must be 'latest' or 'pinned:<version>', got {policy!r}")
 
 
 class ModelRegistry:
-    """Thread-safe name → serving model map."""
+    """Thread-safe name → slot map over a repository."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_event: Callable[[LoadEvent], None] | None = None
+    ) -> None:
         self.settings = settings
-        self._models: dict[str, OnnxModel] = {}
-        self._lock = threading.Lock()
+        self._slots: dict[str, ModelSlot] = {}
+        self._lock = threading.RLock()
+        # One load at a time: loads are CPU-heavy and must not race on the same slot.
+        self._load_lock = threading.Lock()
         self.events: list[LoadEvent] = []
+        self._on_event = on_event
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        for name, policy in settings.version_policies.items():
+            parse_policy(policy)
+            self._slot(name).policy = policy
 
-    def load(self, name: str, version: int | None = None) -> OnnxModel:
-        """Load (latest or given version), validate, warm up, then swap in. On failure the
-        serving version (if any) stays and BundleError says why."""
+    def _slot(self, name: str) -> ModelSlot:
+        with self._lock:
+            return self._slots.setdefault(name, ModelSlot(name))
+
+    def _record(self, event: LoadEvent) -> None:
+        self.events.append(event)
+        del self.events[:-1000]
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _build(self, name: str, version: int | None) -> ServedModel:
         start = time.perf_counter()
         try:
             ref = read_bundle(self.settings.repo, name, version)
             model = MODEL_KINDS[ref.kind](ref, self.settings)
         except BundleError as exc:
-            self.events.append(
-                LoadEvent(name, version, False, str(exc), time.perf_counter() - start)
-            )
+            slot = self._slot(name)
+            slot.last_error, slot.failed_version = str(exc), version
+            self._record(LoadEvent(name, version, False, str(exc), time.perf_counter() - start))
             log.error("refused %s: %s", name, exc)
             raise
-        with self._lock:
-            self._models[name] = model
-        elapsed = time.perf_counter() - start
-        self.events.append(LoadEvent(name, ref.version, True, "loaded", elapsed))
-        log.info(
-            "serving %s version %d (%s, %s) after %.2f s",
-            name,
-            ref.version,
-            ref.kind,
-            model.id.provider,
-            elapsed,
-        )
+        self._record(LoadEvent(name, ref.version, True, "loaded", time.perf_counter() - start))
         return model
+
+    def load(self, name: str, version: int | None = None) -> ServedModel:
+        """Load and swap in ``name``: the given version (and pin it) or the policy's choice.
+        Raises BundleError (serving version unchanged) when the bundle is refused."""
+        with self._load_lock:
+            slot = self._slot(name)
+            if version is not None:
+                slot.policy = f"pinned:{version}"
+            model = self._build(name, parse_policy(slot.policy))
+            with self._lock:
+                old = slot.serving
+                slot.serving = model
+                slot.extra.pop(model.id.version, None)
+                slot.last_error, slot.failed_version, slot.unloaded = "", None, False
+            if old is not None and old is not model:
+                old.close()
+            log.info(
+                "serving %s version %d (%s, %s)",
+                name,
+                model.id.version,
+                model.id.kind,
+                model.id.provider,
+            )
+            return model
+
+    def load_version(self, name: str, version: int) -> ServedModel:
+        """Keep ``version`` loaded beside the serving one (for experiments)."""
+        with self._load_lock:
+            slot = self._slot(name)
+            if slot.serving is not None and slot.serving.id.version == version:
+                return slot.serving
+            if version in slot.extra:
+                return slot.extra[version]
+            model = self._build(name, version)
+            with self._lock:
+                slot.extra[version] = model
+            return model
+
+    def release_version(self, name: str, version: int) -> None:
+        with self._lock:
+            model = self._slot(name).extra.pop(version, None)
+        if model is not None:
+            model.close()
+
+    def unload(self, name: str) -> None:
+        """Stop serving ``name`` (every version); requests already running finish."""
+        with self._load_lock, self._lock:
+            slot = self._slots.get(name)
+            if slot is None or (slot.serving is None and not slot.extra):
+                raise NotFound(f"model {name!r} is not loaded")
+            models = [slot.serving, *slot.extra.values()]
+            slot.serving, slot.extra, slot.unloaded = None, {}, True
+        for model in models:
+            if model is not None:
+                model.close()
 
     def load_all(self) -> list[str]:
         """Load every model in the repository; returns the names that failed."""
@@ -78,26 +188,95 @@ class ModelRegistry:
                 failed.append(name)
         return failed
 
-    def unload(self, name: str) -> bool:
-        """Stop serving ``name``; requests already holding the model finish on it. Returns
-        whether it was loaded."""
-        with self._lock:
-            model = self._models.pop(name, None)
-        if model is not None:
-            log.info("unloaded %s version %d", name, model.id.version)
-        return model is not None
+    def refresh(self) -> list[str]:
+        """Load what changed on disk: new models, and newer versions of models that follow
+        ``latest``. A version that failed once is not retried until a newer one appears.
+        Returns the names (re)loaded."""
+        changed = []
+        for name in model_names(self.settings.repo):
+            slot = self._slot(name)
+            wanted = parse_policy(slot.policy)
+            target = wanted if wanted is not None else versions(self.settings.repo, name)[-1]
+            current = slot.serving.id.version if slot.serving is not None else None
+            if slot.unloaded:
+                continue
+            if target != current and target != slot.failed_version:
+                try:
+                    self.load(name)
+                    changed.append(name)
+                except BundleError:
+                    slot.failed_version = target
+        return changed
 
-    def get(self, name: str) -> OnnxModel:
-        model = self._models.get(name)
+    def start_polling(self) -> None:
+        """Poll the repository every ``repo_poll_interval_s`` seconds (0: never)."""
+        interval = self.settings.repo_poll_interval_s
+        if interval <= 0 or self._poller is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception:  # the poller must survive anything the disk throws at it
+                    log.exception("repository poll failed")
+
+        self._poller = threading.Thread(target=loop, name="repo-poller", daemon=True)
+        self._poller.start()
+
+    def stop_polling(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    def get(self, name: str, version: int | None = None) -> ServedModel:
+        """The serving model (or a specific loaded version) of ``name``."""
+        slot = self._slots.get(name)
+        model = slot.serving if slot is not None else None
         if model is None:
-            raise NotFound(f"model {name!r} is not loaded (loaded: {sorted(self._models)})")
-        return model
+            raise NotFound(f"model {name!r} is not loaded (loaded: {self.names()})")
+        if version is None or version == model.id.version:
+            return model
+        extra = slot.extra.get(version) if slot is not None else None
+        if extra is None:
+            raise NotFound(
+                f"version {version} of model {name!r} is not loaded (serving {model.id.version})"
+            )
+        return extra
 
-    def find(self, name: str) -> OnnxModel | None:
-        return self._models.get(name)
+    def find(self, name: str) -> ServedModel | None:
+        slot = self._slots.get(name)
+        return slot.serving if slot is not None else None
 
     def names(self) -> list[str]:
-        return sorted(self._models)
+        return sorted(n for n, s in self._slots.items() if s.serving is not None)
 
     def ready(self) -> bool:
-        return bool(self._models)
+        return any(s.serving is not None for s in self._slots.values())
+
+    def states(self) -> list[ModelState]:
+        names = sorted(set(model_names(self.settings.repo)) | set(self._slots))
+        out = []
+        for name in names:
+            slot = self._slots.get(name) or ModelSlot(name)
+            serving = slot.serving
+            loaded = sorted({*slot.extra, *([serving.id.version] if serving else [])})
+            state = (
+                "SERVING"
+                if serving
+                else ("FAILED" if slot.last_error and not loaded else "UNLOADED")
+            )
+            out.append(
+                ModelState(
+                    name=name,
+                    version=serving.id.version if serving else 0,
+                    kind=serving.id.kind if serving else "",
+                    provider=serving.id.provider if serving else "",
+                    available_versions=versions(self.settings.repo, name),
+                    loaded_versions=loaded,
+                    state=state,
+                    last_error=slot.last_error,
+                    policy=slot.policy,
+                )
+            )
+        return out

@@ -15,8 +15,10 @@ from typing import Any
 from engine.errors import BundleError
 
 MANIFEST = "manifest.json"
-KINDS = ("ctr", "retrieval")
-_REQUIRED = ("format_version", "name", "version", "kind", "onnx", "artifacts")
+KINDS = ("ctr", "retrieval", "profiles")
+# Kinds whose bundle carries an ONNX graph.
+ONNX_KINDS = ("ctr", "retrieval")
+_REQUIRED = ("format_version", "name", "version", "kind", "artifacts")
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,15 @@ def validate_manifest(ref: BundleRef) -> None:
         raise BundleError(f"{where}: unknown kind {m['kind']!r} (expected one of {KINDS})")
     if int(m["version"]) != ref.version:
         raise BundleError(f"{where}: manifest says version {m['version']}")
-    onnx_spec = m["onnx"]
-    if not isinstance(onnx_spec, dict) or not {"file", "inputs", "outputs"} <= set(onnx_spec):
-        raise BundleError(f"{where}: manifest 'onnx' needs file, inputs and outputs")
-    for key in ("onnx", *m["artifacts"]):
+    if not isinstance(m["artifacts"], dict):
+        raise BundleError(f"{where}: manifest 'artifacts' must map names to files")
+    files = list(m["artifacts"])
+    if m["kind"] in ONNX_KINDS:
+        onnx_spec = m.get("onnx")
+        if not isinstance(onnx_spec, dict) or not {"file", "inputs", "outputs"} <= set(onnx_spec):
+            raise BundleError(f"{where}: manifest 'onnx' needs file, inputs and outputs")
+        files.insert(0, "onnx")
+    for key in files:
         path = ref.file(key)
         if not path.is_file():
             raise BundleError(f"{where}: missing artefact {path.name}")

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
 from engine.kserve import add_kserve_to_server
+from engine.model_service import ModelServiceServicer
+from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
+from engine.extra_services import ExtraServices, add_extra_services
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -25,6 +28,7 @@ from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 RANKING_SERVICE = ranking_pb2.DESCRIPTOR.services_by_name["Ranking"].full_name
+MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 @dataclass
@@ -34,6 +38,8 @@ class RunningServer:
     registry: ModelRegistry
     health: health.HealthServicer
     settings: Settings
+    metrics_port: int | None = None
+    extras: ExtraServices | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -47,14 +53,19 @@ class RunningServer:
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
         self.set_serving(False)
+        self.registry.stop_polling()
         self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
+        if self.extras is not None:
+            self.extras.close()  # flush the feedback log once no LogEvents can still run
 
 
 def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
     """Load the repository, then start serving; health turns SERVING once models are loaded."""
     apply_thread_budget(settings)
     started = time.perf_counter()
-    registry = registry or ModelRegistry(settings)
+    registry = registry or ModelRegistry(
+        settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
+    )
     failed = registry.load_all()
     if failed:
         log.warning("models refused at start: %s", failed)
@@ -64,15 +75,20 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads), options=options
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
+        options=options,
+        interceptors=[ObservabilityInterceptor()],
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
+    extras = add_extra_services(server, settings)
     add_kserve_to_server(server, registry, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
+            *extras.service_names,
             KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
@@ -81,12 +97,21 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
+        extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    running = RunningServer(server, port, registry, health_servicer, settings)
+    metrics_port = (
+        start_metrics_server(settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port is not None
+        else None
+    )
+    running = RunningServer(
+        server, port, registry, health_servicer, settings, metrics_port, extras
+    )
     running.set_serving(False)
     server.start()
     if registry.ready():
         running.set_serving(True)
+    registry.start_polling()
     log.info(
         "ReachRank serving %s on %s:%d (ready in %.1f s)",
         registry.names(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,9 +17,11 @@ from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
-from engine.errors import InvalidArgument, ServingError
+from engine.batching import request_deadline
+from engine.errors import FailedPrecondition, InvalidArgument, ServingError
 from engine.models.base import ModelId
 from engine.models.ctr import CTRModel
+from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
 from engine.registry import ModelRegistry
 from engine.settings import Settings
@@ -32,6 +35,10 @@ def grpc_errors(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        token = request_deadline.set(
+            time.monotonic() + remaining if remaining is not None else None
+        )
         try:
             return method(self, request, context)
         except ServingError as exc:
@@ -41,8 +48,23 @@ def grpc_errors(method: F) -> F:
             context.abort(
                 grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
             )
+        finally:
+            request_deadline.reset(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+def scored_items(items: list[pipelines.Recommended]) -> list[ranking_pb2.ScoredItem]:
+    return [
+        ranking_pb2.ScoredItem(
+            item_id=i.item_id,
+            score=i.score,
+            retrieval_score=i.retrieval_score,
+            category=i.category,
+            price=i.price,
+        )
+        for i in items
+    ]
 
 
 def model_ref(model_id: ModelId) -> ranking_pb2.ModelRef:
@@ -56,6 +78,18 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         self.registry = registry
         self.settings = settings
 
+    def _retrieval(self) -> RetrievalModel:
+        model = self.registry.get(self.settings.retrieval_model)
+        if not isinstance(model, RetrievalModel):
+            raise FailedPrecondition(
+                f"model {self.settings.retrieval_model!r} is not a retrieval model"
+            )
+        return model
+
+    def _profiles(self) -> ProfilesModel | None:
+        model = self.registry.find(self.settings.profiles_model)
+        return model if isinstance(model, ProfilesModel) else None
+
     def _ctr(self, required: bool) -> CTRModel | None:
         model = (
             self.registry.get(self.settings.ctr_model)
@@ -68,8 +102,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     def Recommend(
         self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RecommendResponse:
-        retrieval = self.registry.get(self.settings.retrieval_model)
-        assert isinstance(retrieval, RetrievalModel)
+        retrieval = self._retrieval()
         f = request.filters
         result = pipelines.recommend(
             retrieval,
@@ -82,6 +115,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             min_price=f.min_price if f.HasField("min_price") else None,
             max_price=f.max_price if f.HasField("max_price") else None,
             exclude=list(request.exclude),
+            profiles=self._profiles(),
         )
         return ranking_pb2.RecommendResponse(
             items=[
@@ -153,4 +187,66 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         outputs = model.run(inputs)
         return ranking_pb2.ScoreResponse(
             outputs={k: to_tensor(v) for k, v in outputs.items()}, model=model_ref(model.id)
+        )
+
+    @grpc_errors
+    def SimilarItems(
+        self, request: ranking_pb2.SimilarItemsRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.SimilarItemsResponse:
+        f = request.filters
+        items, models = pipelines.similar_items(
+            self._retrieval(),
+            self.settings,
+            item_id=request.item_id,
+            k=request.k,
+            categories=list(f.categories),
+            min_price=f.min_price if f.HasField("min_price") else None,
+            max_price=f.max_price if f.HasField("max_price") else None,
+        )
+        return ranking_pb2.SimilarItemsResponse(
+            items=scored_items(items), models=[model_ref(m) for m in models]
+        )
+
+    @grpc_errors
+    def Audience(
+        self, request: ranking_pb2.AudienceRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.AudienceResponse:
+        result = pipelines.audience(
+            self._retrieval(),
+            self._profiles(),
+            self.settings,
+            item_ids=list(request.item_ids),
+            n=request.n,
+            segments=list(request.segments),
+            include_consumers=request.include_consumers,
+        )
+        return ranking_pb2.AudienceResponse(
+            users=[
+                ranking_pb2.AudienceMember(
+                    user_id=u.user_id, score=u.score, rfm_segment=u.rfm_segment, cluster=u.cluster
+                )
+                for u in result.users
+            ],
+            eligible_users=result.eligible_users,
+            models=[model_ref(m) for m in result.models],
+        )
+
+    @grpc_errors
+    def Profile(
+        self, request: ranking_pb2.ProfileRequest, context: grpc.ServicerContext
+    ) -> ranking_pb2.ProfileResponse:
+        profiles = self.registry.get(self.settings.profiles_model)
+        if not isinstance(profiles, ProfilesModel):
+            raise FailedPrecondition(
+                f"model {self.settings.profiles_model!r} is not a profiles model"
+            )
+        p = pipelines.profile(profiles, request.user_id)
+        return ranking_pb2.ProfileResponse(
+            user_id=p.user_id,
+            known=p.known,
+            features=p.features,
+            attributes=p.attributes,
+            rfm_segment=p.rfm_segment,
+            cluster=p.cluster,
+            models=[model_ref(profiles.id)],
         )

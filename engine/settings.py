@@ -22,10 +22,26 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port (0 picks a free one; the server reports the port it bound)."""
 
+    version_policies: dict[str, str] = Field(default_factory=dict)
+    """Per-model version policy, ``latest`` (default) or ``pinned:<version>``, e.g.
+    ``REACHRANK_VERSION_POLICIES='{"ctr": "pinned:3"}'``."""
+    repo_poll_interval_s: float = Field(0.0, ge=0)
+    """Poll the repository for new versions every this many seconds (0: only on Load)."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus /metrics HTTP endpoint."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the /metrics endpoint (None: no endpoint; 0: a free port). `reachrank serve`
+    defaults it to 9464."""
+    log_json: bool = False
+    """Log one JSON object per line (for log shippers) instead of plain text."""
+
     retrieval_model: str = "retrieval"
     """Repository model that retrieves candidates for Recommend."""
     ctr_model: str = "ctr"
     """Repository model that scores pCTR for Recommend and RankAds."""
+    profiles_model: str = "profiles"
+    """Repository model holding user profiles and segments (Profile, Audience, cold start)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """onnxruntime device: ``auto`` uses CUDA only when a GPU is visible and the runtime has it."""
@@ -40,8 +56,21 @@ class Settings(BaseSettings):
     blas_threads: int = Field(1, ge=1)
     """OpenBLAS/MKL threads; kept low so they don't fight Numba and onnxruntime for cores."""
 
+    batching: bool = True
+    """Dynamic batching of inference calls across concurrent requests."""
+    max_batch_rows: int = Field(4096, ge=1)
+    """A batch is cut once it holds this many rows..."""
+    max_queue_delay_us: int = Field(200, ge=0)
+    """...or this long after its first request arrived (0: take only what is already queued)."""
+    max_queue_rows: int = Field(131072, ge=1)
+    """Rows allowed to wait per model; beyond it requests are refused with RESOURCE_EXHAUSTED."""
+    batch_workers: int = Field(1, ge=1)
+    """Inference calls in flight per model (each uses ort_intra_op_threads threads)."""
+
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
+    max_audience: int = Field(100_000, ge=1)
+    """Most users one Audience call may ask for."""
     max_ads: int = Field(2000, ge=1)
     """Most ads one RankAds call may carry."""
     max_score_rows: int = Field(65536, ge=1)
@@ -54,3 +83,19 @@ class Settings(BaseSettings):
     """Largest request or response message."""
     grace_period_s: float = Field(5.0, ge=0)
     """On SIGTERM, how long in-flight RPCs may take to finish."""
+
+    feedback_dir: Path | None = None
+    """Directory of the durable feedback log served by ``Feedback/LogEvents`` (segments, then
+    Parquet under ``<dir>/parquet``); None disables the Feedback service."""
+    feedback_fsync_interval_ms: float = Field(0.0, ge=0)
+    """Extra wait before each fsync so more appenders share it; 0: fsync at once (appenders that
+    arrive during an fsync still share the next one)."""
+    feedback_segment_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    """A log segment this large is sealed and converted to Parquet."""
+    feedback_segment_age_s: float | None = Field(300.0, gt=0)
+    """A non-empty segment this old is sealed too, so the trainer sees quiet hours' events."""
+    feedback_max_events: int = Field(1000, ge=1)
+    """Most events one LogEvents call may carry."""
+    experiments_file: Path | None = None
+    """JSON file of A/B experiments loaded at start: ``{"experiments": [Experiment, ...]}`` in
+    the protobuf JSON mapping of ``reachrank.v1.Experiment``."""

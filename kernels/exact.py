@@ -1,61 +1,113 @@
-"""Exact top-k retrieval by inner product or cosine, with exclusions and masks inside the scan."""
+"""Exact top-k retrieval by inner product or cosine, with exclusions and masks inside the scan.
 
-import numba
+Two drivers: a streaming scan for a few queries (memory-bandwidth bound: each item row is read
+once per query) and a blocked scan for batches (compute bound: cache-sized block products by
+BLAS feed per-query heaps, each thread owning a slice of the catalogue).
+"""
+
 import numpy as np
 from numba import njit, prange
 
 from kernels._heap import heap_init, heap_push, heap_sort
-from kernels._scan import scan_range
-from kernels.filters import Exclusions, check_allowed, check_exclusions, writable
+from kernels._scan import PREFILTER, block_scores, inv_norms, push_scores
+from kernels.filters import (
+    Exclusions,
+    check_allowed,
+    check_exclusions,
+    sorted_exclusions,
+    writable,
+)
+from kernels.threads import apply_budget, single_threaded_blas
 
 METRICS = ("ip", "cosine")
 # Below this many items per chunk, splitting one query's scan across threads costs more than it saves.
 _MIN_CHUNK_ITEMS = 16384
+# From this many queries on, one blocked pass beats a streaming pass per query (measured).
+BLOCKED_MIN_QUERIES = 3
+# Multiply-adds (n_q * n_items * d) from which a scan is worth the thread pool's wake-up.
+_PARALLEL_FROM = 1 << 21
+# Queries per blocked pass and items per block product: the [queries, block] score tile
+# (256 KiB) and the block (256 KiB) stay in L2.
+_QUERY_GROUP = 64
+_BLOCK_ITEMS = 1024
+
+
+# Positions are item ids in the exact scans (a global: Numba freezes it as a constant).
+_NO_IDMAP = np.empty(0, dtype=np.int64)
 
 
 @njit(cache=True, parallel=True)
-def _sorted_exclusions(indptr, indices):
-    out = indices.copy()
-    for q in prange(indptr.shape[0] - 1):
-        out[indptr[q] : indptr[q + 1]].sort()
-    return out
+def _merge(part_s, part_i, out_ids, out_scores):
+    """Merge per-task heaps part[task, query] into sorted out[query]."""
+    for q in prange(out_ids.shape[0]):
+        hs = out_scores[q]
+        hids = out_ids[q]
+        heap_init(hs, hids)
+        for t in range(part_s.shape[0]):
+            for j in range(part_s.shape[2]):
+                heap_push(hs, hids, part_s[t, q, j], part_i[t, q, j])
+        heap_sort(hs, hids)
 
 
 @njit(cache=True, parallel=True)
-def _topk_scan(queries, items, cosine, indptr, ex_sorted, allowed, n_chunks, out_ids, out_scores):
-    """Each (query, item chunk) task fills its own heap; heaps of a query are merged afterwards."""
+def _stream_scan(queries, items, cosine, indptr, ex_sorted, allowed, n_chunks, part_s, part_i):
+    """Task (chunk c, query q) scans chunk c of the items for query q into heap part[c, q]."""
     n_q = queries.shape[0]
     n = items.shape[0]
-    k = out_ids.shape[1]
-    part_s = np.empty((n_q, n_chunks, k), dtype=np.float32)
-    part_i = np.empty((n_q, n_chunks, k), dtype=np.int64)
     chunk = (n + n_chunks - 1) // n_chunks
     for t in prange(n_q * n_chunks):
         q = t // n_chunks
         c = t % n_chunks
-        lo = c * chunk
-        hi = min(n, lo + chunk)
-        hs = part_s[q, c]
-        hids = part_i[q, c]
+        hs = part_s[c, q]
+        hids = part_i[c, q]
         heap_init(hs, hids)
         ex = ex_sorted[indptr[q] : indptr[q + 1]]
-        scan_range(queries[q], items, lo, hi, cosine, ex, allowed, hs, hids)
-    for q in prange(n_q):
-        hs = out_scores[q]
-        hids = out_ids[q]
-        heap_init(hs, hids)
-        for c in range(n_chunks):
-            for j in range(k):
-                heap_push(hs, hids, part_s[q, c, j], part_i[q, c, j])
-        heap_sort(hs, hids)
+        buf = np.empty(PREFILTER, dtype=np.float32)
+        for j0 in range(c * chunk, min(n, (c + 1) * chunk), PREFILTER):
+            m = min(PREFILTER, n - j0, (c + 1) * chunk - j0)
+            block_scores(queries[q], items, j0, m, cosine, buf)
+            push_scores(buf, m, j0, _NO_IDMAP, ex, allowed, hs, hids)
 
 
-def _as_queries(queries: np.ndarray, d: int) -> np.ndarray:
+@njit(cache=True, parallel=True)
+def _blocked_scan(queries, items, cosine, indptr, ex_sorted, allowed, block, part_s, part_i):
+    """Task c owns item chunk c: block products queries @ items[block].T feed its heaps part[c, :]."""
+    n_tasks = part_s.shape[0]
+    n_q = queries.shape[0]
+    n = items.shape[0]
+    chunk = (n + n_tasks - 1) // n_tasks
+    for c in prange(n_tasks):
+        for q in range(n_q):
+            heap_init(part_s[c, q], part_i[c, q])
+        tile = np.empty((n_q, block), dtype=np.float32)
+        inv = np.empty(block, dtype=np.float32)
+        hi = min(n, (c + 1) * chunk)
+        for j0 in range(c * chunk, hi, block):
+            m = min(block, hi - j0)
+            if m == block:
+                np.dot(queries, items[j0 : j0 + m].T, tile)
+                scores = tile
+            else:
+                scores = np.dot(queries, items[j0 : j0 + m].T)
+            if cosine:
+                inv_norms(items, j0, m, inv)
+                for q in range(n_q):
+                    for r in range(m):
+                        scores[q, r] *= inv[r]
+            for q in range(n_q):
+                ex = ex_sorted[indptr[q] : indptr[q + 1]]
+                push_scores(scores[q], m, j0, _NO_IDMAP, ex, allowed, part_s[c, q], part_i[c, q])
+
+
+def prepare_queries(queries: np.ndarray, d: int, metric: str) -> np.ndarray:
+    """Queries as writable C-contiguous float32 [n, d] (a 1-D query is one row), unit-norm for cosine."""
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim == 1:
         q = q[None, :]
     if q.ndim != 2 or q.shape[1] != d:
         raise ValueError(f"queries must be [n, {d}] or [{d}], got shape {np.shape(queries)}")
+    if metric == "cosine":
+        return normalize_rows(q)
     return writable(np.ascontiguousarray(q))
 
 
@@ -76,6 +128,26 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 def empty_result(n_q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n_q, k), -1, dtype=np.int64), np.full((n_q, k), -np.inf, dtype=np.float32)
+
+
+def _scan(q, items, k, cosine, indptr, ex_sorted, mask, n_threads):
+    """Sorted top-k of prepared inputs, k <= n_items."""
+    n_q, n_items = q.shape[0], items.shape[0]
+    if n_q < BLOCKED_MIN_QUERIES:
+        n_chunks = max(1, min(-(-n_threads // n_q), n_items // _MIN_CHUNK_ITEMS))
+        part_s = np.empty((n_chunks, n_q, k), dtype=np.float32)
+        part_i = np.empty((n_chunks, n_q, k), dtype=np.int64)
+        _stream_scan(q, items, cosine, indptr, ex_sorted, mask, n_chunks, part_s, part_i)
+    else:
+        n_tasks = max(1, min(n_threads, n_items // _BLOCK_ITEMS))
+        part_s = np.empty((n_tasks, n_q, k), dtype=np.float32)
+        part_i = np.empty((n_tasks, n_q, k), dtype=np.int64)
+        with single_threaded_blas():
+            _blocked_scan(q, items, cosine, indptr, ex_sorted, mask, _BLOCK_ITEMS, part_s, part_i)
+    ids = np.empty((n_q, k), dtype=np.int64)
+    scores = np.empty((n_q, k), dtype=np.float32)
+    _merge(part_s, part_i, ids, scores)
+    return ids, scores
 
 
 def topk(
@@ -101,7 +173,7 @@ def topk(
     Returns:
         `(ids int64 [n_q, k], scores float32 [n_q, k])`, best first, ties broken by the lower id;
         id -1 with score -inf where fewer than k items qualify. Filters apply inside the scan,
-        so k results come back whenever k items qualify.
+        so k results come back whenever k items qualify. Items whose score is NaN never qualify.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -109,7 +181,7 @@ def topk(
         raise ValueError("k must be >= 0")
     items = check_items(items)
     n_items, d = items.shape
-    q = _as_queries(queries, d)
+    q = prepare_queries(queries, d, metric)
     n_q = q.shape[0]
     indptr, indices = check_exclusions(exclude, n_q)
     mask = check_allowed(allowed, n_items)
@@ -118,14 +190,14 @@ def topk(
     if n_q == 0 or k_eff == 0:
         return ids, scores
     cosine = metric == "cosine"
-    if cosine:
-        q = normalize_rows(q)
-    n_threads = numba.get_num_threads()
-    n_chunks = max(1, min(-(-n_threads // n_q), n_items // _MIN_CHUNK_ITEMS))
-    ex_sorted = _sorted_exclusions(indptr, indices)
-    out_ids = np.empty((n_q, k_eff), dtype=np.int64)
-    out_scores = np.empty((n_q, k_eff), dtype=np.float32)
-    _topk_scan(q, items, cosine, indptr, ex_sorted, mask, n_chunks, out_ids, out_scores)
-    ids[:, :k_eff] = out_ids
-    scores[:, :k_eff] = out_scores
+    n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
+    ex_sorted = sorted_exclusions(indptr, indices)
+    for g0 in range(0, n_q, _QUERY_GROUP):
+        g1 = min(n_q, g0 + _QUERY_GROUP)
+        # Each group's exclusion offsets restart at 0 so the kernels index their own slice.
+        sub_ptr = indptr[g0 : g1 + 1] - indptr[g0]
+        sub_ex = ex_sorted[indptr[g0] : indptr[g1]]
+        g_ids, g_scores = _scan(q[g0:g1], items, k_eff, cosine, sub_ptr, sub_ex, mask, n_threads)
+        ids[g0:g1, :k_eff] = g_ids
+        scores[g0:g1, :k_eff] = g_scores
     return ids, scores

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit, prange
 
 Exclusions = tuple[np.ndarray, np.ndarray]
 
@@ -51,3 +52,12 @@ def check_allowed(allowed: np.ndarray | None, n_items: int) -> np.ndarray:
     if mask.dtype not in (np.bool_, np.uint8):
         raise TypeError(f"allowed must be bool or uint8, got {mask.dtype}")
     return writable(np.ascontiguousarray(mask)).view(np.uint8)
+
+
+@njit(cache=True, parallel=True)
+def sorted_exclusions(indptr, indices):
+    """A copy of `indices` with each query's slice sorted, for binary search during scans."""
+    out = indices.copy()
+    for q in prange(indptr.shape[0] - 1):
+        out[indptr[q] : indptr[q + 1]].sort()
+    return out

@@ -3,6 +3,11 @@
 import numpy as np
 from numba import njit, prange
 
+from kernels.threads import apply_budget
+
+# Bytes copied from which the thread pool pays off; request-sized gathers stay on one thread.
+_PARALLEL_FROM = 1 << 20
+
 
 @njit(cache=True, parallel=True)
 def _gather(table, ids, out):
@@ -31,5 +36,6 @@ def gather_rows(table: np.ndarray, ids: np.ndarray, out: np.ndarray | None = Non
         out = np.empty(shape, dtype=table.dtype)
     elif out.shape != shape or out.dtype != table.dtype or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous {table.dtype} of shape {shape}")
+    apply_budget(out.nbytes, _PARALLEL_FROM)
     _gather(np.ascontiguousarray(table), ids, out)
     return out

@@ -89,3 +89,49 @@ def gather_rows_ref(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     ok = ids >= 0
     out[ok] = table[ids[ok]]
     return out
+
+
+def mmr_ref(ids: np.ndarray, scores: np.ndarray, items: np.ndarray, k: int, lam: float = 0.7):
+    """`kernels.diversity.mmr` with NumPy and Python loops (float64 similarities)."""
+    ids, scores = np.atleast_2d(ids), np.atleast_2d(scores)
+    out_ids = np.full((ids.shape[0], k), -1, dtype=np.int64)
+    out_scores = np.full((ids.shape[0], k), -np.inf, dtype=np.float32)
+    for q in range(ids.shape[0]):
+        valid = [r for r in range(ids.shape[1]) if ids[q, r] >= 0]
+        vecs = _unit_rows(np.asarray(items)[np.maximum(ids[q], 0)])
+        picked: list[int] = []
+        while valid and len(picked) < k:
+            values = {
+                r: lam * scores[q, r]
+                - (1 - lam) * max((vecs[r] @ vecs[p] for p in picked), default=0.0)
+                for r in valid
+            }
+            best = max(valid, key=lambda r: (values[r], -r))
+            valid.remove(best)
+            out_ids[q, len(picked)] = ids[q, best]
+            out_scores[q, len(picked)] = scores[q, best]
+            picked.append(best)
+    return out_ids, out_scores
+
+
+def cap_per_category_ref(ids, scores, categories, max_per_category: int, k: int):
+    """`kernels.diversity.cap_per_category` with a Python Counter."""
+    ids, scores = np.atleast_2d(ids), np.atleast_2d(scores)
+    out_ids = np.full((ids.shape[0], k), -1, dtype=np.int64)
+    out_scores = np.full((ids.shape[0], k), -np.inf, dtype=np.float32)
+    for q in range(ids.shape[0]):
+        counts: dict[int, int] = {}
+        n = 0
+        for i, s in zip(ids[q], scores[q], strict=True):
+            if n == k:
+                break
+            if i < 0:
+                continue
+            c = int(categories[i])
+            if c >= 0:
+                if counts.get(c, 0) >= max_per_category:
+                    continue
+                counts[c] = counts.get(c, 0) + 1
+            out_ids[q, n], out_scores[q, n] = i, s
+            n += 1
+    return out_ids, out_scores

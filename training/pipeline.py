@@ -22,6 +22,7 @@ from training.export import export_onnx, parity_max_abs_error
 from training.fit import FitConfig, fit_bpr, fit_ctr, fit_platt, predict_logits
 from training.models.ctr import CTR_MODELS, CalibratedCTR
 from training.models.mf import MatrixFactorization
+from training.profiles import RFM_SEGMENT_RULES, kmeans_segments, user_profiles
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
         report["baselines"].update(baseline)
     else:
         log.info("no impressions in the log: skipping the CTR model")
+    report["profiles"] = train_profiles(data, out, config)
     mf_metrics, baseline = train_retrieval(data, split, out, config)
     report["models"]["retrieval_mf"] = mf_metrics
     report["baselines"].update(baseline)
@@ -284,6 +286,49 @@ def frame_items(data: Dataset, examples: pl.LazyFrame, columns: list[str]) -> pl
     )
 
 
+# ----------------------------------------------------------------------------- profiles
+
+
+def train_profiles(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
+    """User portraits as of the end of the log: RFM scores and segments, activity, top
+    category, K-means cluster, plus the users side table's attributes."""
+    as_of = data.events.select(pl.col("ts").max()).collect().item()
+    items = (
+        data.items.lazy() if data.items is not None and "category" in data.items.columns else None
+    )
+    profiles = user_profiles(data.events, as_of, items=items)
+    segments = kmeans_segments(profiles, seed=config.seed)
+    table = profiles.join(
+        segments.assignments.rename({"segment": "cluster"}), on="user_id", how="left"
+    ).with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%z"))
+    if data.users is not None:
+        attrs = [
+            c for c, t in data.users.schema.items() if t == pl.String and c not in table.columns
+        ]
+        table = table.join(data.users.select("user_id", *attrs), on="user_id", how="left")
+    summary = {
+        "users": table.height,
+        "rfm_segments": dict(table.group_by("rfm_segment").len().sort("rfm_segment").iter_rows()),
+        "kmeans_k": segments.k,
+    }
+    manifest: dict[str, Any] = {
+        "as_of": as_of.isoformat(),
+        "artifacts": {"profiles": "profiles.parquet"},
+        "rfm_segment_rules": dict(RFM_SEGMENT_RULES),
+        "kmeans": segments.to_dict(),
+        "summary": summary,
+    }
+    path = write_bundle(
+        out,
+        "profiles",
+        "profiles",
+        manifest,
+        lambda tmp: table.write_parquet(tmp / "profiles.parquet"),
+    )
+    log.info("profiles bundle %s: %s", path, summary)
+    return summary
+
+
 # ---------------------------------------------------------------------------- retrieval
 
 
@@ -389,6 +434,8 @@ def train_retrieval(
             "outputs": [{"name": "score", "dtype": "float32", "shape": [-1]}],
         },
         "embedding_dim": int(user_emb.shape[1]),
+        # Columns [0, latent_dim) are the latent factors; the last holds the item bias.
+        "latent_dim": config.mf_dim,
         "metric": "ip",
         "artifacts": {
             "user_embeddings": "user_embeddings.npy",

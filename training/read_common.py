@@ -219,9 +219,9 @@ def _raw_values(bad: pl.DataFrame, fields: Sequence[Field]) -> str:
 
 
 def blank_to_null(expr: pl.Expr) -> pl.Expr:
-    """Empty or whitespace-only text means absent in delimited files."""
-    text = expr.cast(pl.String).str.strip_chars()
-    return pl.when(text == "").then(None).otherwise(text)
+    """Empty text means absent in delimited files (and in text columns generally)."""
+    text = expr.cast(pl.String)
+    return pl.when(text.str.len_bytes() > 0).then(text)
 
 
 def parse_ts(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -264,6 +264,8 @@ def scan_split_lines(path: Path, separator: str, names: Sequence[str]) -> pl.Laz
     split = pl.col("_line").str.split_exact(separator, last)
     return (
         pl.scan_lines(path, name="_line", row_index_name=ROW, row_index_offset=1)
+        # Files written on Windows end their lines with CR, which would stick to the last field.
+        .with_columns(pl.col("_line").str.strip_chars_end("\r"))
         .with_columns(
             (pl.col("_line").str.count_matches(separator, literal=True) + 1).alias("_fields"),
             split.alias("_split"),

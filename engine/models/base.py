@@ -3,12 +3,15 @@ manifest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
+from engine.batching import BatcherClosed, BatchInfo, DynamicBatcher
 from engine.errors import BundleError, InvalidArgument
+from engine.observability import record_batch
 from engine.repository import BundleRef
 from engine.runtime import create_session
 from engine.settings import Settings
@@ -29,11 +32,31 @@ class ModelId:
     provider: str
 
 
-class OnnxModel:
-    """An ONNX graph whose inputs and outputs must match the manifest."""
+class ServedModel:
+    """The contract every served model kind follows: built from a bundle (validated and warmed
+    up in the constructor, raising BundleError if unservable), identified by ``id``, released
+    by ``close``."""
+
+    id: ModelId
 
     def __init__(self, ref: BundleRef, settings: Settings) -> None:
         self.ref = ref
+        self.settings = settings
+
+    def close(self) -> None:
+        """Release resources early; in-flight requests holding the model still finish."""
+
+
+class OnnxModel(ServedModel):
+    """An ONNX graph whose inputs and outputs must match the manifest."""
+
+    def __init__(
+        self,
+        ref: BundleRef,
+        settings: Settings,
+        on_batch: Callable[[BatchInfo], None] | None = None,
+    ) -> None:
+        super().__init__(ref, settings)
         try:
             self.session, provider = create_session(ref.file("onnx"), settings)
         except Exception as exc:  # onnxruntime raises its own types for corrupt graphs
@@ -42,6 +65,36 @@ class OnnxModel:
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._check_signature()
+        self.batcher = (
+            DynamicBatcher(
+                self._session_run,
+                max_batch_rows=settings.max_batch_rows,
+                max_queue_delay_us=settings.max_queue_delay_us,
+                max_queue_rows=settings.max_queue_rows,
+                workers=settings.batch_workers,
+                name=f"{ref.name}/{ref.version}",
+                on_batch=on_batch or record_batch(ref.name),
+            )
+            if settings.batching
+            else None
+        )
+
+    def _session_run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, self.session.run(None, inputs), strict=True))
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inference through the dynamic batcher (or directly when batching is off)."""
+        if self.batcher is None:
+            return self._session_run(inputs)
+        try:
+            return self.batcher.infer(inputs)
+        except BatcherClosed:
+            # A request that picked this version just before it was replaced finishes on it.
+            return self._session_run(inputs)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
     def _check_signature(self) -> None:
         spec = self.ref.manifest["onnx"]
@@ -86,7 +139,6 @@ class OnnxModel:
                 raise InvalidArgument("all inputs must have the same batch size")
             batch = array.shape[0]
         try:
-            values = self.session.run(None, inputs)
+            return self.infer(inputs)
         except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
             raise InvalidArgument(f"model {self.ref.name} rejected the inputs: {exc}") from exc
-        return dict(zip(self.outputs, values, strict=True))

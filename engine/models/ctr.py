@@ -155,7 +155,7 @@ class CTRModel(OnnxModel):
         """Calibrated pCTR [n] (float32)."""
         if len(cat) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.session.run(None, {"cat": cat, "num": num})[0].reshape(-1)
+        return self.infer({"cat": cat, "num": num})["pctr"].reshape(-1)
 
     def warmup(self) -> None:
         """One real inference before the model takes traffic (fails the load if it fails)."""

@@ -62,10 +62,34 @@ class RetrievalModel(OnnxModel):
         )
         # Popularity as a one-column "embedding" so cold start uses the same top-k kernel.
         self.popularity_matrix = np.ascontiguousarray(self.popularity[:, None])
+        # Item-item similarity is cosine over the latent part (the trainer may append the item
+        # bias as a last column, which says how popular an item is, not what it is like).
+        latent = self.item_embeddings[
+            :, : ref.manifest.get("latent_dim", self.item_embeddings.shape[1])
+        ]
+        norms = np.linalg.norm(latent, axis=1, keepdims=True)
+        self.item_unit = np.ascontiguousarray(
+            latent / np.where(norms > 0, norms, 1.0), dtype=np.float32
+        )
+        # Who consumed each item (the transpose of the consumed lists), for Audience.
+        owners = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(self.consumed_indptr))
+        order = np.argsort(self.consumed_indices, kind="stable")
+        self.consumers_indices = owners[order]
+        self.consumers_indptr = np.concatenate(
+            [[0], np.cumsum(np.bincount(self.consumed_indices, minlength=n_items))]
+        ).astype(np.int64)
         self.warmup()
 
     def consumed(self, row: int) -> np.ndarray:
         return self.consumed_indices[self.consumed_indptr[row] : self.consumed_indptr[row + 1]]
+
+    def consumers(self, item_rows: np.ndarray) -> np.ndarray:
+        """Users who consumed any of the items (user rows, unique)."""
+        parts = [
+            self.consumers_indices[self.consumers_indptr[i] : self.consumers_indptr[i + 1]]
+            for i in item_rows
+        ]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of known items (unknown ids are skipped)."""
@@ -90,12 +114,19 @@ class RetrievalModel(OnnxModel):
         return mask
 
     def retrieve(
-        self, user_row: int | None, n: int, exclude: np.ndarray, allowed: np.ndarray | None
+        self,
+        user_row: int | None,
+        n: int,
+        exclude: np.ndarray,
+        allowed: np.ndarray | None,
+        popularity: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n item rows and scores: by embedding for a known user, else by popularity."""
+        """Top-n item rows and scores: by embedding for a known user, else by popularity
+        (``popularity`` [n_items, 1] overrides the global one, e.g. a segment's)."""
         excl = (np.array([0, len(exclude)], dtype=np.int64), exclude.astype(np.int64))
         if user_row is None:
-            query, table = np.ones((1, 1), dtype=np.float32), self.popularity_matrix
+            table = self.popularity_matrix if popularity is None else popularity
+            query = np.ones((1, 1), dtype=np.float32)
         else:
             query, table = (
                 np.asarray(self.user_embeddings[user_row : user_row + 1]),
@@ -105,8 +136,44 @@ class RetrievalModel(OnnxModel):
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
+    def popularity_among(self, user_rows: np.ndarray) -> np.ndarray:
+        """[n_items, 1] consumption counts among the given users (a segment's favourites)."""
+        starts, ends = self.consumed_indptr[user_rows], self.consumed_indptr[user_rows + 1]
+        items = (
+            np.concatenate([self.consumed_indices[a:b] for a, b in zip(starts, ends, strict=True)])
+            if len(user_rows)
+            else np.zeros(0, np.int64)
+        )
+        counts = np.bincount(items, minlength=len(self.item_ids)).astype(np.float32)
+        return np.ascontiguousarray(counts[:, None])
+
+    def similar(
+        self, item_row: int, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n items by cosine similarity to ``item_row`` (never the item itself)."""
+        excl = (np.array([0, 1], dtype=np.int64), np.array([item_row], dtype=np.int64))
+        ids, scores = topk(
+            self.item_unit[item_row], self.item_unit, n, exclude=excl, allowed=allowed
+        )
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+    def audience(
+        self, target: np.ndarray, n: int, exclude: np.ndarray, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n user rows by inner product with a target item-side vector."""
+        excl = (np.array([0, len(exclude)], dtype=np.int64), exclude.astype(np.int64))
+        ids, scores = topk(
+            target.astype(np.float32), self.user_embeddings, n, exclude=excl, allowed=allowed
+        )
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
     def warmup(self) -> None:
-        """Compile/load the top-k kernels before traffic, for both query paths."""
+        """Compile/load the top-k kernels before traffic, for every query path."""
         none = np.zeros(0, dtype=np.int64)
         self.retrieve(0 if self.user_ids else None, 4, none, None)
         self.retrieve(None, 4, none, np.ones(len(self.item_ids), dtype=np.bool_))
+        if self.item_ids:
+            self.similar(0, 4, None)
+            self.audience(np.asarray(self.item_embeddings[0]), 4, none, None)

@@ -90,6 +90,41 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
             ads=ranked, below_reserve=len(request.ads) - len(eligible), models=[MODEL]
         )
 
+    def SimilarItems(self, request, context):
+        self._receive("SimilarItems", request, context)
+        category = request.filters.categories[0] if request.filters.categories else "books"
+        items = [
+            ranking_pb2.ScoredItem(
+                item_id=f"{request.item_id}-like-{n}", score=1.0 - n / 10, category=category
+            )
+            for n in range(request.k)
+        ]
+        return ranking_pb2.SimilarItemsResponse(items=items, models=[MODEL])
+
+    def Audience(self, request, context):
+        self._receive("Audience", request, context)
+        users = [
+            ranking_pb2.AudienceMember(
+                user_id=f"u{m}", score=float(request.n - m), rfm_segment="champions", cluster=m % 3
+            )
+            for m in range(request.n)
+        ]
+        return ranking_pb2.AudienceResponse(users=users, eligible_users=1000, models=[MODEL])
+
+    def Profile(self, request, context):
+        self._receive("Profile", request, context)
+        if not request.user_id.startswith("u"):
+            return ranking_pb2.ProfileResponse(user_id=request.user_id, known=False, models=[MODEL])
+        return ranking_pb2.ProfileResponse(
+            user_id=request.user_id,
+            known=True,
+            features={"recency_days": 3.0, "frequency": 7.0},
+            attributes={"gender": "f"},
+            rfm_segment="loyal",
+            cluster=2,
+            models=[MODEL],
+        )
+
     def Score(self, request, context):
         self._receive("Score", request, context)
         total = sum(from_tensor(t).astype(np.float32).sum(axis=-1) for t in request.inputs.values())
@@ -118,8 +153,10 @@ class FakeServer:
         self.health.set("", status)
 
 
-def start_fake_server(credentials: grpc.ServerCredentials | None = None) -> FakeServer:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+def start_fake_server(
+    credentials: grpc.ServerCredentials | None = None, max_workers: int = 8
+) -> FakeServer:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     servicer, health_servicer = FakeRanking(), health.HealthServicer()
     ranking_pb2_grpc.add_RankingServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

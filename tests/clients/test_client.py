@@ -202,3 +202,43 @@ def test_unreachable_server_is_unavailable(closed_port: int) -> None:
 def test_unknown_option_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         ReachRankClient("127.0.0.1:1", timout=1.0)
+
+
+def test_similar_items(client: ReachRankClient, fake_server: FakeServer) -> None:
+    result = client.similar_items("i5", 3, categories="music", max_price=30.0)
+    assert result.item_ids == ["i5-like-0", "i5-like-1", "i5-like-2"]
+    assert result.items[1].score == pytest.approx(0.9)
+    assert result.items[0].category == "music"
+    assert result.models == (CTR,)
+    request = fake_server.servicer.calls[-1].request
+    # A lone string is one category, not a list of letters.
+    assert list(request.filters.categories) == ["music"]
+    assert request.filters.max_price == 30.0
+    assert not request.filters.HasField("min_price")
+
+
+def test_audience(client: ReachRankClient, fake_server: FakeServer) -> None:
+    result = client.audience(
+        ["i1", "i2"], 4, segments=["champions", "cluster:3"], include_consumers=True
+    )
+    assert result.user_ids == ["u0", "u1", "u2", "u3"]
+    assert result.users[1].score == 3.0
+    assert (result.users[2].rfm_segment, result.users[2].cluster) == ("champions", 2)
+    assert result.eligible_users == 1000
+    request = fake_server.servicer.calls[-1].request
+    assert list(request.item_ids) == ["i1", "i2"]
+    assert list(request.segments) == ["champions", "cluster:3"]
+    assert request.include_consumers
+    client.audience("i9", 1)
+    assert list(fake_server.servicer.calls[-1].request.item_ids) == ["i9"]
+
+
+def test_profile_known_and_unknown(client: ReachRankClient) -> None:
+    known = client.profile("u1")
+    assert known.known
+    assert known.features == {"recency_days": 3.0, "frequency": 7.0}
+    assert known.attributes == {"gender": "f"}
+    assert (known.rfm_segment, known.cluster) == ("loyal", 2)
+    unknown = client.profile("stranger")
+    assert not unknown.known
+    assert unknown.features == {}

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -196,3 +198,51 @@ def test_evaluate_by_name() -> None:
         "hitrate",
         "coverage",
     }
+
+
+def _reference(top: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, float]:
+    """Per-user loops written straight from the definitions."""
+    recalls, precisions, hits_any, ndcgs = [], [], [], []
+    for row, rel in zip(top, relevant, strict=True):
+        truth = set(rel.tolist())
+        if not truth:
+            continue
+        ranked = row[:k].tolist()
+        gains = [1.0 if i in truth and i >= 0 else 0.0 for i in ranked] + [0.0] * (k - len(ranked))
+        hits = sum(gains)
+        recalls.append(hits / len(truth))
+        precisions.append(hits / k)
+        hits_any.append(float(hits > 0))
+        dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains))
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(k, len(truth))))
+        ndcgs.append(dcg / ideal)
+    return {
+        "recall": float(np.mean(recalls)),
+        "precision": float(np.mean(precisions)),
+        "hitrate": float(np.mean(hits_any)),
+        "ndcg": float(np.mean(ndcgs)),
+    }
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), n_users=st.integers(1, 6), width=st.integers(1, 6), k=st.integers(1, 8))
+def test_ranking_metrics_match_reference(
+    data: st.DataObject, n_users: int, width: int, k: int
+) -> None:
+    rows = []
+    for _ in range(n_users):
+        ids = data.draw(st.lists(st.integers(0, 9), min_size=0, max_size=width, unique=True))
+        rows.append(ids + [-1] * (width - len(ids)))
+    top = np.array(rows, dtype=np.int64)
+    relevant = [
+        np.array(data.draw(st.lists(st.integers(0, 9), max_size=5)), dtype=np.int64)
+        for _ in range(n_users)
+    ]
+    if not any(r.size for r in relevant):
+        relevant[0] = np.array([0])
+    expected = _reference(top, relevant, k)
+    assert recall_at_k(top, relevant, k) == pytest.approx(expected["recall"])
+    assert precision_at_k(top, relevant, k) == pytest.approx(expected["precision"])
+    assert hitrate_at_k(top, relevant, k) == pytest.approx(expected["hitrate"])
+    assert ndcg_at_k(top, relevant, k) == pytest.approx(expected["ndcg"])
+    assert 0.0 <= ndcg_at_k(top, relevant, k) <= 1.0

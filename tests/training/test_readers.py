@@ -101,6 +101,20 @@ def test_events_wrong_format_names_column_and_row(tmp_path: Path) -> None:
         read_events(path, "events")
 
 
+def test_events_in_milliseconds_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "log.parquet"
+    pl.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["a", "b"],
+            "ts": [1704067200000, 1704067201000],
+            "event": ["click"] * 2,
+        }
+    ).write_parquet(path)
+    with pytest.raises(SchemaError, match=r"log\.parquet.*outside 1970-2100.*first at row 1"):
+        read_events(path, "events")
+
+
 def test_unknown_format_and_missing_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown format"):
         read_events(tmp_path, "avro")

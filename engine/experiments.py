@@ -1,0 +1,161 @@
+"""A/B experiments: validation, sticky assignment of users to variants, and the store the
+servers read them from.
+
+A user's bucket is MurmurHash3 (``kernels.hash_strings``, stable across processes and
+releases, unlike Python's ``hash``) of ``"<salt>:<user_id>"`` read as a fraction of 2**32; the
+variants split [0, 1) by cumulative weight. The salt defaults to the experiment's name, so two
+experiments split users independently unless they share a salt on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import json_format
+from reachrank.v1 import models_pb2
+
+from engine.errors import InvalidArgument, NotFound
+from kernels import hash_string, hash_strings
+
+RPCS = ("recommend", "rank_ads")
+_HASH_RANGE = float(2**32)
+
+
+class ExperimentError(InvalidArgument):
+    """An experiment definition that cannot be served; the message names the field."""
+
+
+def validate(experiment: models_pb2.Experiment) -> None:
+    """Raise ExperimentError naming the first bad field."""
+    if not experiment.name:
+        raise ExperimentError("experiment.name is required")
+    where = f"experiment {experiment.name!r}"
+    if not experiment.variants:
+        raise ExperimentError(f"{where}: variants: at least one variant is required")
+    seen: set[str] = set()
+    for i, variant in enumerate(experiment.variants):
+        if not variant.name:
+            raise ExperimentError(f"{where}: variants[{i}].name is required")
+        if variant.name in seen:
+            raise ExperimentError(f"{where}: variants[{i}].name {variant.name!r} is repeated")
+        seen.add(variant.name)
+        if not (math.isfinite(variant.weight) and variant.weight > 0):
+            raise ExperimentError(
+                f"{where}: variants[{i}].weight must be finite and > 0, got {variant.weight}"
+            )
+        if variant.ctr_version < 0 or variant.retrieval_version < 0:
+            raise ExperimentError(f"{where}: variants[{i}]: versions must be >= 0")
+    if not experiment.rpcs:
+        raise ExperimentError(f"{where}: rpcs: name at least one of {list(RPCS)}")
+    for i, rpc in enumerate(experiment.rpcs):
+        if rpc not in RPCS:
+            raise ExperimentError(f"{where}: rpcs[{i}] must be one of {list(RPCS)}, got {rpc!r}")
+
+
+def salt_of(experiment: models_pb2.Experiment) -> str:
+    return experiment.salt or experiment.name
+
+
+def buckets(salt: str, user_ids: Sequence[str]) -> np.ndarray:
+    """Each user's position in [0, 1) for this salt (float64)."""
+    keys = [f"{salt}:{u}" for u in user_ids]
+    return hash_strings(keys).astype(np.float64) / _HASH_RANGE
+
+
+def split(experiment: models_pb2.Experiment, user_ids: Sequence[str]) -> np.ndarray:
+    """Index of each user's variant (int64), ignoring targeting and the enabled flag."""
+    return np.searchsorted(
+        _bounds(experiment), buckets(salt_of(experiment), user_ids), side="right"
+    )
+
+
+def _bounds(experiment: models_pb2.Experiment) -> np.ndarray:
+    """Upper end of each variant's share of [0, 1)."""
+    weights = np.array([v.weight for v in experiment.variants], dtype=np.float64)
+    bounds = np.cumsum(weights) / weights.sum()
+    bounds[-1] = 1.0  # rounding must not leave a sliver of [0, 1) without a variant
+    return bounds
+
+
+def targeted(experiment: models_pb2.Experiment, segment: str | Collection[str] | None) -> bool:
+    """Whether a user in ``segment`` (one name or several, None: unknown) may enter."""
+    if not experiment.segments:
+        return True
+    if segment is None:
+        return False
+    mine = {segment} if isinstance(segment, str) else set(segment)
+    return not mine.isdisjoint(experiment.segments)
+
+
+def assign(
+    experiment: models_pb2.Experiment,
+    user_id: str,
+    segment: str | Collection[str] | None = None,
+) -> str | None:
+    """The variant serving ``user_id``; None when the experiment is off or excludes the user."""
+    if not experiment.enabled or not targeted(experiment, segment):
+        return None
+    bucket = hash_string(f"{salt_of(experiment)}:{user_id}") / _HASH_RANGE
+    return experiment.variants[int(np.searchsorted(_bounds(experiment), bucket, side="right"))].name
+
+
+class ExperimentStore:
+    """The experiments a server runs, safe to read and change from many RPC threads."""
+
+    def __init__(self, experiments: Sequence[models_pb2.Experiment] = ()) -> None:
+        self._lock = threading.Lock()
+        self._experiments: dict[str, models_pb2.Experiment] = {}
+        for experiment in experiments:
+            self.set(experiment)
+
+    def set(self, experiment: models_pb2.Experiment) -> models_pb2.Experiment:
+        """Create or replace an experiment; returns the stored copy."""
+        validate(experiment)
+        stored = models_pb2.Experiment()
+        stored.CopyFrom(experiment)
+        with self._lock:
+            self._experiments[stored.name] = stored
+        return stored
+
+    def get(self, name: str) -> models_pb2.Experiment:
+        with self._lock:
+            try:
+                return self._experiments[name]
+            except KeyError:
+                raise NotFound(f"no experiment named {name!r}") from None
+
+    def list(self) -> list[models_pb2.Experiment]:
+        with self._lock:
+            return [self._experiments[n] for n in sorted(self._experiments)]
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            if self._experiments.pop(name, None) is None:
+                raise NotFound(f"no experiment named {name!r}")
+
+    def active(self, rpc: str) -> list[models_pb2.Experiment]:
+        """Enabled experiments that apply to ``rpc`` ("recommend" or "rank_ads")."""
+        return [e for e in self.list() if e.enabled and rpc in e.rpcs]
+
+
+def load_experiments(path: Path) -> list[models_pb2.Experiment]:
+    """Experiments from a JSON file: ``{"experiments": [...]}`` in protobuf's JSON mapping."""
+    try:
+        document = json.loads(Path(path).read_text())
+        entries = document["experiments"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExperimentError(f"{path}: expected {{'experiments': [...]}}: {exc}") from None
+    experiments = []
+    for i, entry in enumerate(entries):
+        try:
+            experiment = json_format.ParseDict(entry, models_pb2.Experiment())
+            validate(experiment)
+        except (json_format.ParseError, ExperimentError) as exc:
+            raise ExperimentError(f"{path}: experiments[{i}]: {exc}") from None
+        experiments.append(experiment)
+    return experiments

@@ -1,0 +1,314 @@
+"""A durable, append-only log of feedback events with group commit and rotation to Parquet.
+
+``append`` writes its records to the current segment under a lock and then waits until a
+single flusher thread has fsynced past them: appenders that arrive while an fsync runs share
+the next one, so one fsync acknowledges many concurrent RPCs. Full (or old) segments are
+sealed by the flusher and converted to Parquet by a converter thread; a segment is deleted
+only once its Parquet file is durable. Opening the log recovers from a crash (see
+:func:`engine.feedback.segments.recover`) and seals what it finds.
+
+Errors: a failed write (disk full) is undone by truncating the segment back to its last whole
+record, so the log stays usable and nothing acknowledged is touched. A failed fsync leaves the
+kernel's dirty pages in an unknown state (they may have been dropped), so the log refuses
+further appends until it is reopened, when recovery re-reads what really is on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from reachrank.v1 import feedback_pb2
+
+from engine.errors import ResourceExhausted, Unavailable
+from engine.feedback.files import fsync_dir
+from engine.feedback.parquet import write_events_parquet
+from engine.feedback.records import frame_all, scan
+from engine.feedback.segments import (
+    Recovery,
+    next_sequence,
+    parquet_path,
+    recover,
+    segment_path,
+)
+
+log = logging.getLogger(__name__)
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class LogFull(ResourceExhausted):
+    """No room on disk for the events; they were not written, earlier ones are intact."""
+
+
+class LogUnavailable(Unavailable):
+    """The log is closed or failed; the events were not acknowledged."""
+
+
+@dataclass(frozen=True)
+class LogStats:
+    appends: int
+    events: int
+    fsyncs: int
+    sealed_segments: int
+    converted_segments: int
+
+
+class FeedbackLog:
+    """Append-only event log in ``directory``; Parquet output under ``directory / "parquet"``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync_interval_ms: float = 0.0,
+        max_segment_bytes: int = 64 * 1024 * 1024,
+        max_segment_age_s: float | None = None,
+    ) -> None:
+        if fsync_interval_ms < 0 or max_segment_bytes <= 0:
+            raise ValueError("fsync_interval_ms must be >= 0 and max_segment_bytes > 0")
+        self.directory = Path(directory)
+        self.parquet_dir = self.directory / "parquet"
+        self.parquet_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_directory(self.directory)
+        self._interval = fsync_interval_ms / 1000.0
+        self._max_bytes = max_segment_bytes
+        self._max_age = max_segment_age_s
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # wakes the flusher
+        self._done = threading.Condition(self._lock)  # wakes appenders and flush()
+        # Tickets: one per append; an append is acknowledged once _synced reaches its ticket.
+        self._written = 0
+        self._synced = 0
+        self._failure: OSError | None = None
+        self._closing = False
+        self._closed = False
+        # flush() asks for the current segment to be sealed; the flusher answers in _sealed.
+        self._seal_wanted = 0
+        self._sealed = 0
+        self._events = 0
+        self._fsyncs = 0
+        self._seal_count = 0
+        self._converted = 0
+        self.recovery: Recovery = recover(self.directory)
+        self._seq = next_sequence(self.directory)
+        self._fd, self._size, self._opened_at = self._open_segment(self._seq)
+        self._convert_queue: queue.Queue[int | None] = queue.Queue()
+        for seq in self.recovery.sealed:
+            self._convert_queue.put(seq)
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="feedback-fsync", daemon=True
+        )
+        self._converter = threading.Thread(
+            target=self._convert_loop, name="feedback-parquet", daemon=True
+        )
+        self._flusher.start()
+        self._converter.start()
+
+    # -- appending ------------------------------------------------------------------------
+
+    def append(self, events: Sequence[feedback_pb2.FeedbackEvent]) -> None:
+        """Write ``events``; returns once they are fsynced. Raises LogFull or LogUnavailable."""
+        if not events:
+            return
+        data = frame_all(e.SerializeToString() for e in events)
+        with self._lock:
+            self._check_usable()
+            start = self._size
+            try:
+                _write_all(self._fd, data)
+            except OSError as exc:
+                self._undo_write(start, exc)
+                if exc.errno in _DISK_FULL:
+                    raise LogFull(f"feedback log disk full: {exc.strerror}") from exc
+                raise LogUnavailable(f"feedback log write failed: {exc}") from exc
+            self._size += len(data)
+            self._written += 1
+            self._events += len(events)
+            ticket = self._written
+            self._work.notify()
+            while self._synced < ticket and self._failure is None:
+                self._done.wait()
+            if self._synced < ticket:
+                raise LogUnavailable(f"feedback log fsync failed: {self._failure}")
+
+    def _check_usable(self) -> None:
+        if self._closing or self._closed:
+            raise LogUnavailable("feedback log is closed (server shutting down)")
+        if self._failure is not None:
+            raise LogUnavailable(
+                f"feedback log failed earlier and needs a restart: {self._failure}"
+            )
+
+    def _undo_write(self, start: int, exc: OSError) -> None:
+        """Cut a partly written append so the segment ends on a whole record again."""
+        try:
+            os.ftruncate(self._fd, start)
+        except OSError as again:
+            log.error("feedback log: cannot undo a failed write (%s); refusing appends", again)
+            self._failure = exc
+            self._done.notify_all()
+
+    # -- the flusher ----------------------------------------------------------------------
+
+    def _rotate_due(self) -> bool:
+        if self._size == 0:
+            return False
+        old = self._max_age is not None and time.monotonic() - self._opened_at >= self._max_age
+        return self._seal_wanted > self._sealed or self._size >= self._max_bytes or old
+
+    def _idle_timeout(self) -> float | None:
+        if self._max_age is None or self._size == 0:
+            return None
+        return max(0.0, self._max_age - (time.monotonic() - self._opened_at))
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._lock:
+                while (
+                    self._written == self._synced
+                    and not self._closing
+                    and self._seal_wanted == self._sealed
+                    and not self._rotate_due()
+                ):
+                    self._work.wait(self._idle_timeout())
+                if self._closing and (self._written == self._synced or self._failure):
+                    return
+                if self._failure is not None:
+                    self._work.wait()
+                    continue
+            if self._interval:
+                time.sleep(self._interval)  # let more appenders join this fsync
+            self._sync_once()
+
+    def _sync_once(self) -> None:
+        with self._lock:
+            target = self._written
+            wanted = self._seal_wanted
+            fd = self._fd
+            sealed = self._seq if self._rotate_due() else None
+            if sealed is not None:
+                self._seq += 1
+                self._fd, self._size, self._opened_at = self._open_segment(self._seq)
+        try:
+            os.fsync(fd)
+            if sealed is not None:
+                os.close(fd)
+        except OSError as exc:
+            log.error("feedback log fsync failed: %s; refusing appends until restart", exc)
+            with self._lock:
+                self._failure = exc
+                self._done.notify_all()
+            return
+        if sealed is not None:
+            self._convert_queue.put(sealed)  # before flush() can see the seal and join the queue
+        with self._lock:
+            self._synced = max(self._synced, target)
+            self._sealed = max(self._sealed, wanted)
+            self._fsyncs += 1
+            self._seal_count += sealed is not None
+            self._done.notify_all()
+
+    def _open_segment(self, seq: int) -> tuple[int, int, float]:
+        """Open segment ``seq`` for appending; its directory entry is made durable first, so
+        no record in it is acknowledged while the file itself could vanish in a crash."""
+        path = segment_path(self.directory, seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fsync_dir(self.directory)
+        return fd, os.fstat(fd).st_size, time.monotonic()
+
+    # -- conversion to Parquet ------------------------------------------------------------
+
+    def _convert_loop(self) -> None:
+        while True:
+            seq = self._convert_queue.get()
+            try:
+                if seq is None:
+                    return
+                self._convert(seq)
+            except Exception:
+                # The segment stays on disk, so nothing is lost; the next open converts it.
+                log.exception("feedback log: converting segment %s to Parquet failed", seq)
+            finally:
+                self._convert_queue.task_done()
+
+    def _convert(self, seq: int) -> None:
+        path = segment_path(self.directory, seq)
+        found = scan(path.read_bytes())
+        if found.payloads:
+            rows = write_events_parquet(found.payloads, parquet_path(self.directory, seq))
+            log.info("feedback log: %s -> %d Parquet rows", path.name, rows)
+        path.unlink()
+        fsync_dir(self.directory)
+        with self._lock:
+            self._converted += 1
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Seal the current segment and wait until every sealed segment is in Parquet."""
+        with self._lock:
+            if self._closed or self._failure is not None:
+                return
+            self._seal_wanted += 1
+            wanted = self._seal_wanted
+            self._work.notify()
+            while self._sealed < wanted and self._failure is None:
+                self._done.wait()
+        self._convert_queue.join()
+
+    def close(self) -> None:
+        """Flush, stop the threads and release the directory. Later appends are refused."""
+        with self._lock:
+            if self._closed or self._closing:
+                return
+        self.flush()
+        with self._lock:
+            self._closing = True
+            self._work.notify_all()
+        self._flusher.join()
+        self._convert_queue.put(None)
+        self._converter.join()
+        with self._lock:
+            os.close(self._fd)
+            if self._size == 0:
+                segment_path(self.directory, self._seq).unlink(missing_ok=True)
+            self._closed = True
+        self._lock_file.close()
+
+    def stats(self) -> LogStats:
+        with self._lock:
+            return LogStats(
+                self._written, self._events, self._fsyncs, self._seal_count, self._converted
+            )
+
+    def __enter__(self) -> FeedbackLog:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _lock_directory(directory: Path) -> TextIO:
+    """Refuse a second process writing the same log (the lock dies with its process)."""
+    f = (directory / "LOCK").open("a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise LogUnavailable(f"{directory} is in use by another feedback log") from None
+    return f

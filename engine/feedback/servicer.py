@@ -1,0 +1,64 @@
+"""The ``reachrank.v1.Feedback`` servicer: validate a batch of events, stamp missing times,
+append them to the log and answer once they are on disk."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+from reachrank.v1 import feedback_pb2, feedback_pb2_grpc
+
+from engine.errors import InvalidArgument
+from engine.feedback.log import FeedbackLog
+from engine.feedback.parquet import FIXED_COLUMNS
+from engine.servicer import grpc_errors
+
+EVENTS = ("impression", "click", "purchase")
+
+
+def validate_event(event: feedback_pb2.FeedbackEvent, where: str) -> None:
+    """Raise InvalidArgument naming the first bad field, e.g. ``events[3].event``."""
+    for name in ("user_id", "item_id"):
+        if not getattr(event, name):
+            raise InvalidArgument(f"{where}.{name} is required")
+    if event.event not in EVENTS:
+        raise InvalidArgument(f"{where}.event must be one of {list(EVENTS)}, got {event.event!r}")
+    for name in ("price", "value"):
+        number = getattr(event, name)
+        if not math.isfinite(number) or number < 0:
+            raise InvalidArgument(f"{where}.{name} must be finite and >= 0, got {number}")
+    for name in ("ts_unix_ms", "position", "model_version"):
+        if getattr(event, name) < 0:
+            raise InvalidArgument(f"{where}.{name} must be >= 0")
+    for key in event.context:
+        # A context key named like a column would be renamed in Parquet; say so now instead.
+        if not key or key in FIXED_COLUMNS:
+            raise InvalidArgument(f"{where}.context[{key!r}]: empty or reserved key")
+
+
+def validate_request(request: feedback_pb2.LogEventsRequest, max_events: int) -> None:
+    if len(request.events) > max_events:
+        raise InvalidArgument(
+            f"events: {len(request.events)} events in one call, at most {max_events}"
+        )
+    for i, event in enumerate(request.events):
+        validate_event(event, f"events[{i}]")
+
+
+class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
+    def __init__(self, log: FeedbackLog, max_events: int) -> None:
+        self.log = log
+        self.max_events = max_events
+
+    @grpc_errors
+    def LogEvents(
+        self, request: feedback_pb2.LogEventsRequest, context: grpc.ServicerContext
+    ) -> feedback_pb2.LogEventsResponse:
+        validate_request(request, self.max_events)
+        now = int(time.time() * 1000)
+        for event in request.events:
+            if event.ts_unix_ms == 0:
+                event.ts_unix_ms = now
+        self.log.append(request.events)
+        return feedback_pb2.LogEventsResponse(accepted=len(request.events))

@@ -1,0 +1,155 @@
+"""The dynamic batcher on its own: cutting, splitting, errors, deadlines, a full queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.batching import BatchInfo, DynamicBatcher, request_deadline
+from engine.errors import DeadlineExceeded, ResourceExhausted
+
+
+class Recorder:
+    """A fake model: doubles ``x`` and records each call's batch size; can block or fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail: Exception | None = None
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.gate.wait(5)
+        self.calls.append(len(inputs["x"]))
+        if self.fail is not None:
+            raise self.fail
+        return {"y": inputs["x"] * 2, "z": inputs["x"][:, :1] + 1}
+
+
+def _rows(n: int, start: float = 0.0) -> dict[str, np.ndarray]:
+    return {"x": (np.arange(n * 2, dtype=np.float32).reshape(n, 2) + start)}
+
+
+@pytest.fixture
+def model() -> Recorder:
+    return Recorder()
+
+
+def test_concurrent_requests_share_one_call_and_get_their_own_rows(model: Recorder) -> None:
+    # The first request waits up to 1 s for company; the other three arrive within it.
+    batcher = DynamicBatcher(
+        model, max_batch_rows=11, max_queue_delay_us=1_000_000, max_queue_rows=1000
+    )
+    first = batcher.submit(_rows(1, 1000))
+    futures = [batcher.submit(_rows(n, start=10 * n)) for n in (3, 5, 2)]
+    assert first.result(5)["y"].shape == (1, 2)
+    for n, f in zip((3, 5, 2), futures, strict=True):
+        out = f.result(5)
+        np.testing.assert_array_equal(out["y"], _rows(n, start=10 * n)["x"] * 2)
+        np.testing.assert_array_equal(out["z"], _rows(n, start=10 * n)["x"][:, :1] + 1)
+    assert model.calls == [11]  # cut as soon as it reached max_batch_rows
+    batcher.close()
+
+
+def test_batch_is_cut_at_max_rows_and_big_requests_run_alone(model: Recorder) -> None:
+    batcher = DynamicBatcher(
+        model, max_batch_rows=8, max_queue_delay_us=100_000, max_queue_rows=1000
+    )
+    model.gate.clear()
+    blocker = batcher.submit(_rows(8))  # a full batch: cut at once, then held inside the model
+    time.sleep(0.05)
+    futures = [batcher.submit(_rows(n)) for n in (5, 3, 4, 20)]
+    model.gate.set()
+    for f in [blocker, *futures]:
+        f.result(5)
+    # 5+3 fill a batch of 8; 4 cannot join them; 20 exceeds the limit and runs alone.
+    assert model.calls == [8, 8, 4, 20]
+    batcher.close()
+
+
+def test_delay_cuts_a_partial_batch(model: Recorder) -> None:
+    infos: list[BatchInfo] = []
+    batcher = DynamicBatcher(
+        model,
+        max_batch_rows=1000,
+        max_queue_delay_us=20_000,
+        max_queue_rows=1000,
+        on_batch=infos.append,
+    )
+    start = time.monotonic()
+    batcher.infer(_rows(2))
+    waited = time.monotonic() - start
+    assert model.calls == [2]
+    assert waited >= 0.015  # it waited for company, then gave up
+    assert infos[0].rows == 2 and infos[0].requests == 1 and not infos[0].failed
+    batcher.close()
+
+
+def test_failed_batch_fails_every_request_with_the_reason(model: Recorder) -> None:
+    batcher = DynamicBatcher(
+        model, max_batch_rows=100, max_queue_delay_us=100_000, max_queue_rows=1000
+    )
+    model.fail = RuntimeError("graph exploded")
+    model.gate.clear()
+    futures = [batcher.submit(_rows(2)) for _ in range(3)]
+    model.gate.set()
+    for f in futures:
+        with pytest.raises(RuntimeError, match="graph exploded"):
+            f.result(5)
+    model.fail = None
+    assert batcher.infer(_rows(1))["y"].shape == (1, 2)  # and it keeps serving
+    batcher.close()
+
+
+def test_full_queue_refuses_at_once(model: Recorder) -> None:
+    batcher = DynamicBatcher(model, max_batch_rows=10, max_queue_delay_us=0, max_queue_rows=10)
+    model.gate.clear()
+    running = batcher.submit(_rows(5))
+    time.sleep(0.05)  # the worker took it and is blocked inside the model
+    queued = batcher.submit(_rows(8))
+    start = time.monotonic()
+    with pytest.raises(ResourceExhausted, match="queue full"):
+        batcher.submit(_rows(3))
+    assert time.monotonic() - start < 0.5
+    model.gate.set()
+    running.result(5)
+    queued.result(5)
+    batcher.close()
+
+
+def test_expired_requests_are_dropped_before_inference(model: Recorder) -> None:
+    infos: list[BatchInfo] = []
+    batcher = DynamicBatcher(
+        model, max_batch_rows=100, max_queue_delay_us=0, max_queue_rows=1000, on_batch=infos.append
+    )
+    model.gate.clear()
+    blocker = batcher.submit(_rows(1))
+    time.sleep(0.05)
+    expired = batcher.submit(_rows(4), deadline=time.monotonic() + 0.01)
+    token = request_deadline.set(time.monotonic() + 0.01)  # the servicer's way of passing it
+    try:
+        expired_ctx = batcher.submit(_rows(6))
+    finally:
+        request_deadline.reset(token)
+    alive = batcher.submit(_rows(3), deadline=time.monotonic() + 60)
+    time.sleep(0.05)
+    model.gate.set()
+    blocker.result(5)
+    with pytest.raises(DeadlineExceeded):
+        expired.result(5)
+    with pytest.raises(DeadlineExceeded):
+        expired_ctx.result(5)
+    assert alive.result(5)["y"].shape == (3, 2)
+    assert model.calls == [1, 3]  # the expired rows never reached the model
+    assert infos[-1].dropped_expired == 2
+    batcher.close()
+
+
+def test_inputs_must_agree_on_batch_size(model: Recorder) -> None:
+    batcher = DynamicBatcher(model, max_batch_rows=10, max_queue_delay_us=0, max_queue_rows=100)
+    with pytest.raises(ValueError, match="batch size"):
+        batcher.submit({"x": np.zeros((2, 2)), "w": np.zeros((3, 2))})
+    batcher.close()
