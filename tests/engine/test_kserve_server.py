@@ -371,8 +371,10 @@ def test_unload_then_load(stub: pb_grpc.GRPCInferenceServiceStub, server: Runnin
     assert len(stub.ModelInfer(raw_request("retrieval", inputs)).raw_output_contents) == 1
 
 
-def test_server_is_not_ready_without_models(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
-    names = ["ctr", "retrieval"]
+def test_server_is_not_ready_without_models(
+    stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
+) -> None:
+    names = server.registry.names()
     try:
         for name in names:
             stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=name))
