@@ -57,7 +57,7 @@ def test_onnx_types_map_to_protocol_names() -> None:
 
 
 def test_unknown_datatype_is_invalid_argument_naming_the_tensor() -> None:
-    with pytest.raises(InvalidArgument, match="input 'q'.*'BYTES'"):
+    with pytest.raises(InvalidArgument, match=r"input 'q'.*'BYTES'"):
         dtype_of("BYTES", "input 'q'")
     with pytest.raises(ValueError, match="complex64"):
         datatype_of(np.zeros(1, np.complex64))
