@@ -16,11 +16,11 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 from engine.errors import BundleError
+from engine.extra_services import ExtraServices, add_extra_services
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
 from engine.kserve import add_kserve_to_server
 from engine.model_service import ModelServiceServicer
 from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
-from engine.extra_services import ExtraServices, add_extra_services
 from engine.registry import ModelRegistry
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
@@ -104,9 +104,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         if settings.metrics_port is not None
         else None
     )
-    running = RunningServer(
-        server, port, registry, health_servicer, settings, metrics_port, extras
-    )
+    running = RunningServer(server, port, registry, health_servicer, settings, metrics_port, extras)
     running.set_serving(False)
     server.start()
     if registry.ready():
