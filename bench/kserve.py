@@ -109,7 +109,7 @@ def run_level(
     concurrency: int,
     log: Path,
 ) -> dict[str, str]:
-    csv_path = log.with_suffix(f".c{concurrency}.csv")
+    csv_path = data.with_name(f"c{concurrency}.csv")
     command = [
         binary,
         "-m", args.model,
