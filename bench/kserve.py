@@ -4,6 +4,7 @@ number of requests in flight, and print a Markdown table (client throughput and 
 percentiles, and the server-side breakdown perf_analyzer reads from ModelStatistics).
 
     python -m bench.kserve [--repo model_repo] [--batch 64] [--concurrency 1,2,4,8,16,32]
+                           [--batching on,off]
 
 Needs the perf_analyzer binary from tritonclient 2.51.0's wheel, Debian's libb64-0d, and
 libcudart.so.12 from PyPI's nvidia-cuda-runtime-cu12 (the `bench` extra), found by this script.
@@ -108,8 +109,10 @@ def run_level(
     data: Path,
     concurrency: int,
     log: Path,
+    label: str,
 ) -> dict[str, str]:
-    csv_path = data.with_name(f"c{concurrency}.csv")
+    """One perf_analyzer measurement; the CSV row plus the label and the machine's load."""
+    csv_path = data.with_name(f"{label}-c{concurrency}.csv")
     command = [
         binary,
         "-m", args.model,
@@ -130,23 +133,25 @@ def run_level(
         sys.exit(f"perf_analyzer failed (see {log}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     with csv_path.open() as f:
         (row,) = list(csv.DictReader(f))
-    return row
+    return {**row, "batching": label, "load": f"{os.getloadavg()[0]:.1f}"}
 
 
 def table(rows: list[dict[str, str]], batch: int) -> str:
     head = [
+        "batching",
         "in flight",
         "infer/s",
         "requests/s",
         *(h + " µs" for _, h in CLIENT),
         "server µs: " + " / ".join(h for _, h in SERVER),
+        "load avg",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         rate = float(r["Inferences/Second"])
-        cells = [r["Concurrency"], f"{rate:,.0f}", f"{rate / batch:,.0f}"]
+        cells = [r["batching"], r["Concurrency"], f"{rate:,.0f}", f"{rate / batch:,.0f}"]
         cells += [f"{int(r[c]):,}" for c, _ in CLIENT]
-        cells.append(" / ".join(r[c] for c, _ in SERVER))
+        cells += [" / ".join(r[c] for c, _ in SERVER), r["load"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -162,6 +167,9 @@ def main() -> None:
     parser.add_argument(
         "--window-ms", type=int, default=5000, help="perf_analyzer measurement window"
     )
+    parser.add_argument(
+        "--batching", default="on,off", help="server-side dynamic batching settings to compare"
+    )
     # perf_analyzer's default (10 %) rarely settles on a shared 2-core machine.
     parser.add_argument("--stability", type=int, default=25, help="stability percentage")
     args = parser.parse_args()
@@ -170,26 +178,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         repo = args.repo or train_repository(workdir)
-        running = start_server(Settings(repo=repo, host="127.0.0.1", port=0))
+        # One server per batching setting, measured in turn at each level, so that the
+        # comparison sees the same machine (other processes' load drifts over minutes).
+        servers = {
+            label: start_server(
+                Settings(repo=repo, host="127.0.0.1", port=0, batching=label == "on")
+            )
+            for label in args.batching.split(",")
+        }
         try:
-            model = running.registry.get(args.model)
-            assert isinstance(model, CTRModel), f"{args.model} is not a CTR model"
+            model = next(iter(servers.values())).registry.get(args.model)
+            if not isinstance(model, CTRModel):
+                sys.exit(f"{args.model} is not a CTR model")
             data = workdir / "input.json"
             data.write_text(json.dumps(input_data(model, rows=4096)))
             log = RESULTS / "kserve_perf_analyzer.log"
             log.write_text("")
             rows = [
-                run_level(binary, env, running.port, args, data, int(c), log)
+                run_level(binary, env, running.port, args, data, int(c), log, label)
                 for c in args.concurrency.split(",")
+                for label, running in servers.items()
             ]
         finally:
-            running.stop(0)
+            for running in servers.values():
+                running.stop(0)
     (RESULTS / "kserve_perf_analyzer.json").write_text(json.dumps(rows, indent=1))
     print(
         f"perf_analyzer 2.51.0, model {args.model}, batch {args.batch}, "
         f"window {args.window_ms} ms, stability {args.stability} %"
     )
-    print(table(rows, args.batch))
+    print(table(sorted(rows, key=lambda r: r["batching"] != "on"), args.batch))
 
 
 if __name__ == "__main__":
