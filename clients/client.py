@@ -86,10 +86,16 @@ class ReachRankClient:
         min_price: float | None = None,
         max_price: float | None = None,
         exclude: str | Iterable[str] | None = None,
+        max_per_category: int = 0,
+        mmr_lambda: float = 0.0,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> Recommendation:
-        """The `k` items `user_id` is most likely to engage with, best first."""
+        """The `k` items `user_id` is most likely to engage with, best first.
+
+        `max_per_category` caps items per category and `mmr_lambda` in (0, 1] trades
+        relevance for variety (maximal marginal relevance); 0 turns either off.
+        """
         request = convert.recommend_request(
             user_id,
             k,
@@ -98,6 +104,8 @@ class ReachRankClient:
             min_price=min_price,
             max_price=max_price,
             exclude=exclude,
+            max_per_category=max_per_category,
+            mmr_lambda=mmr_lambda,
         )
         response = self._invoke(self._ranking.Recommend, request, timeout, request_id)
         return convert.recommendation(response)

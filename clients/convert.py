@@ -60,6 +60,8 @@ def recommend_request(
     min_price: float | None = None,
     max_price: float | None = None,
     exclude: str | Iterable[str] | None = None,
+    max_per_category: int = 0,
+    mmr_lambda: float = 0.0,
 ) -> ranking_pb2.RecommendRequest:
     return ranking_pb2.RecommendRequest(
         user_id=user_id,
@@ -67,6 +69,7 @@ def recommend_request(
         context=_text_map(context),
         filters=filters(categories, min_price, max_price),
         exclude=_as_list(exclude),
+        diversity=ranking_pb2.Diversity(max_per_category=max_per_category, mmr_lambda=mmr_lambda),
     )
 
 
@@ -164,6 +167,8 @@ def recommendation(response: ranking_pb2.RecommendResponse) -> Recommendation:
         items=tuple(map(scored_item, response.items)),
         strategy=response.strategy,
         models=tuple(map(model_info, response.models)),
+        experiment=response.experiment,
+        variant=response.variant,
     )
 
 
@@ -217,6 +222,8 @@ def ad_auction(response: ranking_pb2.RankAdsResponse) -> AdAuction:
         ),
         below_reserve=response.below_reserve,
         models=tuple(map(model_info, response.models)),
+        experiment=response.experiment,
+        variant=response.variant,
     )
 
 

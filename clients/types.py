@@ -33,9 +33,13 @@ class Recommendation:
     """Items sorted by score, descending, and how they were chosen."""
 
     items: tuple[RecommendedItem, ...]
-    # "personalised" or "cold_start_popularity".
+    # "personalised", "cold_start_segment" or "cold_start_popularity".
     strategy: str
     models: tuple[ModelInfo, ...]
+    # The A/B experiment and arm that served the request ("" when none): log them with
+    # the feedback events.
+    experiment: str = ""
+    variant: str = ""
 
     @property
     def item_ids(self) -> list[str]:
@@ -120,6 +124,8 @@ class AdAuction:
     ads: tuple[RankedAd, ...]
     below_reserve: int
     models: tuple[ModelInfo, ...]
+    experiment: str = ""
+    variant: str = ""
 
     @property
     def winners(self) -> list[RankedAd]:

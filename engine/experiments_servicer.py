@@ -6,21 +6,32 @@ settings' ``experiments_file``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from reachrank.v1 import models_pb2, models_pb2_grpc
 
-from engine.experiments import ExperimentStore
+from engine.experiments import ExperimentStore, validate
 from engine.servicer import grpc_errors
 
 
 class ExperimentsServicer(models_pb2_grpc.ExperimentsServicer):
-    def __init__(self, store: ExperimentStore) -> None:
+    def __init__(
+        self,
+        store: ExperimentStore,
+        prepare: Callable[[models_pb2.Experiment], None] | None = None,
+    ) -> None:
         self.store = store
+        # Loads the arms' model versions before the experiment takes traffic.
+        self.prepare = prepare
 
     @grpc_errors
     def Set(
         self, request: models_pb2.Experiment, context: grpc.ServicerContext
     ) -> models_pb2.Experiment:
+        validate(request)
+        if self.prepare is not None:
+            self.prepare(request)
         return self.store.set(request)
 
     @grpc_errors

@@ -4,6 +4,7 @@ with what must be closed after the server has drained."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -33,12 +34,19 @@ class ExtraServices:
             self.feedback.close()
 
 
-def add_extra_services(server: grpc.Server, settings: Settings) -> ExtraServices:
-    """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is."""
-    store = ExperimentStore(
-        load_experiments(settings.experiments_file) if settings.experiments_file else ()
-    )
-    models_pb2_grpc.add_ExperimentsServicer_to_server(ExperimentsServicer(store), server)
+def add_extra_services(
+    server: grpc.Server,
+    settings: Settings,
+    prepare: Callable[[models_pb2.Experiment], None] | None = None,
+) -> ExtraServices:
+    """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is.
+    ``prepare`` readies an experiment's models before it is stored (file or RPC)."""
+    initial = load_experiments(settings.experiments_file) if settings.experiments_file else []
+    if prepare is not None:
+        for experiment in initial:
+            prepare(experiment)
+    store = ExperimentStore(initial)
+    models_pb2_grpc.add_ExperimentsServicer_to_server(ExperimentsServicer(store, prepare), server)
     names = [EXPERIMENTS_SERVICE]
     feedback = None
     if settings.feedback_dir is not None:

@@ -16,6 +16,7 @@ from engine.models.ctr import CTRModel
 from engine.models.profiles import Profile, ProfilesModel
 from engine.models.retrieval import RetrievalModel
 from engine.settings import Settings
+from kernels import cap_per_category, mmr
 
 PERSONALISED = "personalised"
 COLD_START_SEGMENT = "cold_start_segment"
@@ -74,6 +75,8 @@ def recommend(
     max_price: float | None = None,
     exclude: Sequence[str] = (),
     profiles: ProfilesModel | None = None,
+    max_per_category: int = 0,
+    mmr_lambda: float = 0.0,
 ) -> Recommendation:
     """The k items to show ``user_id``: retrieve candidates by embedding (for a user the
     retrieval model doesn't know: the favourites of the user's K-means segment when profiled,
@@ -82,15 +85,12 @@ def recommend(
     loaded)."""
     if not user_id:
         raise InvalidArgument("user_id is required")
-    if not 1 <= k <= settings.max_k:
-        raise InvalidArgument(f"k must be in [1, {settings.max_k}], got {k}")
-    for name, bound in (("filters.min_price", min_price), ("filters.max_price", max_price)):
-        if bound is not None and not math.isfinite(bound):
-            raise InvalidArgument(f"{name} must be finite, got {bound}")
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise InvalidArgument(
-            f"filters.min_price {min_price} exceeds filters.max_price {max_price}"
-        )
+    _check_k(k, settings)
+    _check_price_range(min_price, max_price)
+    if max_per_category < 0:
+        raise InvalidArgument(f"diversity.max_per_category must be >= 0, got {max_per_category}")
+    if not (math.isfinite(mmr_lambda) and 0.0 <= mmr_lambda <= 1.0):
+        raise InvalidArgument(f"diversity.mmr_lambda must be in [0, 1], got {mmr_lambda}")
     row = retrieval.user_row.get(user_id)
     strategy, popularity = PERSONALISED, None
     models = [retrieval.id]
@@ -115,11 +115,12 @@ def recommend(
         cat, num = ctr.features(user_id, ctr.item_rows(item_ids), context)
         scores = ctr.predict(cat, num)
         # Highest pCTR first; the retrieval order (already deterministic) breaks ties.
-        order = np.lexsort((np.arange(len(rows)), -scores))[:k]
+        order = np.lexsort((np.arange(len(rows)), -scores))
         models.append(ctr.id)
     else:
         scores = retrieval_scores
-        order = np.arange(min(k, len(rows)))
+        order = np.arange(len(rows))
+    order = diversify(retrieval, rows, scores, order, k, max_per_category, mmr_lambda)
     items = [
         Recommended(
             item_id=retrieval.item_ids[rows[i]],
@@ -131,6 +132,42 @@ def recommend(
         for i in order
     ]
     return Recommendation(items=items, strategy=strategy, models=models)
+
+
+def diversify(
+    retrieval: RetrievalModel,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    order: np.ndarray,
+    k: int,
+    max_per_category: int,
+    mmr_lambda: float,
+) -> np.ndarray:
+    """Positions (into rows/scores) of the final k: per-category caps, then MMR, over the
+    ranked shortlist; plain truncation when neither is asked for."""
+    if not max_per_category and not mmr_lambda:
+        return order[:k]
+    ranked = order
+    if max_per_category:
+        capped, _ = cap_per_category(
+            ranked[None, :].astype(np.int64),
+            scores[ranked][None, :].astype(np.float32),
+            retrieval.item_category_code[rows].astype(np.int64),
+            max_per_category,
+            k if not mmr_lambda else len(ranked),
+        )
+        ranked = capped[0][capped[0] >= 0]
+    if mmr_lambda:
+        picked, _ = mmr(
+            rows[ranked][None, :],
+            scores[ranked][None, :].astype(np.float32),
+            retrieval.item_unit,
+            k,
+            lam=mmr_lambda,
+        )
+        position = {int(r): p for p, r in zip(ranked, rows[ranked], strict=True)}
+        ranked = np.array([position[int(r)] for r in picked[0] if r >= 0], dtype=np.int64)
+    return ranked[:k]
 
 
 def _check_k(k: int, settings: Settings) -> None:

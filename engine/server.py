@@ -3,6 +3,7 @@ orderly shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -22,6 +23,7 @@ from engine.kserve import add_kserve_to_server
 from engine.model_service import ModelServiceServicer
 from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
 from engine.registry import ModelRegistry
+from engine.routing import prepare_experiment
 from engine.runtime import apply_thread_budget
 from engine.servicer import RankingServicer
 from engine.settings import Settings
@@ -79,9 +81,13 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         options=options,
         interceptors=[ObservabilityInterceptor()],
     )
-    ranking_pb2_grpc.add_RankingServicer_to_server(RankingServicer(registry, settings), server)
+    extras = add_extra_services(
+        server, settings, prepare=functools.partial(prepare_experiment, registry, settings)
+    )
+    ranking_pb2_grpc.add_RankingServicer_to_server(
+        RankingServicer(registry, settings, extras.experiments), server
+    )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
-    extras = add_extra_services(server, settings)
     add_kserve_to_server(server, registry, settings)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -19,11 +19,13 @@ from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
 from engine.batching import request_deadline
 from engine.errors import FailedPrecondition, InvalidArgument, ServingError
+from engine.experiments import ExperimentStore
 from engine.models.base import ModelId
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
 from engine.registry import ModelRegistry
+from engine.routing import route
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,39 +76,45 @@ def model_ref(model_id: ModelId) -> ranking_pb2.ModelRef:
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServicer):
-    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        experiments: ExperimentStore | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        self.experiments = experiments
 
-    def _retrieval(self) -> RetrievalModel:
-        model = self.registry.get(self.settings.retrieval_model)
+    def _retrieval(self, name: str | None = None, version: int | None = None) -> RetrievalModel:
+        name = name or self.settings.retrieval_model
+        model = self.registry.get(name, version)
         if not isinstance(model, RetrievalModel):
-            raise FailedPrecondition(
-                f"model {self.settings.retrieval_model!r} is not a retrieval model"
-            )
+            raise FailedPrecondition(f"model {name!r} is not a retrieval model")
         return model
 
     def _profiles(self) -> ProfilesModel | None:
         model = self.registry.find(self.settings.profiles_model)
         return model if isinstance(model, ProfilesModel) else None
 
-    def _ctr(self, required: bool) -> CTRModel | None:
-        model = (
-            self.registry.get(self.settings.ctr_model)
-            if required
-            else self.registry.find(self.settings.ctr_model)
-        )
-        return model if isinstance(model, CTRModel) else None
+    def _ctr(self, name: str, version: int | None, required: bool) -> CTRModel | None:
+        if not required and version is None and self.registry.find(name) is None:
+            return None
+        model = self.registry.get(name, version)
+        if not isinstance(model, CTRModel):
+            raise FailedPrecondition(f"model {name!r} is not a CTR model")
+        return model
 
     @grpc_errors
     def Recommend(
         self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RecommendResponse:
-        retrieval = self._retrieval()
+        profiles = self._profiles()
+        chosen = route(self.experiments, self.settings, "recommend", request.user_id, profiles)
         f = request.filters
         result = pipelines.recommend(
-            retrieval,
-            self._ctr(required=False),
+            self._retrieval(*chosen.retrieval),
+            self._ctr(*chosen.ctr, required=bool(chosen.experiment)),
             self.settings,
             user_id=request.user_id,
             k=request.k,
@@ -115,28 +123,26 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             min_price=f.min_price if f.HasField("min_price") else None,
             max_price=f.max_price if f.HasField("max_price") else None,
             exclude=list(request.exclude),
-            profiles=self._profiles(),
+            profiles=profiles,
+            max_per_category=request.diversity.max_per_category,
+            mmr_lambda=request.diversity.mmr_lambda,
         )
         return ranking_pb2.RecommendResponse(
-            items=[
-                ranking_pb2.ScoredItem(
-                    item_id=i.item_id,
-                    score=i.score,
-                    retrieval_score=i.retrieval_score,
-                    category=i.category,
-                    price=i.price,
-                )
-                for i in result.items
-            ],
+            items=scored_items(result.items),
             strategy=result.strategy,
             models=[model_ref(m) for m in result.models],
+            experiment=chosen.experiment,
+            variant=chosen.variant,
         )
 
     @grpc_errors
     def RankAds(
         self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RankAdsResponse:
-        ctr = self._ctr(required=True)
+        chosen = route(
+            self.experiments, self.settings, "rank_ads", request.user_id, self._profiles()
+        )
+        ctr = self._ctr(*chosen.ctr, required=True)
         assert ctr is not None
         result = pipelines.rank_ads(
             ctr,
@@ -161,6 +167,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             ],
             below_reserve=result.below_reserve,
             models=[model_ref(m) for m in result.models],
+            experiment=chosen.experiment,
+            variant=chosen.variant,
         )
 
     @grpc_errors

@@ -12,11 +12,27 @@ import pytest
 # Every test process compiles Numba kernels into one cache (CI starts cold, then reuses it).
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
+from training.models.ctr import CTRSize
 from training.pipeline import Dataset, TrainConfig, train_all
-from training.simulate import SimulatorConfig, write_simulation
+from training.retrieval import RetrievalConfig
+from training.simulate import GroundTruth, SimulatorConfig, write_simulation
 
 TINY_SIM = SimulatorConfig(users=300, items=120, days=14, seed=11)
-TINY_TRAIN = TrainConfig(ctr_epochs=3, mf_epochs=8, n_buckets=1 << 14, mf_dim=16, progress=False)
+TINY_TRAIN = TrainConfig(
+    ctr_models=("lr", "fm", "deepfm", "dcn"),
+    ctr_size=CTRSize(dim=4, mlp=(16, 8), cross_layers=1),
+    ctr_epochs=2,
+    n_buckets=1 << 14,
+    retrieval=RetrievalConfig(
+        mf_dim=16,
+        mf_epochs=8,
+        ials_dim=8,
+        ials_iterations=3,
+        ease_lambdas=(50.0, 200.0),
+        progress=False,
+    ),
+    progress=False,
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +44,14 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_repo(tmp_path_factory: pytest.TempPathFactory, sim_dir: Path) -> Path:
-    """A model repository with one CTR (FM) and one retrieval (MF) bundle."""
+    """A model repository with every CTR and retrieval model type, the profiles bundle and
+    the report, trained on the tiny simulated log (with its ground truth)."""
     repo = tmp_path_factory.mktemp("repo")
     data = Dataset(
         events=pl.scan_parquet(sim_dir / "events.parquet"),
         items=pl.read_parquet(sim_dir / "items.parquet"),
         users=pl.read_parquet(sim_dir / "users.parquet"),
+        ground_truth=GroundTruth.load(sim_dir),
     )
     train_all(data, repo, TINY_TRAIN)
     return repo

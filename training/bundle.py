@@ -58,6 +58,18 @@ def write_bundle(
         raise
 
 
+def write_metrics_json(directory: Path, manifest: dict[str, Any]) -> None:
+    """``metrics.json`` beside a bundle's artefacts: its test (and valid) metrics and the split
+    they were measured on, readable without parsing the manifest."""
+    payload = {
+        "model_type": manifest.get("model_type"),
+        "test": manifest.get("metrics", {}),
+        "valid": manifest.get("valid_metrics", {}),
+        "split": manifest.get("split", {}),
+    }
+    (directory / "metrics.json").write_text(json.dumps(payload, indent=2, default=_jsonable))
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()

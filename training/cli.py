@@ -11,6 +11,12 @@ import click
 
 from training.simulate import SimulatorConfig
 
+# Kept in step with training.models.ctr.CTR_MODELS and training.retrieval (a test checks), so
+# that the command line starts without importing torch.
+CTR_MODEL_NAMES: tuple[str, ...] = ("dcn", "deepfm", "fm", "lr")
+RETRIEVAL_MODELS: tuple[str, ...] = ("mf", "ials", "ease")
+MF_EPOCHS, MF_DIM, IALS_DIM = 30, 64, 64
+
 
 @click.command()
 @click.option(
@@ -55,20 +61,77 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
     required=True,
     help="Model repository to write bundles into.",
 )
-@click.option("--ctr-model", type=click.Choice(["lr", "fm"]), default="fm", show_default=True)
+@click.option(
+    "--ctr-model",
+    type=click.Choice(sorted(CTR_MODEL_NAMES)),
+    default=None,
+    help="One CTR model to train (default fm; --ctr-models trains several).",
+)
+@click.option(
+    "--ctr-models",
+    default=None,
+    help="Comma-separated CTR models to train and compare, e.g. lr,fm,deepfm,dcn; the best by "
+    "valid logloss ships as `ctr`, the others as `ctr-<model>`.",
+)
+@click.option("--ctr-dim", type=int, default=8, show_default=True, help="Embedding dimension.")
+@click.option(
+    "--ctr-mlp",
+    default="64,32",
+    show_default=True,
+    help="MLP widths of DeepFM/DCN (the serving benchmark's largest: 400,400).",
+)
+@click.option("--ctr-cross-layers", type=int, default=2, show_default=True)
 @click.option("--ctr-epochs", type=int, default=3, show_default=True)
-@click.option("--mf-epochs", type=int, default=20, show_default=True)
-@click.option("--mf-dim", type=int, default=32, show_default=True)
+@click.option("--ctr-lr", type=float, default=0.01, show_default=True)
+@click.option("--ctr-weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--n-buckets", type=int, default=1 << 17, show_default=True)
+@click.option(
+    "--calibration", type=click.Choice(["platt", "isotonic"]), default="platt", show_default=True
+)
+@click.option(
+    "--numeric-columns",
+    default=None,
+    help="Comma-separated context columns to use as numbers (default: I1..I13 for criteo).",
+)
+@click.option(
+    "--retrieval-models",
+    default=",".join(RETRIEVAL_MODELS),
+    show_default=True,
+    help="Comma-separated retrieval models (mf = MF-BPR, ials, ease); the best by valid "
+    "Recall@20 ships as `retrieval`.",
+)
+@click.option("--mf-epochs", type=int, default=MF_EPOCHS, show_default=True)
+@click.option("--mf-dim", type=int, default=MF_DIM, show_default=True)
+@click.option("--ials-dim", type=int, default=IALS_DIM, show_default=True)
+@click.option(
+    "--split", type=click.Choice(["global", "per-user"]), default="global", show_default=True
+)
+@click.option("--test-fraction", type=float, default=0.2, show_default=True)
+@click.option("--valid-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(
     events_path: Path,
     fmt: str,
     out: Path,
-    ctr_model: str,
+    ctr_model: str | None,
+    ctr_models: str | None,
+    ctr_dim: int,
+    ctr_mlp: str,
+    ctr_cross_layers: int,
     ctr_epochs: int,
+    ctr_lr: float,
+    ctr_weight_decay: float,
+    n_buckets: int,
+    calibration: str,
+    numeric_columns: str | None,
+    retrieval_models: str,
     mf_epochs: int,
     mf_dim: int,
+    ials_dim: int,
+    split: str,
+    test_fraction: float,
+    valid_fraction: float,
     seed: int,
     quiet: bool,
 ) -> None:
@@ -78,27 +141,76 @@ def train(
     )
     import torch
 
+    from training.models.ctr import CTRSize
     from training.pipeline import Dataset, TrainConfig, train_all
+    from training.read_ads import CRITEO_INT_COLUMNS
     from training.readers import read_events
+    from training.retrieval import RetrievalConfig
+    from training.simulate import GroundTruth
 
+    if ctr_model and ctr_models:
+        raise click.UsageError("give --ctr-model or --ctr-models, not both")
+    models = _names(ctr_models) if ctr_models else (ctr_model or "fm",)
+    unknown = [m for m in models if m not in CTR_MODEL_NAMES]
+    if unknown:
+        raise click.BadParameter(f"unknown CTR model(s) {unknown}", param_hint="--ctr-models")
+    retrieval = _names(retrieval_models)
+    unknown = [m for m in retrieval if m not in RETRIEVAL_MODELS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown retrieval model(s) {unknown}", param_hint="--retrieval-models"
+        )
+    if numeric_columns is None:
+        numeric = CRITEO_INT_COLUMNS if fmt == "criteo" else ()
+    else:
+        numeric = _names(numeric_columns)
+    # The machine's cores, no more: oversubscribed intra-op threads slow small batches down.
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
     read = read_events(events_path, fmt)
     events, read_report = read.collect()
     click.echo(str(read_report))
+    truth = None
+    if fmt == "simulator" and (events_path / "ground_truth.npz").exists():
+        truth = GroundTruth.load(events_path)
     data = Dataset(
         events=events.lazy(),
         items=read.items.collect() if read.items is not None else None,
         users=read.users.collect() if read.users is not None else None,
+        ground_truth=truth,
     )
     config = TrainConfig(
-        ctr_model=ctr_model,
+        ctr_models=models,
+        ctr_size=CTRSize(
+            dim=ctr_dim, mlp=tuple(int(w) for w in _names(ctr_mlp)), cross_layers=ctr_cross_layers
+        ),
         ctr_epochs=ctr_epochs,
-        mf_epochs=mf_epochs,
-        mf_dim=mf_dim,
+        ctr_lr=ctr_lr,
+        ctr_weight_decay=ctr_weight_decay,
+        calibration=calibration,  # type: ignore[arg-type]
+        n_buckets=n_buckets,
+        numeric_context=tuple(numeric),
+        retrieval=RetrievalConfig(
+            models=retrieval,
+            mf_epochs=mf_epochs,
+            mf_dim=mf_dim,
+            ials_dim=ials_dim,
+            seed=seed,
+            progress=not quiet,
+        ),
+        split=split,  # type: ignore[arg-type]
+        test_fraction=test_fraction,
+        valid_fraction=valid_fraction,
         seed=seed,
         progress=not quiet,
     )
     report = train_all(data, out, config)
     click.echo(json.dumps(report["models"], indent=2))
-    click.echo(f"trained in {time.perf_counter() - start:.1f} s; report: {out / 'report.json'}")
+    click.echo(
+        f"trained in {time.perf_counter() - start:.1f} s; report: {out / 'report.json'}, "
+        f"{out / 'report.md'}"
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())

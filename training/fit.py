@@ -1,4 +1,5 @@
-"""Training loops: CTR models with binary cross-entropy, MF with BPR, Platt calibration.
+"""Training loops and closed-form fits: CTR models with binary cross-entropy, MF with BPR,
+implicit ALS, EASE and item-kNN for retrieval, Platt and isotonic calibration.
 
 Loops live here, not in the modules; everything is seeded so runs reproduce.
 """
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.isotonic import IsotonicRegression
+from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -29,9 +32,18 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
 
 
 def fit_ctr(
-    model: nn.Module, cat: np.ndarray, num: np.ndarray, label: np.ndarray, config: FitConfig
+    model: nn.Module,
+    cat: np.ndarray,
+    num: np.ndarray,
+    label: np.ndarray,
+    config: FitConfig,
+    valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[float]:
-    """Minimise logloss; returns the mean loss per epoch."""
+    """Minimise logloss; returns the mean training loss per epoch.
+
+    With ``valid`` (cat, num, label), the weights of the epoch with the lowest validation
+    logloss are kept: deep CTR models overfit hashed id embeddings after an epoch or two.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     cat_t, num_t = torch.from_numpy(cat), torch.from_numpy(num)
@@ -39,8 +51,9 @@ def fit_ctr(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     history = []
-    model.train()
+    best_loss, best_state = np.inf, None
     for epoch in range(config.epochs):
+        model.train()
         total, count = 0.0, 0
         batches = _batches(len(label), config.batch_size, rng)
         for idx in tqdm(
@@ -57,6 +70,15 @@ def fit_ctr(
             total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
+        if valid is not None and len(valid[2]):
+            logits = predict_logits(model, valid[0], valid[1])
+            y = torch.from_numpy(valid[2].astype(np.float32))
+            valid_loss = float(loss_fn(torch.from_numpy(logits), y))
+            if valid_loss < best_loss:
+                best_loss = valid_loss
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return history
 
@@ -92,6 +114,14 @@ def fit_platt(logits: np.ndarray, label: np.ndarray, steps: int = 300) -> tuple[
     opt.step(closure)
     a, b = params.detach().tolist()
     return float(a), float(b)
+
+
+def fit_isotonic(logits: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic regression of the label on the logit: its knots (x ascending, y), between which
+    the calibrated pCTR is interpolated linearly and outside which it is clipped."""
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    iso.fit(logits.astype(np.float64), label.astype(np.float64))
+    return np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_)
 
 
 def fit_bpr(
@@ -140,3 +170,98 @@ def fit_bpr(
         history.append(total / max(count, 1))
     model.eval()
     return history
+
+
+def _dense(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
+    """Binary user x item matrix (float64) from (user, item) pairs."""
+    x = np.zeros((n_users, n_items), dtype=np.float64)
+    x[users, items] = 1.0
+    return x
+
+
+def fit_ease(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, reg: float
+) -> np.ndarray:
+    """EASE (Steck 2019): the item-item weights B [n_items, n_items] minimising
+    ||X - XB||^2 + reg ||B||^2 with diag(B) = 0, in closed form: B = I - P / diag(P),
+    P = (X^T X + reg I)^-1. Scores are X_u B. Cubic in the catalogue size."""
+    x = _dense(users, items, n_users, n_items)
+    gram = x.T @ x
+    gram[np.diag_indices(n_items)] += reg
+    with threadpool_limits(limits=2):
+        p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices(n_items)] = 0.0
+    return b
+
+
+def fit_item_knn(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, neighbours: int = 100
+) -> np.ndarray:
+    """Item-item cosine similarity over co-occurrence, keeping each item's ``neighbours``
+    most similar items (the rest zero, the diagonal zero); scores are X_u S."""
+    x = _dense(users, items, n_users, n_items)
+    co = x.T @ x
+    norms = np.sqrt(np.diag(co))
+    sim = co / np.maximum(np.outer(norms, norms), 1e-12)
+    sim[np.diag_indices(n_items)] = 0.0
+    if 0 < neighbours < n_items:
+        # Per column (target item), zero all but the strongest neighbours.
+        cut = np.partition(sim, n_items - neighbours, axis=0)[n_items - neighbours]
+        sim[sim < cut[None, :]] = 0.0
+    return sim
+
+
+def fit_ials(
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    dim: int = 64,
+    reg: float = 0.05,
+    alpha: float = 10.0,
+    iterations: int = 15,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Implicit ALS (Hu, Koren, Volinsky 2008): confidence 1 + alpha on observed pairs, 1 on
+    the rest; alternating exact least squares with the Y^T Y trick, so each side costs
+    O(nnz * dim^2) plus one batched ``np.linalg.solve`` over stacked dim x dim systems.
+    Returns (user, item) factors, float64."""
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0)
+    by_user = _grouped(pairs[:, 0], pairs[:, 1], n_users)
+    by_item = _grouped(pairs[:, 1], pairs[:, 0], n_items)
+    u = rng.normal(0.0, 0.01, (n_users, dim))
+    v = rng.normal(0.0, 0.01, (n_items, dim))
+    with threadpool_limits(limits=2):
+        for _ in tqdm(range(iterations), desc="iALS", disable=not progress, leave=False):
+            u = _ials_side(v, by_user, reg, alpha)
+            v = _ials_side(u, by_item, reg, alpha)
+    return u, v
+
+
+def _grouped(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, indices) of ``cols`` grouped by ``rows``."""
+    order = np.argsort(rows, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+    return indptr.astype(np.int64), cols[order].astype(np.int64)
+
+
+def _ials_side(
+    fixed: np.ndarray, csr: tuple[np.ndarray, np.ndarray], reg: float, alpha: float
+) -> np.ndarray:
+    """Solve every row's (F^T F + alpha sum_{i in row} f_i f_i^T + reg I) x = (1 + alpha)
+    sum_{i in row} f_i. The per-row Gram matrices are one small BLAS product each: a
+    vectorised outer-product-and-segment-sum moves nnz * dim^2 floats through memory and
+    measured 30x slower here."""
+    indptr, indices = csr
+    n_rows, dim = indptr.size - 1, fixed.shape[1]
+    a = np.repeat((fixed.T @ fixed + reg * np.eye(dim))[None], n_rows, axis=0)
+    b = np.zeros((n_rows, dim))
+    for r in range(n_rows):
+        f = fixed[indices[indptr[r] : indptr[r + 1]]]
+        if len(f):
+            a[r] += alpha * (f.T @ f)
+            b[r] = (1.0 + alpha) * f.sum(axis=0)
+    return np.linalg.solve(a, b[..., None])[..., 0]

@@ -1,158 +1,428 @@
-"""`reachrank train`: event log → split → CTR and retrieval models → evaluated ONNX bundles."""
+"""`reachrank train`: event log → leak-free split → CTR, retrieval and profile bundles, each
+evaluated on the same split, plus ``report.json`` and a human ``report.md`` beside them.
+
+CTR models (LR, FM, DeepFM, DCN-v2) learn on the train part, are calibrated (Platt or
+isotonic, inside the exported graph) on valid, and are scored on test; the one with the
+lowest valid logloss ships as ``ctr``, the others as ``ctr-<model>``. Retrieval follows the
+same protocol in :mod:`training.retrieval`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import torch
 
-from kernels import topk
 from kernels.featurize import CategoricalField, FeatureSchema, NumericField
 from training import metrics
-from training.bundle import write_bundle
+from training.bundle import write_bundle, write_metrics_json
 from training.examples import ctr_examples, positives
 from training.export import export_onnx, parity_max_abs_error
-from training.fit import FitConfig, fit_bpr, fit_ctr, fit_platt, predict_logits
-from training.models.ctr import CTR_MODELS, CalibratedCTR
-from training.models.mf import MatrixFactorization
+from training.fit import FitConfig, fit_ctr, fit_isotonic, fit_platt, predict_logits
+from training.models.ctr import (
+    CTR_MODELS,
+    CalibratedCTR,
+    CTRSize,
+    IsotonicCalibration,
+    PlattScaling,
+)
 from training.profiles import RFM_SEGMENT_RULES, kmeans_segments, user_profiles
+from training.report import write_report
+from training.retrieval import RetrievalConfig, interactions, train_retrieval
+from training.simulate import DEVICES, GroundTruth, item_index, user_index
+from training.splits import Split, global_time_split, per_user_split
 
 log = logging.getLogger(__name__)
 
 # Columns of the event log that are never used as context features.
 _NOT_CONTEXT = {"user_id", "item_id", "ts", "event", "value", "price", "position", "request_id"}
+SplitKind = Literal["global", "per-user"]
+Calibration = Literal["platt", "isotonic"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """What `reachrank train` builds and how."""
 
-    ctr_model: str = "fm"
+    ctr_models: tuple[str, ...] = ("fm",)
+    ctr_size: CTRSize = field(default_factory=CTRSize)
     ctr_epochs: int = 3
     ctr_lr: float = 0.01
+    ctr_batch_size: int = 2048
+    ctr_weight_decay: float = 0.0
+    calibration: Calibration = "platt"
     n_buckets: int = 1 << 17
-    mf_dim: int = 32
-    mf_epochs: int = 20
-    mf_lr: float = 0.01
+    # Context columns read as numbers (log1p, standardised) instead of hashed categories.
+    numeric_context: tuple[str, ...] = ()
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    split: SplitKind = "global"
     test_fraction: float = 0.2
     valid_fraction: float = 0.1
-    k: int = 20
     seed: int = 0
     progress: bool = True
 
 
 @dataclass
 class Dataset:
-    """A conformed event log with optional side tables."""
+    """A conformed event log with optional side tables and, for simulated logs, the truth."""
 
     events: pl.LazyFrame
     items: pl.DataFrame | None = None
     users: pl.DataFrame | None = None
+    ground_truth: GroundTruth | None = None
 
 
 @dataclass(frozen=True)
-class TimeSplit:
-    """Global temporal split: train < valid_from <= valid < test_from <= test."""
+class SplitPlan:
+    """How every frame the trainer evaluates on is split: one global time cut pair (computed
+    once over the whole event log, so CTR and retrieval share it) or each user's last
+    fractions of that frame's own rows."""
 
-    valid_from: datetime
-    test_from: datetime
+    kind: SplitKind
+    test_fraction: float
+    valid_fraction: float
+    test_cut: datetime | None = None
+    valid_cut: datetime | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": "global_time",
-            "valid_from": self.valid_from.isoformat(),
-            "test_from": self.test_from.isoformat(),
-        }
+    @classmethod
+    def plan(cls, events: pl.LazyFrame, config: TrainConfig) -> SplitPlan:
+        if config.split == "global":
+            spec = global_time_split(
+                events, test_fraction=config.test_fraction, valid_fraction=config.valid_fraction
+            ).spec
+            return cls(
+                "global",
+                config.test_fraction,
+                config.valid_fraction,
+                datetime.fromisoformat(spec["test_cut"]),
+                datetime.fromisoformat(spec["valid_cut"]),
+            )
+        if config.split == "per-user":
+            return cls("per-user", config.test_fraction, config.valid_fraction)
+        raise ValueError(f"unknown split {config.split!r}; use 'global' or 'per-user'")
 
-    def label(self) -> pl.Expr:
-        return (
-            pl.when(pl.col("ts") >= self.test_from)
-            .then(pl.lit("test"))
-            .when(pl.col("ts") >= self.valid_from)
-            .then(pl.lit("valid"))
-            .otherwise(pl.lit("train"))
-            .alias("split")
+    def split(self, frame: pl.LazyFrame) -> Split:
+        if self.kind == "global":
+            split = global_time_split(frame, test_cut=self.test_cut, valid_cut=self.valid_cut)
+            spec = {**split.spec, "test_fraction": self.test_fraction}
+            return Split(
+                split.train,
+                split.valid,
+                split.test,
+                {**spec, "valid_fraction": self.valid_fraction},
+            )
+        return per_user_split(
+            frame,
+            test_fraction=self.test_fraction,
+            valid_fraction=self.valid_fraction if self.valid_fraction > 0 else None,
         )
 
+    def label(self, frame: pl.LazyFrame) -> tuple[pl.LazyFrame, dict[str, Any]]:
+        """``frame`` with a ``split`` column (train/valid/test), and the split's spec."""
+        split = self.split(frame)
+        labelled = pl.concat(
+            [
+                split.train.with_columns(pl.lit("train").alias("split")),
+                split.valid.with_columns(pl.lit("valid").alias("split")),
+                split.test.with_columns(pl.lit("test").alias("split")),
+            ]
+        )
+        return labelled, split.spec
 
-def time_split(events: pl.LazyFrame, valid_fraction: float, test_fraction: float) -> TimeSplit:
-    q = events.select(
-        pl.col("ts").quantile(1.0 - valid_fraction - test_fraction).alias("v"),
-        pl.col("ts").quantile(1.0 - test_fraction).alias("t"),
-    ).collect()
-    return TimeSplit(valid_from=q["v"][0], test_from=q["t"][0])
+
+def part_sizes(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Rows and users per split part of a labelled frame."""
+    sizes = (
+        frame.group_by("split")
+        .agg(pl.len().alias("rows"), pl.col("user_id").n_unique().alias("users"))
+        .sort("split")
+    )
+    return {
+        r["split"]: {"rows": r["rows"], "users": r["users"]} for r in sizes.iter_rows(named=True)
+    }
 
 
 def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and export every model the data supports; returns the report."""
     torch.manual_seed(config.seed)
-    split = time_split(data.events, config.valid_fraction, config.test_fraction)
-    report: dict[str, Any] = {"split": split.to_json(), "models": {}, "baselines": {}}
+    plan = SplitPlan.plan(data.events, config)
+    report: dict[str, Any] = {
+        "split": {
+            "kind": plan.kind,
+            "test_fraction": plan.test_fraction,
+            "valid_fraction": plan.valid_fraction,
+        },
+        "models": {},
+        "baselines": {},
+        "valid": {},
+        "chosen": {},
+    }
+    if plan.test_cut is not None:
+        report["split"].update(
+            test_cut=plan.test_cut.isoformat(),
+            valid_cut=plan.valid_cut.isoformat(),  # type: ignore[union-attr]
+        )
+    curves: dict[str, metrics.ReliabilityCurve] = {}
     has_impressions = (
         data.events.filter(pl.col("event") == "impression").select(pl.len()).collect().item() > 0
     )
     if has_impressions:
-        ctr_metrics, baseline = train_ctr(data, split, out, config)
-        report["models"][f"ctr_{config.ctr_model}"] = ctr_metrics
-        report["baselines"].update(baseline)
+        ctr = train_ctr(data, plan, out, config)
+        report["split"]["ctr"] = ctr.sizes
+        for name, m in ctr.models.items():
+            report["models"][f"ctr_{name}"] = m
+        report["baselines"].update({f"ctr_{k}": v for k, v in ctr.baselines.items()})
+        report["valid"].update({f"ctr_{k}": v for k, v in ctr.valid.items()})
+        report["chosen"]["ctr"] = ctr.best
+        curves = ctr.curves
     else:
-        log.info("no impressions in the log: skipping the CTR model")
+        log.info("no impressions in the log: skipping the CTR models")
     report["profiles"] = train_profiles(data, out, config)
-    mf_metrics, baseline = train_retrieval(data, split, out, config)
-    report["models"]["retrieval_mf"] = mf_metrics
-    report["baselines"].update(baseline)
+
+    pos, spec = plan.label(positives(data.events).with_columns(pl.lit("positive").alias("event")))
+    # Sorted for the same reason as the CTR frame: reproducible batches.
+    pos = pos.collect().sort("user_id", "item_id")
+    report["split"]["retrieval"] = part_sizes(pos)
+    catalogue = data.items["item_id"] if data.items is not None else None
+    result = train_retrieval(interactions(pos, catalogue), out, config.retrieval, spec, data.items)
+    report["models"].update({f"retrieval_{k}": v for k, v in result.models.items()})
+    report["baselines"].update(result.baselines)
+    report["valid"].update({f"retrieval_{k}": v for k, v in result.valid.items()})
+    report["chosen"]["retrieval"] = result.best
+    report["config"] = json.loads(json.dumps(asdict(config), default=str))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_report(out, report, curves)
     return report
 
 
-# ---------------------------------------------------------------------------------- CTR
+@dataclass
+class CTRResult:
+    """Test metrics per CTR model, baselines, valid metrics, the chosen model, curves."""
+
+    models: dict[str, dict[str, float]]
+    baselines: dict[str, dict[str, float]]
+    valid: dict[str, dict[str, float]]
+    best: str
+    sizes: dict[str, dict[str, int]]
+    curves: dict[str, metrics.ReliabilityCurve]
 
 
-def ctr_schema(data: Dataset, examples: pl.LazyFrame, n_buckets: int) -> FeatureSchema:
-    """Fields: ids, item and user attributes, context columns and position (categorical),
-    price (numeric, log1p, standardised on training rows)."""
-    categorical = [CategoricalField("user_id", "user"), CategoricalField("item_id", "item")]
+def ctr_frame(data: Dataset) -> pl.LazyFrame:
+    """Labelled impressions joined with the item and user side tables."""
+    examples = ctr_examples(data.events)
     if data.items is not None:
-        categorical += [
-            CategoricalField(c, "item")
-            for c, t in data.items.schema.items()
-            if c != "item_id" and t == pl.String
-        ]
+        side = data.items.lazy()
+        if "price" in data.items.columns:
+            # The price logged with the event wins; the catalogue's fills the gaps.
+            side = side.rename({"price": "_catalogue_price"})
+        examples = examples.join(side, on="item_id", how="left")
+        if "price" in data.items.columns:
+            examples = examples.with_columns(
+                pl.coalesce("price", "_catalogue_price").alias("price")
+            ).drop("_catalogue_price")
     if data.users is not None:
-        categorical += [
-            CategoricalField(c, "user")
-            for c, t in data.users.schema.items()
-            if c != "user_id" and t == pl.String
-        ]
-    context = [c for c in data.events.collect_schema().names() if c not in _NOT_CONTEXT]
-    categorical += [CategoricalField(c, "context") for c in context]
-    categorical.append(CategoricalField("position", "context", default="1"))
-    stats = (
-        examples.filter(pl.col("split") == "train")
-        .select(pl.col("price").fill_null(0.0).clip(lower_bound=0.0).log1p())
-        .select(pl.col("price").mean().alias("mean"), pl.col("price").std().alias("std"))
-        .collect()
+        examples = examples.join(data.users.lazy(), on="user_id", how="left")
+    return examples.with_columns(pl.col("position").cast(pl.String))
+
+
+def oracle_probability(truth: GroundTruth, frame: pl.DataFrame) -> np.ndarray:
+    """The simulator's true click probability of each impression row."""
+    device = frame["device"].replace_strict(
+        {d: i for i, d in enumerate(DEVICES)}, return_dtype=pl.Int64
     )
-    median_price = examples.select(pl.col("price").median()).collect().item() or 0.0
-    numeric = [
-        NumericField(
-            "price",
-            "item",
-            transform="log1p",
-            mean=float(stats["mean"][0] or 0.0),
-            std=float(stats["std"][0] or 1.0) or 1.0,
-            default=float(median_price),
+    return truth.click_probability(
+        user_index(frame["user_id"]),
+        item_index(frame["item_id"]),
+        frame["position"].cast(pl.Int64).to_numpy(),
+        device.to_numpy(),
+    )
+
+
+def classification_metrics(label: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return metrics.evaluate_classification(label, p, ("auc", "logloss", "ece"))
+
+
+def calibrate(
+    model: torch.nn.Module, logits: np.ndarray, label: np.ndarray, method: Calibration
+) -> CalibratedCTR:
+    """Wrap ``model`` with a calibration fitted on held-out (logit, label) pairs."""
+    if method == "platt":
+        a, b = fit_platt(logits, label)
+        return CalibratedCTR(model, PlattScaling(a, b))
+    if method == "isotonic":
+        x, y = fit_isotonic(logits, label)
+        return CalibratedCTR(model, IsotonicCalibration(x, y))
+    raise ValueError(f"unknown calibration {method!r}; use 'platt' or 'isotonic'")
+
+
+@torch.no_grad()
+def predict_pctr(model: CalibratedCTR, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
+    logits = torch.from_numpy(predict_logits(model.model, cat, num))
+    return model.calibration(logits).numpy().astype(np.float64)
+
+
+def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) -> CTRResult:
+    """Fit every configured CTR model on the same split; ship the best by valid logloss."""
+    examples, spec = plan.label(ctr_frame(data))
+    schema = ctr_schema(data, examples, config.n_buckets, config.numeric_context)
+    keep = [c for c in ("device",) if c in examples.collect_schema().names()]
+    frame = examples.select(
+        *dict.fromkeys([*schema.field_names, "user_id", "item_id", "position", *keep]),
+        "label",
+        "split",
+        "ts",
+    ).collect()
+    # Joins do not keep row order: sort so that batches, and so the models, are reproducible.
+    frame = frame.sort("ts", "user_id", "item_id", "position")
+    cat, num = encode_frame(schema, frame)
+    label = frame["label"].to_numpy().astype(np.float32)
+    part = frame["split"].to_numpy()
+    tr, va, te = part == "train", part == "valid", part == "test"
+    if not (tr.any() and va.any() and te.any()):
+        raise ValueError(
+            f"CTR needs impressions in train, valid and test; got {tr.sum()}, {va.sum()}, {te.sum()}"
+            " (raise --valid-fraction / --test-fraction)"
         )
+    log.info("CTR examples: %d train, %d valid, %d test", tr.sum(), va.sum(), te.sum())
+    y_va, y_te = label[va], label[te]
+    base_rate = float(label[tr].mean())
+    baselines = {
+        "base_rate": {
+            "auc": 0.5,
+            "logloss": metrics.logloss(y_te, np.full(te.sum(), base_rate)),
+            "ece": metrics.ece(y_te, np.full(te.sum(), base_rate)),
+        }
+    }
+    oracle_auc = None
+    if data.ground_truth is not None and "device" in frame.columns:
+        p_oracle = oracle_probability(data.ground_truth, frame.filter(pl.Series(te)))
+        baselines["oracle"] = classification_metrics(y_te, p_oracle)
+        oracle_auc = baselines["oracle"]["auc"]
+
+    fit = FitConfig(
+        epochs=config.ctr_epochs,
+        lr=config.ctr_lr,
+        batch_size=config.ctr_batch_size,
+        weight_decay=config.ctr_weight_decay,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    fitted: dict[str, CalibratedCTR] = {}
+    test_metrics: dict[str, dict[str, float]] = {}
+    valid_metrics: dict[str, dict[str, float]] = {}
+    curves: dict[str, metrics.ReliabilityCurve] = {}
+    for name in config.ctr_models:
+        # Same seed before each model: every model starts from a reproducible draw.
+        torch.manual_seed(config.seed)
+        model = CTR_MODELS[name](
+            schema.n_buckets, len(schema.categorical), len(schema.numeric), config.ctr_size
+        )
+        fit_ctr(model, cat[tr], num[tr], label[tr], fit, valid=(cat[va], num[va], y_va))
+        calibrated = calibrate(
+            model, predict_logits(model, cat[va], num[va]), y_va, config.calibration
+        )
+        p_va = predict_pctr(calibrated, cat[va], num[va])
+        p_te = predict_pctr(calibrated, cat[te], num[te])
+        valid_metrics[name] = classification_metrics(y_va, p_va)
+        test_metrics[name] = classification_metrics(y_te, p_te)
+        if oracle_auc is not None:
+            test_metrics[name]["oracle_auc"] = oracle_auc
+        curves[name] = metrics.reliability_curve(y_te, p_te, n_bins=10, strategy="quantile")
+        fitted[name] = calibrated
+        log.info("CTR %s: test %s", name, test_metrics[name])
+    best = min(fitted, key=lambda n: valid_metrics[n]["logloss"])
+
+    items = frame_items(data, examples, _item_columns(schema))
+    user_cols = ["user_id"] + [
+        f.name for f in schema.categorical_from("user") if f.name != "user_id"
     ]
-    return FeatureSchema(tuple(categorical), tuple(numeric), n_buckets=n_buckets)
+    users = (
+        data.users.select(user_cols)
+        if data.users is not None
+        else frame.select("user_id").unique().sort("user_id")
+    )
+    parity_rows = {"cat": cat[te][:2000], "num": num[te][:2000]}
+    for name, model in fitted.items():
+        manifest: dict[str, Any] = {
+            "model_type": name,
+            "onnx": {
+                "file": "model.onnx",
+                "inputs": [
+                    {"name": "cat", "dtype": "int64", "shape": [-1, len(schema.categorical)]},
+                    {"name": "num", "dtype": "float32", "shape": [-1, len(schema.numeric)]},
+                ],
+                "outputs": [{"name": "pctr", "dtype": "float32", "shape": [-1]}],
+            },
+            "features": schema.to_json(),
+            "calibration": {**model.calibration.to_json(), "applied": "in_graph"},
+            "artifacts": {
+                "items": "items.parquet",
+                "users": "users.parquet",
+                "metrics": "metrics.json",
+            },
+            "metrics": test_metrics[name],
+            "valid_metrics": valid_metrics[name],
+            "split": spec,
+            "train": {
+                **json.loads(json.dumps(asdict(config), default=str)),
+                "model": name,
+                "rows": int(tr.sum()),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+        }
+        write_ctr_bundle(
+            out,
+            "ctr" if name == best else f"ctr-{name}",
+            model,
+            manifest,
+            cat,
+            num,
+            parity_rows,
+            items,
+            users,
+        )
+    return CTRResult(test_metrics, baselines, valid_metrics, best, part_sizes(frame), curves)
+
+
+def _item_columns(schema: FeatureSchema) -> list[str]:
+    cols = ["item_id"] + [f.name for f in schema.categorical_from("item") if f.name != "item_id"]
+    return cols + [f.name for f in schema.numeric_from("item")]
+
+
+def write_ctr_bundle(
+    out: Path,
+    name: str,
+    model: CalibratedCTR,
+    manifest: dict[str, Any],
+    cat: np.ndarray,
+    num: np.ndarray,
+    parity_rows: dict[str, np.ndarray],
+    items: pl.DataFrame,
+    users: pl.DataFrame,
+) -> Path:
+    """Export, check parity (fails above the tolerance), write the side tables."""
+
+    def write(tmp: Path) -> None:
+        example = (torch.from_numpy(cat[:8]), torch.from_numpy(num[:8]))
+        export_onnx(model, example, ["cat", "num"], "pctr", tmp / "model.onnx")
+        manifest["parity_max_abs_error"] = parity_max_abs_error(
+            model, tmp / "model.onnx", parity_rows
+        )
+        items.write_parquet(tmp / "items.parquet")
+        users.write_parquet(tmp / "users.parquet")
+        write_metrics_json(tmp, manifest)
+
+    path = write_bundle(out, name, "ctr", manifest, write)
+    log.info("CTR bundle %s (%s)", path, manifest["model_type"])
+    return path
 
 
 def encode_frame(schema: FeatureSchema, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -169,108 +439,74 @@ def encode_frame(schema: FeatureSchema, frame: pl.DataFrame) -> tuple[np.ndarray
     num = np.empty((frame.height, len(schema.numeric)), dtype=np.float32)
     for j, spec in enumerate(schema.numeric):
         num[:, j] = schema.encode_numeric(
-            spec, frame[spec.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            spec, frame[spec.name].cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
         )
     return cat, num
 
 
-def train_ctr(
-    data: Dataset, split: TimeSplit, out: Path, config: TrainConfig
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    examples = ctr_examples(data.events)
+def ctr_schema(
+    data: Dataset, examples: pl.LazyFrame, n_buckets: int, numeric_context: tuple[str, ...] = ()
+) -> FeatureSchema:
+    """Fields: ids, item and user attributes, context columns and position (categorical),
+    price and the ``numeric_context`` columns (numeric: log1p of the value clipped at 0,
+    standardised on training rows; missing values take the median)."""
+    categorical = [CategoricalField("user_id", "user"), CategoricalField("item_id", "item")]
     if data.items is not None:
-        side = data.items.lazy()
-        if "price" in data.items.columns:
-            # The price logged with the event wins; the catalogue's fills the gaps.
-            side = side.rename({"price": "_catalogue_price"})
-        examples = examples.join(side, on="item_id", how="left")
-        if "price" in data.items.columns:
-            examples = examples.with_columns(
-                pl.coalesce("price", "_catalogue_price").alias("price")
-            ).drop("_catalogue_price")
+        categorical += [
+            CategoricalField(c, "item")
+            for c, t in data.items.schema.items()
+            if c != "item_id" and t == pl.String
+        ]
     if data.users is not None:
-        examples = examples.join(data.users.lazy(), on="user_id", how="left")
-    examples = examples.with_columns(split.label(), pl.col("position").cast(pl.String))
-    schema = ctr_schema(data, examples, config.n_buckets)
-    frame = examples.select(*schema.field_names, "label", "split").collect()
-    cat, num = encode_frame(schema, frame)
-    label = frame["label"].to_numpy().astype(np.float32)
-    part = frame["split"].to_numpy()
-    tr, va, te = part == "train", part == "valid", part == "test"
-    log.info("CTR examples: %d train, %d valid, %d test", tr.sum(), va.sum(), te.sum())
-
-    model_cls = CTR_MODELS[config.ctr_model]
-    model = model_cls(schema.n_buckets, len(schema.categorical), len(schema.numeric))
-    fit = FitConfig(
-        epochs=config.ctr_epochs, lr=config.ctr_lr, seed=config.seed, progress=config.progress
+        categorical += [
+            CategoricalField(c, "user")
+            for c, t in data.users.schema.items()
+            if c != "user_id" and t == pl.String
+        ]
+    context = [c for c in data.events.collect_schema().names() if c not in _NOT_CONTEXT]
+    categorical += [CategoricalField(c, "context") for c in context if c not in numeric_context]
+    categorical.append(CategoricalField("position", "context", default="1"))
+    sources = [("price", "item")] + [(c, "context") for c in context if c in numeric_context]
+    value = {c: pl.col(c).cast(pl.Float64, strict=False) for c, _ in sources}
+    # One pass for every numeric field's training mean/std and median (missing = median).
+    stats = (
+        examples.filter(pl.col("split") == "train")
+        .select(
+            *[
+                e
+                for c, _ in sources
+                for e in (
+                    value[c]
+                    .fill_null(value[c].median())
+                    .clip(lower_bound=0.0)
+                    .log1p()
+                    .mean()
+                    .alias(f"{c}|mean"),
+                    value[c]
+                    .fill_null(value[c].median())
+                    .clip(lower_bound=0.0)
+                    .log1p()
+                    .std()
+                    .alias(f"{c}|std"),
+                    value[c].median().alias(f"{c}|median"),
+                )
+            ]
+        )
+        .collect()
+        .row(0, named=True)
     )
-    fit_ctr(model, cat[tr], num[tr], label[tr], fit)
-    a, b = fit_platt(predict_logits(model, cat[va], num[va]), label[va])
-    calibrated = CalibratedCTR(model, a, b)
-    with torch.no_grad():
-        p_test = calibrated(torch.from_numpy(cat[te]), torch.from_numpy(num[te])).numpy()
-    test_metrics = {
-        "auc": metrics.auc(label[te], p_test),
-        "logloss": metrics.logloss(label[te], p_test),
-        "ece": metrics.ece(label[te], p_test),
-    }
-    base_rate = float(label[tr].mean())
-    baseline = {
-        "ctr_base_rate": {
-            "auc": 0.5,
-            "logloss": metrics.logloss(label[te], np.full(te.sum(), base_rate)),
-        }
-    }
-
-    def write(tmp: Path) -> None:
-        export_onnx(
-            calibrated,
-            (torch.from_numpy(cat[:8]), torch.from_numpy(num[:8])),
-            ["cat", "num"],
-            "pctr",
-            tmp / "model.onnx",
+    numeric = [
+        NumericField(
+            c,
+            source,  # type: ignore[arg-type]
+            transform="log1p",
+            mean=float(stats[f"{c}|mean"] or 0.0),
+            std=float(stats[f"{c}|std"] or 1.0) or 1.0,
+            default=float(stats[f"{c}|median"] or 0.0),
         )
-        parity = parity_max_abs_error(
-            calibrated, tmp / "model.onnx", {"cat": cat[te][:2000], "num": num[te][:2000]}
-        )
-        manifest["parity_max_abs_error"] = parity
-        item_cols = ["item_id"] + [
-            f.name for f in schema.categorical_from("item") if f.name != "item_id"
-        ]
-        item_cols += [f.name for f in schema.numeric_from("item")]
-        items = frame_items(data, examples, item_cols)
-        items.write_parquet(tmp / "items.parquet")
-        user_cols = ["user_id"] + [
-            f.name for f in schema.categorical_from("user") if f.name != "user_id"
-        ]
-        users = (
-            data.users.select(user_cols)
-            if data.users is not None
-            else examples.select("user_id").unique().sort("user_id").collect()
-        )
-        users.write_parquet(tmp / "users.parquet")
-
-    manifest: dict[str, Any] = {
-        "model_type": config.ctr_model,
-        "onnx": {
-            "file": "model.onnx",
-            "inputs": [
-                {"name": "cat", "dtype": "int64", "shape": [-1, len(schema.categorical)]},
-                {"name": "num", "dtype": "float32", "shape": [-1, len(schema.numeric)]},
-            ],
-            "outputs": [{"name": "pctr", "dtype": "float32", "shape": [-1]}],
-        },
-        "features": schema.to_json(),
-        "calibration": {"method": "platt", "a": a, "b": b, "applied": "in_graph"},
-        "artifacts": {"items": "items.parquet", "users": "users.parquet"},
-        "metrics": test_metrics,
-        "split": split.to_json(),
-        "train": {**asdict(config), "rows": int(tr.sum())},
-    }
-
-    path = write_bundle(out, "ctr", "ctr", manifest, write)
-    log.info("CTR bundle %s: %s", path, test_metrics)
-    return test_metrics, baseline
+        for c, source in sources
+    ]
+    return FeatureSchema(tuple(categorical), tuple(numeric), n_buckets=n_buckets)
 
 
 def frame_items(data: Dataset, examples: pl.LazyFrame, columns: list[str]) -> pl.DataFrame:
@@ -284,9 +520,6 @@ def frame_items(data: Dataset, examples: pl.LazyFrame, columns: list[str]) -> pl
         .sort("item_id")
         .collect()
     )
-
-
-# ----------------------------------------------------------------------------- profiles
 
 
 def train_profiles(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
@@ -327,140 +560,3 @@ def train_profiles(data: Dataset, out: Path, config: TrainConfig) -> dict[str, A
     )
     log.info("profiles bundle %s: %s", path, summary)
     return summary
-
-
-# ---------------------------------------------------------------------------- retrieval
-
-
-def csr_from_pairs(
-    rows: np.ndarray, cols: np.ndarray, n_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indptr, indices) grouping ``cols`` by ``rows``."""
-    order = np.lexsort((cols, rows))
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.add.at(indptr, rows + 1, 1)
-    return np.cumsum(indptr), cols[order].astype(np.int64)
-
-
-def train_retrieval(
-    data: Dataset, split: TimeSplit, out: Path, config: TrainConfig
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    pos = positives(data.events).with_columns(split.label()).collect()
-    user_ids = pos["user_id"].unique().sort()
-    catalogue = pos["item_id"]
-    if data.items is not None:
-        catalogue = pl.concat([catalogue, data.items["item_id"]])
-    item_ids = catalogue.unique().sort()
-    users = pl.DataFrame({"user_id": user_ids, "row": np.arange(len(user_ids), dtype=np.int64)})
-    items = pl.DataFrame({"item_id": item_ids, "row": np.arange(len(item_ids), dtype=np.int64)})
-    pos = pos.join(users.rename({"row": "u"}), on="user_id").join(
-        items.rename({"row": "i"}), on="item_id"
-    )
-    train = pos.filter(pl.col("split") != "test")
-    test = pos.filter(pl.col("split") == "test")
-    n_users, n_items = len(user_ids), len(item_ids)
-
-    model = MatrixFactorization(n_users, n_items, config.mf_dim)
-    fit = FitConfig(
-        epochs=config.mf_epochs,
-        lr=config.mf_lr,
-        batch_size=1024,
-        seed=config.seed,
-        progress=config.progress,
-    )
-    fit_bpr(model, train["u"].to_numpy(), train["i"].to_numpy(), n_items, fit)
-    user_emb, item_emb = (t.numpy().astype(np.float32) for t in model.export_embeddings())
-
-    # Evaluation: each test user's new positives, ranking items the user has not consumed in train.
-    seen_indptr, seen = csr_from_pairs(train["u"].to_numpy(), train["i"].to_numpy(), n_users)
-    test_new = test.join(train.select("u", "i"), on=["u", "i"], how="anti")
-    eval_users = np.unique(test_new["u"].to_numpy())
-    truth_indptr, truth = csr_from_pairs(
-        test_new["u"].to_numpy(), test_new["i"].to_numpy(), n_users
-    )
-    relevant = [truth[truth_indptr[u] : truth_indptr[u + 1]] for u in eval_users]
-    excl = (
-        np.concatenate([[0], np.cumsum(np.diff(seen_indptr)[eval_users])]).astype(np.int64),
-        np.concatenate([seen[seen_indptr[u] : seen_indptr[u + 1]] for u in eval_users])
-        if len(eval_users)
-        else np.zeros(0, dtype=np.int64),
-    )
-    k = config.k
-    ids, _ = topk(user_emb[eval_users], item_emb, k, exclude=excl)
-    mf_metrics = ranking_metrics(ids, relevant, n_items, k)
-    popularity = np.bincount(train["i"].to_numpy(), minlength=n_items).astype(np.float32)
-    pop_ids, _ = topk(
-        np.ones((len(eval_users), 1), np.float32), popularity[:, None].copy(), k, exclude=excl
-    )
-    baseline = {"popularity": ranking_metrics(pop_ids, relevant, n_items, k)}
-
-    # Serving artefacts reflect all history: consumed items and popularity over every split.
-    all_indptr, all_seen = csr_from_pairs(pos["u"].to_numpy(), pos["i"].to_numpy(), n_users)
-    all_popularity = np.bincount(pos["i"].to_numpy(), minlength=n_items).astype(np.float32)
-    item_table = items
-    if data.items is not None:
-        attrs = [c for c in ("category", "price") if c in data.items.columns]
-        item_table = items.join(data.items.select("item_id", *attrs), on="item_id", how="left")
-
-    def write(tmp: Path) -> None:
-        example = (torch.zeros(4, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
-        export_onnx(model, example, ["user_index", "item_index"], "score", tmp / "model.onnx")
-        rng = np.random.default_rng(config.seed)
-        parity = parity_max_abs_error(
-            model,
-            tmp / "model.onnx",
-            {
-                "user_index": rng.integers(0, n_users, 2000).astype(np.int64),
-                "item_index": rng.integers(0, n_items, 2000).astype(np.int64),
-            },
-        )
-        manifest["parity_max_abs_error"] = parity
-        np.save(tmp / "user_embeddings.npy", user_emb)
-        np.save(tmp / "item_embeddings.npy", item_emb)
-        np.save(tmp / "consumed_indptr.npy", all_indptr)
-        np.save(tmp / "consumed_indices.npy", all_seen)
-        np.save(tmp / "popularity.npy", all_popularity)
-        users.write_parquet(tmp / "users.parquet")
-        item_table.write_parquet(tmp / "items.parquet")
-
-    manifest: dict[str, Any] = {
-        "model_type": "mf_bpr",
-        "onnx": {
-            "file": "model.onnx",
-            "inputs": [
-                {"name": "user_index", "dtype": "int64", "shape": [-1]},
-                {"name": "item_index", "dtype": "int64", "shape": [-1]},
-            ],
-            "outputs": [{"name": "score", "dtype": "float32", "shape": [-1]}],
-        },
-        "embedding_dim": int(user_emb.shape[1]),
-        # Columns [0, latent_dim) are the latent factors; the last holds the item bias.
-        "latent_dim": config.mf_dim,
-        "metric": "ip",
-        "artifacts": {
-            "user_embeddings": "user_embeddings.npy",
-            "item_embeddings": "item_embeddings.npy",
-            "consumed_indptr": "consumed_indptr.npy",
-            "consumed_indices": "consumed_indices.npy",
-            "popularity": "popularity.npy",
-            "users": "users.parquet",
-            "items": "items.parquet",
-        },
-        "metrics": mf_metrics,
-        "split": split.to_json(),
-        "train": {**asdict(config), "positives": int(train.height)},
-    }
-    path = write_bundle(out, "retrieval", "retrieval", manifest, write)
-    log.info("retrieval bundle %s: %s", path, mf_metrics)
-    return mf_metrics, baseline
-
-
-def ranking_metrics(
-    ids: np.ndarray, relevant: list[np.ndarray], n_items: int, k: int
-) -> dict[str, float]:
-    return {
-        f"recall@{k}": metrics.recall_at_k(ids, relevant, k),
-        "ndcg@10": metrics.ndcg_at_k(ids, relevant, 10),
-        "hitrate@10": metrics.hitrate_at_k(ids, relevant, 10),
-        "coverage": metrics.coverage(ids, n_items),
-    }

@@ -230,3 +230,24 @@ def test_loadtest_refuses_two_modes() -> None:
     result = CliRunner().invoke(main, ["loadtest", "--concurrency", "2", "--rate", "10"])
     assert result.exit_code == 2
     assert "exactly one" in result.output
+
+
+def test_loadtest_score_sends_the_npy_inputs(fake_server: FakeServer, tmp_path: Path) -> None:
+    path = tmp_path / "num.npy"
+    np.save(path, np.ones((5, 3), np.float32))
+    result = CliRunner().invoke(
+        main,
+        ["loadtest", "--target", fake_server.target, "--rpc", "score", "--model", "ctr",
+         "--input", f"num={path}", "--concurrency", "1", "--duration", "0.2", "--warmup", "0",
+         "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request = fake_server.servicer.calls[-1].request
+    assert request.model == "ctr"
+    assert list(request.inputs["num"].shape) == [5, 3]
+
+
+def test_loadtest_score_needs_a_model() -> None:
+    result = CliRunner().invoke(main, ["loadtest", "--rpc", "score", "--concurrency", "1"])
+    assert result.exit_code == 2
+    assert "--model" in result.output

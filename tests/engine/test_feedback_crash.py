@@ -32,7 +32,16 @@ START_TIMEOUT_S = 120
 def serve(repo: Path, feedback: Path, **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """Run the CLI from this checkout; yield the process and its address once SERVING."""
     command = [sys.executable, "-c", "from clients.cli import main; main()", "serve"]
-    command += ["--repo", str(repo), "--port", "0", "--feedback-dir", str(feedback)]
+    command += [
+        "--repo",
+        str(repo),
+        "--port",
+        "0",
+        "--feedback-dir",
+        str(feedback),
+        "--metrics-port",
+        "0",
+    ]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     process = subprocess.Popen(
         command, cwd=ROOT, env=environment, stderr=subprocess.PIPE, text=True

@@ -121,9 +121,11 @@ def test_old_segment_is_sealed_without_traffic(tmp_path: Path) -> None:
     with FeedbackLog(tmp_path, max_segment_age_s=0.05) as log:
         log.append([event(1)])
         deadline = time.monotonic() + 10
-        while not any((tmp_path / "parquet").glob("*.parquet")) and time.monotonic() < deadline:
+        # The counter moves after the Parquet file is complete: wait on it, not on the file.
+        while log.stats().converted_segments < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert log.stats().converted_segments == 1
+        assert any((tmp_path / "parquet").glob("*.parquet"))
     assert parquet_events(tmp_path)["user_id"].to_list() == ["u1"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,3 +32,16 @@ class MatrixFactorization(nn.Module):
             users = torch.cat([self.users.weight, ones], dim=1)
             items = torch.cat([self.items.weight, self.item_bias.weight], dim=1)
         return users.contiguous(), items.contiguous()
+
+
+class EmbeddingScorer(nn.Module):
+    """Fixed user and item tables scored by inner product: the exported form of every
+    retrieval model (MF factors, or EASE's history rows and item-item columns)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("users", torch.from_numpy(np.ascontiguousarray(users, np.float32)))
+        self.register_buffer("items", torch.from_numpy(np.ascontiguousarray(items, np.float32)))
+
+    def forward(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
+        return (self.users[user_index] * self.items[item_index]).sum(-1)

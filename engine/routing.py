@@ -1,0 +1,94 @@
+"""Which models answer a request: the server's defaults, or the arm of an A/B experiment the
+user is assigned to (sticky per user, optionally targeted at segments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reachrank.v1 import models_pb2
+
+from engine.errors import BundleError, FailedPrecondition, InvalidArgument
+from engine.experiments import ExperimentStore, assign
+from engine.models.profiles import CLUSTER_PREFIX, ProfilesModel
+from engine.registry import ModelRegistry
+from engine.repository import versions
+from engine.settings import Settings
+
+
+@dataclass(frozen=True)
+class Route:
+    """Models (name, version; None = the serving version) for one request, and the arm."""
+
+    ctr: tuple[str, int | None]
+    retrieval: tuple[str, int | None]
+    experiment: str = ""
+    variant: str = ""
+
+
+def default_route(settings: Settings) -> Route:
+    return Route(ctr=(settings.ctr_model, None), retrieval=(settings.retrieval_model, None))
+
+
+def user_segments(profiles: ProfilesModel | None, user_id: str) -> list[str] | None:
+    """The segment names a user belongs to (RFM name and ``cluster:<k>``); None if unknown."""
+    if profiles is None:
+        return None
+    rfm, cluster = profiles.segment_of(user_id)
+    if not rfm and cluster < 0:
+        return None
+    return [s for s in (rfm, f"{CLUSTER_PREFIX}{cluster}" if cluster >= 0 else "") if s]
+
+
+def route(
+    store: ExperimentStore | None,
+    settings: Settings,
+    rpc: str,
+    user_id: str,
+    profiles: ProfilesModel | None,
+) -> Route:
+    """The first active experiment for ``rpc`` that takes the user decides; else defaults."""
+    base = default_route(settings)
+    if store is None:
+        return base
+    segments = None
+    for experiment in store.active(rpc):
+        if experiment.segments and segments is None:
+            segments = user_segments(profiles, user_id) or []
+        name = assign(experiment, user_id, segments)
+        if name is None:
+            continue
+        v = next(v for v in experiment.variants if v.name == name)
+        return Route(
+            ctr=(v.ctr_model or base.ctr[0], v.ctr_version or None),
+            retrieval=(v.retrieval_model or base.retrieval[0], v.retrieval_version or None),
+            experiment=experiment.name,
+            variant=name,
+        )
+    return base
+
+
+def prepare_experiment(
+    registry: ModelRegistry, settings: Settings, experiment: models_pb2.Experiment
+) -> None:
+    """Check every arm's models exist and load pinned versions beside the serving ones, so no
+    request ever waits for a load. Raises InvalidArgument / FailedPrecondition naming the arm."""
+    for i, v in enumerate(experiment.variants):
+        for field, name, version in (
+            ("ctr", v.ctr_model or settings.ctr_model, v.ctr_version),
+            ("retrieval", v.retrieval_model or settings.retrieval_model, v.retrieval_version),
+        ):
+            where = f"variants[{i}].{field}_model"
+            available = versions(settings.repo, name)
+            if not available:
+                raise InvalidArgument(f"{where}: model {name!r} is not in the repository")
+            if version and version not in available:
+                raise InvalidArgument(
+                    f"{where}: model {name!r} has no version {version} (has {available})"
+                )
+            try:
+                if version:
+                    registry.load_version(name, version)
+                elif registry.find(name) is None:
+                    registry.load(name)
+            except BundleError as exc:
+                raise FailedPrecondition(f"{where}: cannot load {name!r}: {exc}") from None

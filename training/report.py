@@ -1,0 +1,172 @@
+"""The human half of the training report: ``report.md`` with metric tables and PNG plots
+(a reliability diagram per CTR model, retrieval metrics per model) beside ``report.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on training machines
+import matplotlib.pyplot as plt
+
+from training.metrics import ReliabilityCurve
+
+PLOTS = "plots"
+CTR_COLUMNS = ("auc", "logloss", "ece")
+RETRIEVAL_COLUMNS = ("recall@20", "ndcg@10", "hitrate@10", "coverage")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table; floats with 4 decimals."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def reliability_plot(name: str, curve: ReliabilityCurve, path: Path) -> None:
+    """Mean prediction vs observed rate per (equal-mass) bin, with the diagonal."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    top = max(float(curve.mean_predicted.max()), float(curve.fraction_positive.max()), 1e-3)
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1, label="perfect")
+    ax.plot(curve.mean_predicted, curve.fraction_positive, marker="o", label=name)
+    ax.set_xlabel("mean predicted pCTR (equal-mass bins)")
+    ax.set_ylabel("observed click rate")
+    ax.set_title(f"Reliability: {name}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def retrieval_plot(models: Mapping[str, Mapping[str, float]], path: Path) -> None:
+    """Grouped bars of Recall@20 and NDCG@10 per retrieval model and baseline."""
+    names = list(models)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(names)), 3.5), dpi=100)
+    width = 0.4
+    for j, metric in enumerate(("recall@20", "ndcg@10")):
+        xs = [i + (j - 0.5) * width for i in range(len(names))]
+        ax.bar(xs, [models[n].get(metric, 0.0) for n in names], width, label=metric)
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_title("Retrieval on the test split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path, report: Mapping[str, Any], curves: Mapping[str, ReliabilityCurve]
+) -> Path:
+    """Write ``report.md`` (and ``plots/*.png``) into ``out``; returns the Markdown path."""
+    plots = out / PLOTS
+    plots.mkdir(parents=True, exist_ok=True)
+    models, baselines = report["models"], report["baselines"]
+    chosen = report.get("chosen", {})
+    lines = ["# Training report", ""]
+    split = report["split"]
+    lines += [
+        "## Split",
+        "",
+        f"Kind **{split['kind']}**, test fraction {split['test_fraction']}, "
+        f"valid fraction {split['valid_fraction']}"
+        + (
+            f"; cuts: valid after {split['valid_cut']}, test after {split['test_cut']}"
+            if "test_cut" in split
+            else ""
+        )
+        + ". Models learn on train, are tuned/calibrated/chosen on valid, scored on test.",
+        "",
+    ]
+    for what in ("ctr", "retrieval"):
+        if what in split:
+            rows = [(part, s["rows"], s["users"]) for part, s in sorted(split[what].items())]
+            lines += [
+                f"{what} rows per part:",
+                "",
+                markdown_table(("part", "rows", "users"), rows),
+                "",
+            ]
+
+    ctr = {k.removeprefix("ctr_"): v for k, v in models.items() if k.startswith("ctr_")}
+    if ctr:
+        oracle = baselines.get("ctr_oracle")
+        header = ["model", *CTR_COLUMNS] + (["AUC / oracle AUC"] if oracle else [])
+        rows = []
+        for name, m in ctr.items():
+            label = f"{name} (shipped as `ctr`)" if chosen.get("ctr") == name else name
+            row: list[object] = [label, *(m.get(c) for c in CTR_COLUMNS)]
+            if oracle:
+                row.append(m["auc"] / oracle["auc"])
+            rows.append(row)
+        for name, m in baselines.items():
+            if name.startswith("ctr_"):
+                row = [f"baseline: {name.removeprefix('ctr_')}", *(m.get(c) for c in CTR_COLUMNS)]
+                if oracle:
+                    row.append(m["auc"] / oracle["auc"])
+                rows.append(row)
+        lines += [
+            "## CTR (test split, calibrated pCTR)",
+            "",
+            markdown_table(header, rows),
+            "",
+            "ECE: 10 equal-width bins. The shipped model has the lowest valid logloss. "
+            + (
+                "`oracle` is the simulator's true click probability on the same rows."
+                if oracle
+                else ""
+            ),
+            "",
+        ]
+        for name, curve in curves.items():
+            file = f"reliability_{name}.png"
+            reliability_plot(name, curve, plots / file)
+            lines.append(f"![reliability {name}]({PLOTS}/{file})")
+        lines.append("")
+
+    retrieval = {
+        k.removeprefix("retrieval_"): v for k, v in models.items() if k.startswith("retrieval_")
+    }
+    if retrieval:
+        base = {k: v for k, v in baselines.items() if not k.startswith("ctr_")}
+        rows = []
+        for name, m in {**retrieval, **base}.items():
+            label = name
+            if name in base:
+                label = f"baseline: {name}"
+            elif chosen.get("retrieval") == name:
+                label = f"{name} (shipped as `retrieval`)"
+            rows.append([label, *(m.get(c) for c in RETRIEVAL_COLUMNS)])
+        lines += [
+            "## Retrieval (test split, top-20 over items unseen in train/valid)",
+            "",
+            markdown_table(("model", *RETRIEVAL_COLUMNS), rows),
+            "",
+            "The shipped model has the best valid Recall@20.",
+            "",
+        ]
+        retrieval_plot({**retrieval, **base}, plots / "retrieval.png")
+        lines += [f"![retrieval]({PLOTS}/retrieval.png)", ""]
+
+    profiles = report.get("profiles")
+    if profiles:
+        rows = sorted(profiles["rfm_segments"].items())
+        lines += [
+            "## Profiles",
+            "",
+            f"{profiles['users']} users; K-means k = {profiles['kmeans_k']}.",
+            "",
+            markdown_table(("RFM segment", "users"), rows),
+            "",
+        ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
