@@ -10,7 +10,7 @@ PORT   ?= 50051
 # Numba compiles each kernel once into this cache; later processes load it in well under a second.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv serve demo test proto lint format bench clean
+.PHONY: venv serve demo test proto lint format bench bench-kserve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench
+
+# Triton's perf_analyzer over the KServe v2 endpoint (needs Debian's libb64-0d; see bench/kserve.py).
+bench-kserve: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.kserve $(if $(wildcard $(REPO)),--repo $(REPO))
 
 clean:
 	rm -rf $(VENV) $(REPO) $(REPO).tmp $(DATA) .numba_cache .pytest_cache

@@ -34,12 +34,13 @@ def _signature(model: OnnxModel) -> tuple[list[tuple[str, str, list[int]]], ...]
     )
 
 
-def model_metadata(model: OnnxModel) -> pb.ModelMetadataResponse:
+def model_metadata(model: OnnxModel, versions: Sequence[int]) -> pb.ModelMetadataResponse:
+    """Metadata of ``model``; ``versions`` are the model's loaded versions."""
     inputs, outputs = _signature(model)
     meta = pb.ModelMetadataResponse.TensorMetadata
     return pb.ModelMetadataResponse(
         name=model.id.name,
-        versions=[str(model.id.version)],
+        versions=[str(v) for v in versions],
         platform=PLATFORM,
         inputs=[meta(name=n, datatype=dt, shape=s) for n, dt, s in inputs],
         outputs=[meta(name=n, datatype=dt, shape=s) for n, dt, s in outputs],

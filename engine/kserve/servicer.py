@@ -1,7 +1,11 @@
 """The `inference.GRPCInferenceService` servicer over the model registry: each RPC looks up the
 model, calls a plain function and returns its message; errors map to status codes in
 `grpc_errors`. RPCs ReachRank does not offer (streaming, shared memory, trace, log settings)
-answer UNIMPLEMENTED through the generated base class."""
+answer UNIMPLEMENTED through the generated base class.
+
+Only ONNX models (CTR, retrieval) are visible to the protocol; other kinds, such as profiles,
+are served by ReachRank's own RPCs and listed as UNAVAILABLE in the repository index.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,21 @@ import grpc
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 
-from engine.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
+from engine.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound, ServingError
 from engine.kserve.infer import infer
 from engine.kserve.metadata import model_config, model_metadata
 from engine.kserve.stats import StatsRecorder, statistics_message
 from engine.models.base import OnnxModel
-from engine.registry import ModelRegistry
+from engine.registry import MODEL_KINDS, ModelRegistry, ModelState
 from engine.repository import model_names
 from engine.servicer import grpc_errors
 from engine.settings import Settings
 
 SERVER_NAME = "reachrank"
 EXTENSIONS = ("model_repository", "model_configuration", "statistics")
+_ONNX_KINDS = frozenset(
+    k for k, cls in MODEL_KINDS.items() if isinstance(cls, type) and issubclass(cls, OnnxModel)
+)
 
 
 def _server_version() -> str:
@@ -34,9 +41,29 @@ def _server_version() -> str:
         return "unknown"
 
 
-def serving(model: OnnxModel, requested: str) -> bool:
-    """Whether ``model`` is the version asked for ("" means whichever version serves)."""
-    return not requested or requested == str(model.id.version)
+def parse_version(requested: str) -> int | None:
+    """The protocol's version string as the registry's number ("" means the serving one)."""
+    if not requested:
+        return None
+    if not requested.isdigit():
+        raise InvalidArgument(f"model version must be a number, got {requested!r}")
+    return int(requested)
+
+
+def index_entries(state: ModelState) -> list[pb.RepositoryIndexResponse.ModelIndex]:
+    """Triton's index rows for one model: one READY row per loaded version, or one
+    UNAVAILABLE row saying why nothing is loaded."""
+    index = pb.RepositoryIndexResponse.ModelIndex
+    if state.loaded_versions and state.kind not in _ONNX_KINDS:
+        reason = f"kind {state.kind!r} is served by ReachRank's own RPCs, not this protocol"
+        return [
+            index(name=state.name, version=str(state.version), state="UNAVAILABLE", reason=reason)
+        ]
+    if state.loaded_versions:
+        return [
+            index(name=state.name, version=str(v), state="READY") for v in state.loaded_versions
+        ]
+    return [index(name=state.name, state="UNAVAILABLE", reason=state.last_error or "unloaded")]
 
 
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -49,17 +76,20 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _model(self, name: str, requested_version: str) -> OnnxModel:
         if not name:
             raise InvalidArgument("model name is required")
-        model = self.registry.get(name)
+        model = self.registry.get(name, parse_version(requested_version))
         if not isinstance(model, OnnxModel):
-            raise NotFound(f"model {name!r} is a {model.id.kind} table, not a tensor model")
-        if not serving(model, requested_version):
-            if not requested_version.isdigit():
-                raise InvalidArgument(f"model version must be a number, got {requested_version!r}")
             raise NotFound(
-                f"model {name!r} version {requested_version} is not served "
-                f"(serving version {model.id.version})"
+                f"model {name!r} ({model.id.kind}) has no ONNX graph to serve over this protocol"
             )
         return model
+
+    def _state(self, name: str) -> ModelState:
+        return next(s for s in self.registry.states() if s.name == name)
+
+    def _loaded(self) -> list[OnnxModel]:
+        """Every loaded version of every ONNX model."""
+        states = [s for s in self.registry.states() if s.kind in _ONNX_KINDS]
+        return [self._model(s.name, str(v)) for s in states for v in s.loaded_versions]
 
     @grpc_errors
     def ServerLive(
@@ -77,8 +107,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
     ) -> pb.ModelReadyResponse:
-        model = self.registry.find(request.name)
-        return pb.ModelReadyResponse(ready=model is not None and serving(model, request.version))
+        try:
+            self._model(request.name, request.version)
+        except ServingError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
 
     @grpc_errors
     def ServerMetadata(
@@ -92,7 +125,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        return model_metadata(self._model(request.name, request.version))
+        model = self._model(request.name, request.version)
+        return model_metadata(model, self._state(request.name).loaded_versions)
 
     @grpc_errors
     def ModelConfig(
@@ -124,9 +158,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         elif request.version:
             raise InvalidArgument("a version needs a model name")
         else:
-            models = [
-                m for m in map(self.registry.get, self.registry.names()) if isinstance(m, OnnxModel)
-            ]
+            models = self._loaded()
         return pb.ModelStatisticsResponse(
             model_stats=[
                 statistics_message(
@@ -141,23 +173,10 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryIndexResponse:
         _check_repository(request.repository_name)
-        index = pb.RepositoryIndexResponse.ModelIndex
-        models = []
-        for name in model_names(self.settings.repo):
-            model = self.registry.find(name)
-            if model is not None and not isinstance(model, OnnxModel):
-                continue  # profile tables are not tensor models
-            if model is not None:
-                models.append(index(name=name, version=str(model.id.version), state="READY"))
-            elif not request.ready:
-                models.append(
-                    index(name=name, state="UNAVAILABLE", reason=self._why_not_loaded(name))
-                )
-        return pb.RepositoryIndexResponse(models=models)
-
-    def _why_not_loaded(self, name: str) -> str:
-        last = next((e for e in reversed(self.registry.events) if e.name == name), None)
-        return last.reason if last is not None and not last.ok else "unloaded"
+        rows = [row for state in self.registry.states() for row in index_entries(state)]
+        if request.ready:
+            rows = [row for row in rows if row.state == "READY"]
+        return pb.RepositoryIndexResponse(models=rows)
 
     @grpc_errors
     def RepositoryModelLoad(
@@ -180,12 +199,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         _check_repository(request.repository_name)
         # tritonclient always sends unload_dependents; ReachRank models have no dependents.
         _check_parameters(request.parameters, allowed=("unload_dependents",))
-        name = request.model_name
-        # Like Triton, unloading a model that is not loaded succeeds; an unknown name does not.
-        if self.registry.find(name) is None and name not in model_names(self.settings.repo):
-            raise NotFound(f"model {name!r} is neither loaded nor in the repository")
-        if self.registry.find(name) is not None:
-            self.registry.unload(name)
+        try:
+            self.registry.unload(request.model_name)
+        except NotFound:
+            # Like Triton, unloading a repository model that is not loaded succeeds.
+            if request.model_name not in model_names(self.settings.repo):
+                raise
         return pb.RepositoryModelUnloadResponse()
 
 

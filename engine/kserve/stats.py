@@ -32,9 +32,12 @@ class BatchStats:
 
 @dataclass
 class ModelStats:
-    """Triton's ModelStatistics fields. ``queue`` stays at 0 ns: a request runs on the gRPC
-    thread that received it, so it never waits in a ReachRank queue (time spent waiting for a
-    free gRPC thread happens before the handler and is invisible here)."""
+    """Triton's ModelStatistics fields, counted per request. Two differences from Triton,
+    both because the dynamic batcher (engine.batching) reports per batch, not per request:
+    ``compute_infer`` is the whole ``model.run`` call, including any wait in the batcher's
+    queue, so ``queue`` stays at 0 ns; and ``execution_count`` counts requests even when the
+    batcher merged several into one onnxruntime run. Time a request waits for a free gRPC
+    thread happens before the handler and is in neither."""
 
     last_inference_ms: int = 0
     inference_count: int = 0

@@ -1,0 +1,106 @@
+"""Model versions and non-ONNX kinds through the protocol, on a private copy of the test
+repository where `ctr` has versions 1 and 2: the serving version, an extra loaded version (as
+an experiment keeps one), per-version statistics and index rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
+
+from engine.server import RunningServer, start_server
+from engine.settings import Settings
+from tests.engine.kserve_helpers import ctr_inputs
+
+Tensor = pb.ModelInferRequest.InferInputTensor
+
+
+@pytest.fixture(scope="module")
+def two_versions(
+    trained_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    repo = tmp_path_factory.mktemp("versions") / "repo"
+    shutil.copytree(trained_repo, repo)
+    shutil.copytree(repo / "ctr" / "1", repo / "ctr" / "2")
+    manifest = repo / "ctr" / "2" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    running = start_server(Settings(repo=repo, host="127.0.0.1", port=0, grace_period_s=1.0))
+    running.registry.load_version("ctr", 1)
+    yield running
+    running.stop(0)
+
+
+@pytest.fixture(scope="module")
+def stub(two_versions: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{two_versions.port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def _infer(
+    stub: pb_grpc.GRPCInferenceServiceStub, inputs: dict[str, np.ndarray], version: str
+) -> pb.ModelInferResponse:
+    dtypes = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+    return stub.ModelInfer(
+        pb.ModelInferRequest(
+            model_name="ctr",
+            model_version=version,
+            inputs=[
+                Tensor(name=n, datatype=dtypes[a.dtype], shape=a.shape) for n, a in inputs.items()
+            ],
+            raw_input_contents=[a.tobytes() for a in inputs.values()],
+        )
+    )
+
+
+def test_each_loaded_version_answers(
+    stub: pb_grpc.GRPCInferenceServiceStub, two_versions: RunningServer
+) -> None:
+    inputs = ctr_inputs(two_versions.registry, rows=4)
+    assert _infer(stub, inputs, "").model_version == "2"  # the serving (latest) version
+    assert _infer(stub, inputs, "1").model_version == "1"
+    assert _infer(stub, inputs, "2").model_version == "2"
+    assert stub.ModelReady(pb.ModelReadyRequest(name="ctr", version="1")).ready
+    assert not stub.ModelReady(pb.ModelReadyRequest(name="ctr", version="3")).ready
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="ctr"))
+    assert list(meta.versions) == ["1", "2"]
+
+
+def test_statistics_and_index_per_version(
+    stub: pb_grpc.GRPCInferenceServiceStub, two_versions: RunningServer
+) -> None:
+    inputs = ctr_inputs(two_versions.registry, rows=4)
+    _infer(stub, inputs, "1")
+    stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="ctr", version="1")).model_stats
+    assert [(s.name, s.version) for s in stats] == [("ctr", "1")]
+    assert stats[0].execution_count >= 1
+    every = {
+        (s.name, s.version) for s in stub.ModelStatistics(pb.ModelStatisticsRequest()).model_stats
+    }
+    assert {("ctr", "1"), ("ctr", "2"), ("retrieval", "1")} <= every
+    rows = [
+        (m.name, m.version, m.state)
+        for m in stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True)).models
+    ]
+    assert ("ctr", "1", "READY") in rows and ("ctr", "2", "READY") in rows
+
+
+def test_models_without_a_graph_are_not_served_over_the_protocol(
+    stub: pb_grpc.GRPCInferenceServiceStub, two_versions: RunningServer
+) -> None:
+    assert two_versions.registry.find("profiles") is not None  # served by ReachRank's own RPCs
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelMetadata(pb.ModelMetadataRequest(name="profiles"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "ONNX" in caught.value.details()
+    assert not stub.ModelReady(pb.ModelReadyRequest(name="profiles")).ready
+    index = {m.name: m for m in stub.RepositoryIndex(pb.RepositoryIndexRequest()).models}
+    assert index["profiles"].state == "UNAVAILABLE" and "own RPCs" in index["profiles"].reason
+    every = {s.name for s in stub.ModelStatistics(pb.ModelStatisticsRequest()).model_stats}
+    assert "profiles" not in every
