@@ -60,8 +60,10 @@ class Settings(BaseSettings):
     """Dynamic batching of inference calls across concurrent requests."""
     max_batch_rows: int = Field(4096, ge=1)
     """A batch is cut once it holds this many rows..."""
-    max_queue_delay_us: int = Field(200, ge=0)
-    """...or this long after its first request arrived (0: take only what is already queued)."""
+    max_queue_delay_us: int = Field(0, ge=0)
+    """...or this long after its first request arrived. 0 (the default) takes only what is
+    already queued: under load, requests pile up while the previous batch runs, so batches
+    form without adding latency at low load."""
     max_queue_rows: int = Field(131072, ge=1)
     """Rows allowed to wait per model; beyond it requests are refused with RESOURCE_EXHAUSTED."""
     batch_workers: int = Field(1, ge=1)
