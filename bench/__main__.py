@@ -17,7 +17,9 @@ def main() -> int:
     wanted = sys.argv[1:] or [s for s in SUITES if (HERE / f"{s}.py").exists()]
     unknown = [s for s in wanted if not (HERE / f"{s}.py").exists()]
     if unknown:
-        print(f"unknown suite(s) {unknown}; available: {[s for s in SUITES if (HERE / f'{s}.py').exists()]}")
+        print(
+            f"unknown suite(s) {unknown}; available: {[s for s in SUITES if (HERE / f'{s}.py').exists()]}"
+        )
         return 2
     failed = []
     for suite in wanted:

@@ -77,7 +77,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Several worker processes may share the port (`serve --workers N`); otherwise a second
+        # server on a busy port must fail instead of silently splitting the traffic.
+        ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """onnxruntime device: ``auto`` uses CUDA only when a GPU is visible and the runtime has it."""
+    workers: int = Field(1, ge=1)
+    """Server processes sharing the port (SO_REUSEPORT), each with its own models and thread
+    pools; give each ``cores / workers`` inference threads."""
+    so_reuseport: bool = False
+    """Let several processes bind the port (set for each worker when ``workers > 1``)."""
     grpc_threads: int = Field(8, ge=1)
     """Threads serving RPCs. Python holds the GIL while decoding; a few more than cores hides I/O."""
     ort_intra_op_threads: int = Field(1, ge=0)
