@@ -77,12 +77,15 @@ def test_client_round_robin_over_two_servers(tmp_path: Path, trained_repo: Path)
     add_version(repo, "ctr", 2)
     ports = free_port(), free_port()
     pins = [{"REACHRANK_VERSION_POLICIES": json.dumps({"ctr": f"pinned:{v}"})} for v in (1, 2)]
-    with serve(repo, ports[0], env=pins[0]), serve(repo, ports[1], env=pins[1]):
-        with ReachRankClient([f"127.0.0.1:{p}" for p in ports]) as client:
-            versions = [
-                client.rank_ads("u1", [{"ad_id": "i1", "bid": 1.0}]).models[0].version
-                for _ in range(20)
-            ]
+    with (
+        serve(repo, ports[0], env=pins[0]),
+        serve(repo, ports[1], env=pins[1]),
+        ReachRankClient([f"127.0.0.1:{p}" for p in ports]) as client,
+    ):
+        versions = [
+            client.rank_ads("u1", [{"ad_id": "i1", "bid": 1.0}]).models[0].version
+            for _ in range(20)
+        ]
     # Each server answers with its own pinned version: both took a share of the calls.
     assert set(versions) == {1, 2}
     assert min(versions.count(1), versions.count(2)) >= 5
