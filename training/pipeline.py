@@ -213,6 +213,9 @@ class CTRResult:
     best: str
     sizes: dict[str, dict[str, int]]
     curves: dict[str, metrics.ReliabilityCurve]
+    # Test labels and each model's calibrated test pCTR (for bootstrap spreads in the bench).
+    test_label: np.ndarray
+    test_pctr: dict[str, np.ndarray]
 
 
 def ctr_frame(data: Dataset) -> pl.LazyFrame:
@@ -319,6 +322,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     test_metrics: dict[str, dict[str, float]] = {}
     valid_metrics: dict[str, dict[str, float]] = {}
     curves: dict[str, metrics.ReliabilityCurve] = {}
+    test_pctr: dict[str, np.ndarray] = {}
     for name in config.ctr_models:
         # Same seed before each model: every model starts from a reproducible draw.
         torch.manual_seed(config.seed)
@@ -337,6 +341,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             test_metrics[name]["oracle_auc"] = oracle_auc
         curves[name] = metrics.reliability_curve(y_te, p_te, n_bins=10, strategy="quantile")
         fitted[name] = calibrated
+        test_pctr[name] = p_te
         log.info("CTR %s: test %s", name, test_metrics[name])
     best = min(fitted, key=lambda n: valid_metrics[n]["logloss"])
 
@@ -389,7 +394,9 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             items,
             users,
         )
-    return CTRResult(test_metrics, baselines, valid_metrics, best, part_sizes(frame), curves)
+    return CTRResult(
+        test_metrics, baselines, valid_metrics, best, part_sizes(frame), curves, y_te, test_pctr
+    )
 
 
 def _item_columns(schema: FeatureSchema) -> list[str]:
