@@ -294,6 +294,10 @@ def train_retrieval(
         len(valid_task.users),
         len(test_task.users),
     )
+    if not len(test_task.users):
+        # E.g. an ad log keyed by request: nobody has history to retrieve from.
+        log.warning("no user has both training history and new test positives: no retrieval")
+        return RetrievalResult({}, {}, {}, None, {})
     names = [m for m in config.models if m not in DENSE or dense_fits(data)]
     skipped = [m for m in config.models if m not in names]
     if skipped:
