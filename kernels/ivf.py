@@ -195,7 +195,11 @@ def ivf_topk(
     no_rows = np.empty((0, d), dtype=np.float32)
     no_codes = np.empty((0, d), dtype=np.int8)
     ordered = index.codes if kind == KIND_ORDERED else no_rows
-    codes = {KIND_FLOAT16: index.codes.view(np.uint16), KIND_INT8: index.codes}.get(kind, no_codes)
+    # Viewed only when float16: an eager view fails for other code dtypes of odd width.
+    if kind == KIND_FLOAT16:
+        codes = index.codes.view(np.uint16)
+    else:
+        codes = index.codes if kind == KIND_INT8 else no_codes
     with single_threaded_blas():
         ivf_lists_scan(
             q, items, ordered, codes, index.scales, index.ids, index.offsets, list_ptr, list_queries,
