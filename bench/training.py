@@ -452,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="retrieval,ctr,features")
     parser.add_argument("--feature-events", type=int, default=FEATURE_SIM_EVENTS)
+    parser.add_argument("--ctr-data", default="talkingdata,simulator")
     parser.add_argument(
         "--write-benchmarks",
         action="store_true",
@@ -492,16 +493,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             n_buckets=1 << 17,
             progress=False,
         )
-        talking = read_events(
-            DATASETS / "talkingdata-adtracking" / "train_sample.csv", "talkingdata"
-        )
-        events, _ = talking.collect()
-        r = ctr_quality("talkingdata", Dataset(events=events.lazy()), ctr_config)
-        results["ctr"]["talkingdata"] = r
-        print(f"\n### CTR: TalkingData ({r['positives_test']} test positives)\n\n{ctr_table(r)}\n")
-        _save(results)
-        with tempfile.TemporaryDirectory() as tmp:
-            r = ctr_quality("simulator", simulator_data(Path(tmp)), ctr_config)
+        ctr_data = set(args.ctr_data.split(","))
+        if "talkingdata" in ctr_data:
+            talking = read_events(
+                DATASETS / "talkingdata-adtracking" / "train_sample.csv", "talkingdata"
+            )
+            events, _ = talking.collect()
+            r = ctr_quality("talkingdata", Dataset(events=events.lazy()), ctr_config)
+            results["ctr"]["talkingdata"] = r
+            print(
+                f"\n### CTR: TalkingData ({r['positives_test']} test positives)\n\n{ctr_table(r)}\n"
+            )
+            _save(results)
+        if "simulator" in ctr_data:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = ctr_quality("simulator", simulator_data(Path(tmp)), ctr_config)
             r["simulator"] = CTR_SIM.__dict__
             results["ctr"]["simulator"] = r
             print(f"\n### CTR: simulator\n\n{ctr_table(r)}\n")
