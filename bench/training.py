@@ -453,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", default="retrieval,ctr,features")
     parser.add_argument("--feature-events", type=int, default=FEATURE_SIM_EVENTS)
     parser.add_argument("--ctr-data", default="talkingdata,simulator")
+    parser.add_argument("--retrieval-data", default="movielens-100k,online-retail")
     parser.add_argument(
         "--write-benchmarks",
         action="store_true",
@@ -476,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             ("movielens-100k", "ml-100k", "movielens"),
             ("online-retail", "online-retail", "online-retail"),
         ):
+            if name not in args.retrieval_data.split(","):
+                continue
             r = retrieval_quality(name, DATASETS / folder, fmt, retrieval_config)
             results["retrieval"][name] = r
             print(
