@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from engine.models.base import OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.retrieval import RetrievalModel
 from engine.registry import ModelRegistry
@@ -36,3 +37,8 @@ def reference(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, inputs), strict=True))
+
+
+def onnx_models(registry: ModelRegistry) -> list[str]:
+    """Names of the loaded models the inference protocol serves (those with an ONNX graph)."""
+    return sorted(n for n in registry.names() if isinstance(registry.get(n), OnnxModel))

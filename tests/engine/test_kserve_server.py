@@ -17,7 +17,7 @@ from inference import model_config_pb2 as mc
 from engine.errors import InvalidArgument
 from engine.kserve.infer import infer
 from engine.server import RunningServer
-from tests.engine.kserve_helpers import ctr_inputs, reference, retrieval_inputs
+from tests.engine.kserve_helpers import ctr_inputs, onnx_models, reference, retrieval_inputs
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 TYPED = {
@@ -335,15 +335,17 @@ def test_statistics_count_successes_failures_and_rows(
     assert batch[5].compute_infer.count >= 3
 
 
-def test_statistics_of_every_model(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+def test_statistics_of_every_model(
+    stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
+) -> None:
     stats = stub.ModelStatistics(pb.ModelStatisticsRequest()).model_stats
-    assert sorted(s.name for s in stats) == ["ctr", "retrieval"]
+    assert sorted(s.name for s in stats) == onnx_models(server.registry)
 
 
 def test_repository_index(stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer) -> None:
     index = stub.RepositoryIndex(pb.RepositoryIndexRequest()).models
     ready = {m.name: m for m in index if m.state == "READY"}
-    assert sorted(ready) == ["ctr", "retrieval"]
+    assert sorted(ready) == onnx_models(server.registry)
     assert ready["ctr"].version == str(server.registry.get("ctr").id.version)
     only_ready = stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True)).models
     assert all(m.state == "READY" for m in only_ready)
@@ -431,3 +433,15 @@ def test_infer_refuses_more_rows_than_allowed(server: RunningServer) -> None:
     response, timing = infer(server.registry.get("ctr"), request, max_rows=3)
     assert timing.batch_size == 3 and len(response.raw_output_contents) == 1
     assert timing.total_ns >= timing.input_ns + timing.infer_ns + timing.output_ns
+
+
+def test_every_onnx_model_has_metadata_and_config(
+    stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
+) -> None:
+    for name in onnx_models(server.registry):
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=name))
+        config = stub.ModelConfig(pb.ModelConfigRequest(name=name)).config
+        assert [t.name for t in meta.inputs] == [i.name for i in config.input], name
+        assert all(t.shape[0] == -1 for t in meta.inputs), name
+        assert config.max_batch_size > 0, name
+        assert [list(t.shape[1:]) for t in meta.inputs] == [list(i.dims) for i in config.input]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine.server import RunningServer
-from tests.engine.kserve_helpers import ctr_inputs, reference, retrieval_inputs
+from tests.engine.kserve_helpers import ctr_inputs, onnx_models, reference, retrieval_inputs
 
 PROBE = Path(__file__).with_name("kserve_tritonclient_probe.py")
 
@@ -102,10 +102,12 @@ def test_statistics(probe: tuple[dict[str, Any], dict], inputs: dict) -> None:
     assert int(stats["inference_stats"]["compute_infer"]["ns"]) > 0
 
 
-def test_repository_index_unload_and_load(probe: tuple[dict[str, Any], dict]) -> None:
+def test_repository_index_unload_and_load(
+    probe: tuple[dict[str, Any], dict], server: RunningServer
+) -> None:
     result, _ = probe
     ready = {m["name"] for m in result["index"]["models"] if m.get("state") == "READY"}
-    assert ready == {"ctr", "retrieval"}
+    assert ready == set(onnx_models(server.registry))
     assert not result["retrieval_ready_after_unload"]
     after = {m["name"]: m for m in result["index_after_unload"]["models"]}
     assert after["retrieval"]["state"] == "UNAVAILABLE"
