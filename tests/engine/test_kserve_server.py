@@ -17,7 +17,14 @@ from inference import model_config_pb2 as mc
 from engine.errors import InvalidArgument
 from engine.kserve.infer import infer
 from engine.server import RunningServer
-from tests.engine.kserve_helpers import ctr_inputs, onnx_models, reference, retrieval_inputs
+from tests.engine.kserve_helpers import (
+    ctr_inputs,
+    onnx_models,
+    open_stub,
+    raw_request,
+    reference,
+    retrieval_inputs,
+)
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 TYPED = {
@@ -28,22 +35,8 @@ TYPED = {
 
 @pytest.fixture(scope="module")
 def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
-
-
-def raw_request(
-    model: str, inputs: dict[str, np.ndarray], **fields: object
-) -> pb.ModelInferRequest:
-    return pb.ModelInferRequest(
-        model_name=model,
-        inputs=[
-            Tensor(name=n, datatype=TYPED[a.dtype][0], shape=a.shape) for n, a in inputs.items()
-        ],
-        raw_input_contents=[a.tobytes() for a in inputs.values()],
-        **fields,
-    )
+    with open_stub(server.port) as opened:
+        yield opened
 
 
 def typed_request(model: str, inputs: dict[str, np.ndarray]) -> pb.ModelInferRequest:
