@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
@@ -410,13 +411,27 @@ def test_repository_and_unoffered_rpcs(
     assert status_of(lambda: call(stub)).code() == code
 
 
-def test_reflection_lists_the_service(server: RunningServer) -> None:
+def test_reflection_lists_and_describes_the_service(server: RunningServer) -> None:
+    """What `grpcurl list` and `grpcurl describe inference.GRPCInferenceService` ask."""
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="inference.GRPCInferenceService"
+        ),
+    ]
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (answer,) = reflection.ServerReflectionInfo(iter([request]))
-    names = {s.name for s in answer.list_services_response.service}
+        listed, described = reflection.ServerReflectionInfo(iter(requests))
+    names = {s.name for s in listed.list_services_response.service}
     assert "inference.GRPCInferenceService" in names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    service = next(f for f in files if f.name == "inference/grpc_service.proto")
+    assert "inference/model_config.proto" in service.dependency
+    methods = {m.name for m in service.service[0].method}
+    assert {"ModelInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex"} <= methods
 
 
 def test_infer_refuses_more_rows_than_allowed(server: RunningServer) -> None:
