@@ -15,13 +15,17 @@ from clients.types import (
     AdBid,
     Audience,
     AudienceMember,
+    Experiment,
+    FeedbackEvent,
     ModelInfo,
+    ModelStatus,
     Profile,
     RankedAd,
     Recommendation,
     RecommendedItem,
     ScoreResult,
     SimilarItems,
+    Variant,
 )
 
 __all__ = [
@@ -31,7 +35,10 @@ __all__ = [
     "Audience",
     "AudienceMember",
     "ClientOptions",
+    "Experiment",
+    "FeedbackEvent",
     "ModelInfo",
+    "ModelStatus",
     "Profile",
     "RankedAd",
     "ReachRankClient",
@@ -40,6 +47,7 @@ __all__ = [
     "RecommendedItem",
     "ScoreResult",
     "SimilarItems",
+    "Variant",
     "from_tensor",
     "to_tensor",
 ]

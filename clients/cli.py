@@ -30,6 +30,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "loadtest": LazyCommand(
         "clients.loadtest_cli:loadtest", "Load-test a server and report latency.", None
     ),
+    "ab-report": LazyCommand(
+        "training.ab_cli:ab_report", "Report A/B experiments from a feedback log.", "train"
+    ),
 }
 
 

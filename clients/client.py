@@ -12,17 +12,20 @@ from typing import Any, Self
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from reachrank.v1 import ranking_pb2_grpc
+from reachrank.v1 import feedback_pb2_grpc, models_pb2, models_pb2_grpc, ranking_pb2_grpc
 
 from clients import convert
 from clients.channel import open_channel
 from clients.errors import ReachRankError
 from clients.options import ClientOptions
-from clients.retry import CallAttempts, ReadyWait
+from clients.retry import CallAttempts, ReadyWait, new_request_id
 from clients.types import (
     AdAuction,
     AdBid,
     Audience,
+    Experiment,
+    FeedbackEvent,
+    ModelStatus,
     Profile,
     Recommendation,
     ScoreResult,
@@ -60,6 +63,9 @@ class ReachRankClient:
         self._channel = open_channel(target, self.options)
         self._ranking = ranking_pb2_grpc.RankingStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._models = models_pb2_grpc.ModelServiceStub(self._channel)
+        self._experiments = models_pb2_grpc.ExperimentsStub(self._channel)
+        self._feedback = feedback_pb2_grpc.FeedbackStub(self._channel)
         self._rng = random.Random()
 
     def close(self) -> None:
@@ -107,8 +113,9 @@ class ReachRankClient:
             max_per_category=max_per_category,
             mmr_lambda=mmr_lambda,
         )
+        request_id = request_id or new_request_id()
         response = self._invoke(self._ranking.Recommend, request, timeout, request_id)
-        return convert.recommendation(response)
+        return convert.recommendation(response, request_id)
 
     def rank_ads(
         self,
@@ -125,8 +132,9 @@ class ReachRankClient:
         request = convert.rank_ads_request(
             user_id, ads, slots=slots, reserve_price=reserve_price, context=context
         )
+        request_id = request_id or new_request_id()
         response = self._invoke(self._ranking.RankAds, request, timeout, request_id)
-        return convert.ad_auction(response)
+        return convert.ad_auction(response, request_id)
 
     def score(
         self,
@@ -185,6 +193,65 @@ class ReachRankClient:
         response = self._invoke(self._ranking.Profile, request, timeout, request_id)
         return convert.profile(response)
 
+    def log_events(
+        self,
+        events: Iterable[FeedbackEvent | Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> int:
+        """Append feedback events to the server's durable log; returns how many it wrote.
+
+        Never retried (the log appends, so a resend could double-count): on UNAVAILABLE the
+        caller decides whether to send again.
+        """
+        request = convert.log_events_request(events)
+        response = self._invoke(
+            self._feedback.LogEvents, request, timeout, request_id, retryable=False
+        )
+        return response.accepted
+
+    def models(self, *, timeout: float | None = None) -> list[ModelStatus]:
+        """Every model in the server's repository and its state."""
+        request = models_pb2.ListModelsRequest()
+        response = self._invoke(self._models.List, request, timeout, None)
+        return [convert.model_status(status) for status in response.models]
+
+    def load_model(
+        self, name: str, version: int = 0, *, timeout: float | None = None
+    ) -> ModelStatus:
+        """Load or reload `name` (version 0: as its policy says; else pin that version).
+
+        The server validates and warms the new version before it takes traffic; a failed load
+        keeps the serving version and reports why in `last_error`.
+        """
+        request = models_pb2.LoadModelRequest(name=name, version=version)
+        response = self._invoke(self._models.Load, request, timeout, None)
+        return convert.model_status(response.model)
+
+    def unload_model(self, name: str, *, timeout: float | None = None) -> ModelStatus:
+        """Stop serving `name` and free its memory."""
+        request = models_pb2.UnloadModelRequest(name=name)
+        response = self._invoke(self._models.Unload, request, timeout, None)
+        return convert.model_status(response.model)
+
+    def experiments(self, *, timeout: float | None = None) -> list[Experiment]:
+        """The server's A/B experiments."""
+        request = models_pb2.ListExperimentsRequest()
+        response = self._invoke(self._experiments.List, request, timeout, None)
+        return [convert.experiment(message) for message in response.experiments]
+
+    def set_experiment(self, experiment: Experiment, *, timeout: float | None = None) -> Experiment:
+        """Create or replace an experiment; returns it as the server stored it."""
+        request = convert.experiment_message(experiment)
+        response = self._invoke(self._experiments.Set, request, timeout, None)
+        return convert.experiment(response)
+
+    def delete_experiment(self, name: str, *, timeout: float | None = None) -> None:
+        """Remove an experiment (its users go back to the default models)."""
+        request = models_pb2.DeleteExperimentRequest(name=name)
+        self._invoke(self._experiments.Delete, request, timeout, None)
+
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The server's grpc.health.v1 status: "SERVING", "NOT_SERVING", "UNKNOWN", ..."""
         request = health_pb2.HealthCheckRequest(service=service)
@@ -203,10 +270,16 @@ class ReachRankClient:
         raise wait.timed_out()
 
     def _invoke(
-        self, method: Any, request: Any, timeout: float | None, request_id: str | None
+        self,
+        method: Any,
+        request: Any,
+        timeout: float | None,
+        request_id: str | None,
+        *,
+        retryable: bool = True,
     ) -> Any:
         """Call `method`, retrying UNAVAILABLE with back-off until the call's deadline."""
-        attempts = CallAttempts(self.options, timeout, request_id, self._rng)
+        attempts = CallAttempts(self.options, timeout, request_id, self._rng, retryable)
         while True:
             remaining = attempts.start()
             try:

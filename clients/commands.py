@@ -13,7 +13,7 @@ import numpy as np
 from clients.cli_options import Connection, ad_bids, connection_options, key_values
 from clients.errors import ReachRankError
 from clients.table import format_table
-from clients.types import AdBid, ModelInfo, RecommendedItem
+from clients.types import AdBid, ModelInfo, ModelStatus, RecommendedItem
 
 
 def _models_line(models: tuple[ModelInfo, ...]) -> str:
@@ -80,6 +80,13 @@ def client() -> None:
 @click.option("--context", multiple=True, callback=key_values, help="KEY=VALUE request context.")
 @_with_category_filters
 @click.option("--exclude", multiple=True, help="Item id never to return.")
+@click.option(
+    "--max-per-category", type=int, default=0, show_default=True, help="Cap per category (0: none)."
+)
+@click.option(
+    "--mmr", "mmr_lambda", type=float, default=0.0, show_default=True,
+    help="Diversity: maximal-marginal-relevance lambda in (0, 1] (0: off).",
+)  # fmt: skip
 @connection_options
 @json_flag
 def recommend(
@@ -90,6 +97,8 @@ def recommend(
     min_price: float | None,
     max_price: float | None,
     exclude: tuple[str, ...],
+    max_per_category: int,
+    mmr_lambda: float,
     connection: Connection,
     as_json: bool,
 ) -> None:
@@ -103,6 +112,8 @@ def recommend(
             min_price=min_price,
             max_price=max_price,
             exclude=exclude,
+            max_per_category=max_per_category,
+            mmr_lambda=mmr_lambda,
         )
     _show(
         as_json,
@@ -110,6 +121,7 @@ def recommend(
         lambda: (
             _items_table(result.items)
             + f"\nstrategy: {result.strategy}; models: {_models_line(result.models)}"
+            + (f"; experiment: {result.experiment}/{result.variant}" if result.experiment else "")
         ),
     )
 
@@ -270,6 +282,62 @@ def score(
         return f"{table}\nmodel: {_models_line((result.model,))}"
 
     _show(as_json, result, render)
+
+
+def _models_table(statuses: list[ModelStatus]) -> str:
+    rows = [
+        (
+            m.name,
+            m.kind,
+            m.version or "-",
+            m.state,
+            m.policy,
+            ",".join(map(str, m.available_versions)) or "-",
+            ",".join(map(str, m.loaded_versions)) or "-",
+            m.provider or "-",
+            m.last_error,
+        )
+        for m in statuses
+    ]
+    headers = ["model", "kind", "serving", "state", "policy", "available", "loaded", "provider"]
+    return format_table([*headers, "last_error"], rows)
+
+
+@client.command()
+@connection_options
+@json_flag
+def models(connection: Connection, as_json: bool) -> None:
+    """The server's models, versions and states."""
+    with connection.client() as sdk:
+        statuses = sdk.models()
+    _show(as_json, [dataclasses.asdict(m) for m in statuses], lambda: _models_table(statuses))
+
+
+@client.command("load-model")
+@click.argument("name")
+@click.option(
+    "--version", "model_version", type=int, default=0, help="Pin this version (0: policy)."
+)
+@connection_options
+@json_flag
+def load_model(name: str, model_version: int, connection: Connection, as_json: bool) -> None:
+    """Load or reload a model (validated and warmed up before it takes traffic)."""
+    with connection.client() as sdk:
+        status = sdk.load_model(name, model_version)
+    _show(as_json, status, lambda: _models_table([status]))
+    if status.last_error:
+        raise SystemExit(1)
+
+
+@client.command("unload-model")
+@click.argument("name")
+@connection_options
+@json_flag
+def unload_model(name: str, connection: Connection, as_json: bool) -> None:
+    """Stop serving a model and free its memory."""
+    with connection.client() as sdk:
+        status = sdk.unload_model(name)
+    _show(as_json, status, lambda: _models_table([status]))
 
 
 @client.command()

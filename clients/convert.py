@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from reachrank.v1 import ranking_pb2
+from reachrank.v1 import feedback_pb2, models_pb2, ranking_pb2
 
 from clients.tensors import from_tensor, to_tensor
 from clients.types import (
@@ -17,13 +17,17 @@ from clients.types import (
     AdBid,
     Audience,
     AudienceMember,
+    Experiment,
+    FeedbackEvent,
     ModelInfo,
+    ModelStatus,
     Profile,
     RankedAd,
     Recommendation,
     RecommendedItem,
     ScoreResult,
     SimilarItems,
+    Variant,
 )
 
 
@@ -162,13 +166,14 @@ def scored_item(item: ranking_pb2.ScoredItem) -> RecommendedItem:
     )
 
 
-def recommendation(response: ranking_pb2.RecommendResponse) -> Recommendation:
+def recommendation(response: ranking_pb2.RecommendResponse, request_id: str = "") -> Recommendation:
     return Recommendation(
         items=tuple(map(scored_item, response.items)),
         strategy=response.strategy,
         models=tuple(map(model_info, response.models)),
         experiment=response.experiment,
         variant=response.variant,
+        request_id=request_id,
     )
 
 
@@ -207,7 +212,7 @@ def profile(response: ranking_pb2.ProfileResponse) -> Profile:
     )
 
 
-def ad_auction(response: ranking_pb2.RankAdsResponse) -> AdAuction:
+def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> AdAuction:
     return AdAuction(
         ads=tuple(
             RankedAd(
@@ -224,6 +229,7 @@ def ad_auction(response: ranking_pb2.RankAdsResponse) -> AdAuction:
         models=tuple(map(model_info, response.models)),
         experiment=response.experiment,
         variant=response.variant,
+        request_id=request_id,
     )
 
 
@@ -231,4 +237,61 @@ def score_result(response: ranking_pb2.ScoreResponse) -> ScoreResult:
     return ScoreResult(
         outputs={name: from_tensor(tensor) for name, tensor in response.outputs.items()},
         model=model_info(response.model),
+    )
+
+
+def as_feedback_event(event: FeedbackEvent | Mapping[str, Any]) -> FeedbackEvent:
+    """Accept a `FeedbackEvent` or a dict of its fields."""
+    return event if isinstance(event, FeedbackEvent) else FeedbackEvent(**event)
+
+
+def log_events_request(
+    events: Iterable[FeedbackEvent | Mapping[str, Any]],
+) -> feedback_pb2.LogEventsRequest:
+    wire = []
+    for event in map(as_feedback_event, events):
+        fields = {name: getattr(event, name) for name in event.__slots__ if name != "context"}
+        wire.append(feedback_pb2.FeedbackEvent(**fields, context=_text_map(event.context)))
+    return feedback_pb2.LogEventsRequest(events=wire)
+
+
+def model_status(status: models_pb2.ModelStatus) -> ModelStatus:
+    return ModelStatus(
+        name=status.name,
+        version=status.version,
+        kind=status.kind,
+        provider=status.provider,
+        available_versions=tuple(status.available_versions),
+        loaded_versions=tuple(status.loaded_versions),
+        state=status.state,
+        last_error=status.last_error,
+        policy=status.policy,
+    )
+
+
+def experiment_message(experiment: Experiment) -> models_pb2.Experiment:
+    return models_pb2.Experiment(
+        name=experiment.name,
+        salt=experiment.salt,
+        rpcs=list(experiment.rpcs),
+        variants=[
+            models_pb2.Variant(**{name: getattr(v, name) for name in v.__slots__})
+            for v in experiment.variants
+        ],
+        segments=list(experiment.segments),
+        enabled=experiment.enabled,
+    )
+
+
+def experiment(message: models_pb2.Experiment) -> Experiment:
+    return Experiment(
+        name=message.name,
+        variants=tuple(
+            Variant(**{name: getattr(v, name) for name in Variant.__slots__})
+            for v in message.variants
+        ),
+        rpcs=tuple(message.rpcs),
+        salt=message.salt,
+        segments=tuple(message.segments),
+        enabled=message.enabled,
     )

@@ -51,6 +51,34 @@ class Samples:
         return latency[np.asarray(self.status) == OK] if len(self) else latency
 
 
+class LatencyHistogram:
+    """Running latency quantiles in O(new samples) per update: counts over log-spaced
+    buckets from 1 µs to 1000 s, each 1% wide, so a quantile is within ~1% of the exact one.
+
+    Live progress uses it instead of re-sorting every sample each second, which would stall
+    the event loop (and so the measurement) more and more as a run goes on.
+    """
+
+    EDGES = np.geomspace(1e-6, 1e3, int(np.log(1e9) / np.log(1.01)) + 1)
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(self.EDGES) + 1, dtype=np.int64)
+
+    def add(self, seconds: np.ndarray) -> None:
+        self.counts += np.bincount(np.searchsorted(self.EDGES, seconds), minlength=len(self.counts))
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float:
+        """The upper edge (seconds) of the bucket holding quantile `q`; NaN when empty."""
+        if not self.total:
+            return float("nan")
+        bucket = int(np.searchsorted(np.cumsum(self.counts), q * self.total))
+        return float(self.EDGES[min(bucket, len(self.EDGES) - 1)])
+
+
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What a run achieved; latency percentiles are over successful requests only."""

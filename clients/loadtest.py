@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from clients.latency import NOT_SENT, OK, Samples, Summary, summarise
+from clients.latency import NOT_SENT, OK, LatencyHistogram, Samples, Summary, summarise
 from clients.workload import Workload
 
 Arrivals = Literal["poisson", "constant"]
@@ -41,6 +41,9 @@ class LoadSettings:
     """Open loop: most calls in flight at once; sends beyond wait (and count as late)."""
     progress_interval: float = 1.0
     seed: int = 0
+    phase: float = 0.0
+    """Open loop: delay of the first send, so that several generator processes sharing one
+    constant rate interleave their sends instead of firing together."""
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.rate is None):
@@ -66,15 +69,21 @@ class Progress:
 
 
 def arrival_times(
-    rate: float, horizon: float, arrivals: Arrivals, rng: np.random.Generator
+    rate: float,
+    horizon: float,
+    arrivals: Arrivals,
+    rng: np.random.Generator,
+    phase: float = 0.0,
 ) -> np.ndarray:
-    """Send times in [0, horizon): a Poisson process (exponential gaps) or a constant rate."""
-    expected = int(rate * horizon)
+    """Send times in [0, horizon): a Poisson process (exponential gaps) or a constant rate,
+    the first at `phase` seconds."""
+    expected = int(rate * horizon) + 1
     if arrivals == "constant":
-        return np.arange(expected) / rate
-    # Draw a few standard deviations more gaps than expected, then cut at the horizon.
-    gaps = rng.exponential(1.0 / rate, size=expected + 6 * int(np.sqrt(expected)) + 16)
-    times = np.cumsum(gaps) - gaps[0]
+        times = np.arange(expected) / rate + phase
+    else:
+        # Draw a few standard deviations more gaps than expected, then cut at the horizon.
+        gaps = rng.exponential(1.0 / rate, size=expected + 6 * int(np.sqrt(expected)) + 16)
+        times = np.cumsum(gaps) - gaps[0] + phase
     return times[times < horizon]
 
 
@@ -133,7 +142,9 @@ class _Run:
         NOT_SENT, so an overloaded server cannot stretch the run without bound.
         """
         rng = np.random.default_rng(self.settings.seed)
-        schedule = arrival_times(rate, end, self.settings.arrivals, rng).tolist()
+        schedule = arrival_times(
+            rate, end, self.settings.arrivals, rng, self.settings.phase
+        ).tolist()
         slots = iter(schedule)
         timeout = self.settings.timeout
 
@@ -151,25 +162,27 @@ class _Run:
         await asyncio.gather(*(worker() for _ in range(senders)))
 
     async def report(self, on_progress: Callable[[Progress], None]) -> None:
-        interval, last_count = self.settings.progress_interval, 0
+        """Call `on_progress` every interval, looking only at the calls finished since the
+        last report (a full pass over all samples would slow down as the run goes on)."""
+        histogram, errors, seen, last_time = LatencyHistogram(), 0, 0, self.now()
         while True:
-            await asyncio.sleep(interval)
-            count = len(self.samples)
-            status = np.asarray(self.samples.status)
-            latency = np.asarray(self.samples.latency)[status == OK]
+            await asyncio.sleep(self.settings.progress_interval)
+            count, now = len(self.samples), self.now()
+            status = np.asarray(self.samples.status[seen:count])
+            latency = np.asarray(self.samples.latency[seen:count])
+            histogram.add(latency[status == OK])
+            errors += int((status != OK).sum())
             on_progress(
                 Progress(
-                    elapsed=self.now(),
+                    elapsed=now,
                     completed=count,
-                    rate=(count - last_count) / interval,
-                    errors=int((status != OK).sum()),
-                    p99_ms=float(np.percentile(latency, 99) * 1e3)
-                    if latency.size
-                    else float("nan"),
+                    rate=(count - seen) / (now - last_time),
+                    errors=errors,
+                    p99_ms=histogram.quantile(0.99) * 1e3,
                     in_flight=self.in_flight,
                 )
             )
-            last_count = count
+            seen, last_time = count, now
 
 
 async def run_load(

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
+import grpc.aio
 import numpy as np
 
 from clients.channel import base_metadata, open_aio_channel
 from clients.cli_options import Connection, connection_options
 from clients.latency import Samples, Summary, summary_rows
 from clients.loadplot import plot_run, plot_sweep, pyplot
-from clients.loadtest import LoadSettings, Progress, run_load
-from clients.options import ClientOptions
+from clients.loadtest import Arrivals, LoadSettings, Progress, run_load
+from clients.processes import run_in_processes, shares
 from clients.sweep import SweepResult, SweepSettings, meets, sweep_rates
 from clients.table import format_table
 from clients.workload import (
@@ -111,31 +114,68 @@ def _sweep_table(result: SweepResult, sweep: SweepSettings) -> str:
     return format_table(["offered/s", "achieved/s", "p50 ms", "p99 ms", "errors", "meets"], rows)
 
 
-async def _drive(
-    target: str,
-    options: ClientOptions,
-    workload: Workload,
-    settings: LoadSettings,
-    sweep: SweepSettings | None,
-    quiet: bool,
-) -> tuple[Summary, Samples] | SweepResult:
-    channel = open_aio_channel(target, options)
-    on_progress = None if quiet else _print_progress
+@contextlib.asynccontextmanager
+async def _connected(connection: Connection) -> AsyncIterator[grpc.aio.Channel]:
+    channel = open_aio_channel(connection.target, connection.options)
     try:
         # Connect before the clock starts so the first requests do not pay for the handshake.
-        await asyncio.wait_for(channel.channel_ready(), timeout=options.timeout)
-        metadata = base_metadata(options)
-        if sweep is None:
-            return await run_load(channel, workload, settings, metadata, on_progress)
-
-        async def run_at(step: LoadSettings) -> Summary:
-            click.echo(f"sweep: {step.rate:,.0f} req/s for {step.duration:g}s", err=True)
-            summary, _ = await run_load(channel, workload, step, metadata, on_progress)
-            return summary
-
-        return await sweep_rates(run_at, settings, sweep)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=connection.options.timeout)
+        except TimeoutError:
+            raise click.ClickException(
+                f"no connection to {connection.target} within {connection.options.timeout}s"
+            ) from None
+        yield channel
     finally:
         await channel.close()
+
+
+async def _run_once(
+    connection: Connection,
+    workload: Workload,
+    settings: LoadSettings,
+    processes: int,
+    quiet: bool,
+) -> tuple[Summary, Samples]:
+    progress = None if quiet else _print_progress
+    if processes > 1:
+        return await asyncio.to_thread(
+            _in_processes, connection, workload, settings, processes, progress
+        )
+    async with _connected(connection) as channel:
+        metadata = base_metadata(connection.options)
+        return await run_load(channel, workload, settings, metadata, progress)
+
+
+def _in_processes(
+    connection: Connection,
+    workload: Workload,
+    settings: LoadSettings,
+    processes: int,
+    progress: Callable[[Progress], None] | None,
+) -> tuple[Summary, Samples]:
+    try:
+        return run_in_processes(
+            connection.target, connection.options, workload, settings, processes, progress
+        )
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+
+
+async def _run_sweep(
+    connection: Connection,
+    workload: Workload,
+    settings: LoadSettings,
+    sweep: SweepSettings,
+    processes: int,
+    quiet: bool,
+) -> SweepResult:
+    async def run_at(step: LoadSettings) -> Summary:
+        click.echo(f"sweep: {step.rate:,.0f} req/s for {step.duration:g}s", err=True)
+        summary, _ = await _run_once(connection, workload, step, processes, quiet)
+        return summary
+
+    return await sweep_rates(run_at, settings, sweep)
 
 
 def _report_run(
@@ -200,12 +240,10 @@ def _event_loop_runner(loop: str) -> Any:
     help="Open loop: most calls in flight.",
 )
 @click.option(
-    "--users", type=int, default=10_000, show_default=True, help="Synthetic users u0..uN-1."
+    "--users", type=int, default=2_000, show_default=True, help="Synthetic users u0..uN-1."
 )
 @click.option("--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--items", type=int, default=5_000, show_default=True, help="Synthetic items i0..iN-1."
-)
+@click.option("--items", type=int, default=400, show_default=True, help="Synthetic items i0..iN-1.")
 @click.option("--items-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--zipf", type=float, default=1.1, show_default=True, help="Zipf exponent of user draws."
@@ -232,6 +270,13 @@ def _event_loop_runner(loop: str) -> Any:
     "--max-rate", type=float, default=1_000_000.0, show_default=True, help="Sweep ceiling."
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Generator processes sharing the load (when one core cannot drive enough).",
+)
+@click.option(
     "--loop", type=click.Choice(["asyncio", "uvloop"]), default="asyncio", show_default=True
 )
 @click.option(
@@ -256,6 +301,7 @@ def loadtest(
     sweep: bool,
     p99_ms: float,
     max_rate: float,
+    processes: int,
     loop: str,
     json_path: Path | None,
     plot_path: Path | None,
@@ -273,7 +319,7 @@ def loadtest(
             duration=duration,
             concurrency=concurrency,
             rate=rate,
-            arrivals=arrivals,  # type: ignore[arg-type]
+            arrivals=cast(Arrivals, arrivals),  # click.Choice has checked the value
             warmup=warmup,
             timeout=connection.options.timeout,
             max_in_flight=max_in_flight,
@@ -284,6 +330,7 @@ def loadtest(
             else None
         )
         workload = _workload(rpc, mix)
+        shares(settings, processes)  # refuses a concurrency that cannot be split
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     if plot_path:
@@ -293,15 +340,14 @@ def loadtest(
             raise click.ClickException(str(error)) from None
     # With --json -, stdout is for the JSON alone and the tables go to stderr.
     to_stderr = json_path is not None and str(json_path) == "-"
-    outcome = _event_loop_runner(loop)(
-        _drive(connection.target, connection.options, workload, settings, sweep_settings, quiet)
-    )
+    run = _event_loop_runner(loop)
     title = f"{rpc} @ {connection.target}"
-    if isinstance(outcome, SweepResult):
-        assert sweep_settings is not None
-        payload = _report_sweep(outcome, sweep_settings, plot_path, title, to_stderr)
+    if sweep_settings is None:
+        summary, samples = run(_run_once(connection, workload, settings, processes, quiet))
+        payload = _report_run(summary, samples, plot_path, title, to_stderr)
     else:
-        payload = _report_run(*outcome, plot_path, title, to_stderr)
+        result = run(_run_sweep(connection, workload, settings, sweep_settings, processes, quiet))
+        payload = _report_sweep(result, sweep_settings, plot_path, title, to_stderr)
     payload["config"] = {
         "target": connection.target,
         "rpc": rpc,
@@ -312,6 +358,7 @@ def loadtest(
         "warmup_s": warmup,
         "timeout_s": connection.options.timeout,
         "loop": loop,
+        "processes": processes,
     }
     if json_path:
         text = json.dumps(payload, indent=2, allow_nan=False) + "\n"

@@ -16,8 +16,8 @@ from clients.channel import call_metadata
 from clients.errors import ReachRankError
 from clients.options import ClientOptions
 
-# UNAVAILABLE means the call never reached a healthy server; every ReachRank RPC is a read,
-# so resending it is safe.
+# UNAVAILABLE usually means the call never reached a healthy server. Resending is safe for
+# reads and for the idempotent admin calls; LogEvents opts out (it appends).
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 # Health answers worth waiting through in wait_ready: a starting server refuses connections.
@@ -27,6 +27,11 @@ NOT_READY_CODES: frozenset[grpc.StatusCode] = frozenset(
 
 # Pause between health checks while waiting for a server to become ready.
 READY_POLL_S = 0.05
+
+
+def new_request_id() -> str:
+    """A fresh request id (uuid4), sent as `x-request-id`."""
+    return str(uuid.uuid4())
 
 
 def backoff_bound(options: ClientOptions, attempt: int) -> float:
@@ -66,11 +71,14 @@ class CallAttempts:
         timeout: float | None,
         request_id: str | None,
         rng: random.Random,
+        retryable: bool = True,
     ) -> None:
         self.options = options
+        # False for calls that must not run twice (LogEvents appends): one attempt only.
+        self.retryable = retryable
         self.budget = options.timeout if timeout is None else timeout
         self.deadline = time.monotonic() + self.budget
-        self.request_id = request_id or str(uuid.uuid4())
+        self.request_id = request_id or new_request_id()
         # The same request id on every attempt, so server logs show the retries as one call.
         self.metadata = call_metadata(options, self.request_id)
         self.attempt = 0
@@ -93,7 +101,7 @@ class CallAttempts:
         wrapped = ReachRankError.from_rpc_error(error, self.request_id)
         remaining = self.deadline - time.monotonic()
         delay = retry_delay(self.options, self.attempt, wrapped.code, remaining, self._rng)
-        if delay is None:
+        if delay is None or not self.retryable:
             raise wrapped from None
         return delay
 

@@ -17,12 +17,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _is_number(value: Any) -> bool:
+    if isinstance(value, Number):
+        return True
+    # Pre-formatted numbers ("1,234", "5.80") align like numbers; "-" marks a missing one.
+    text = str(value).replace(",", "")
+    try:
+        float(text)
+    except ValueError:
+        return text == "-"
+    return True
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Columns padded to their widest cell; numbers right-aligned, text left-aligned."""
     cells = [[_cell(value) for value in row] for row in rows]
-    numeric = [
-        bool(rows) and all(isinstance(row[i], Number) for row in rows) for i in range(len(headers))
-    ]
+    numeric = [bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:

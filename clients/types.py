@@ -1,8 +1,8 @@
-"""Typed results (and the ad input) of the ReachRank SDK, free of protobuf types."""
+"""Typed results and inputs of the ReachRank SDK, free of protobuf types."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,14 +36,24 @@ class Recommendation:
     # "personalised", "cold_start_segment" or "cold_start_popularity".
     strategy: str
     models: tuple[ModelInfo, ...]
-    # The A/B experiment and arm that served the request ("" when none): log them with
-    # the feedback events.
+    # The A/B experiment and arm that served the request ("" when none): feedback events
+    # quote them.
     experiment: str = ""
     variant: str = ""
+    # The x-request-id the call carried: feedback events quote it too.
+    request_id: str = ""
 
     @property
     def item_ids(self) -> list[str]:
         return [item.item_id for item in self.items]
+
+    def feedback(
+        self, user_id: str, event: str, item_ids: Iterable[str] | None = None
+    ) -> list[FeedbackEvent]:
+        """Events for items of this answer (default: all, e.g. impressions), carrying the
+        request id, experiment arm, ranking model and the 1-based position shown."""
+        shown = ((item.item_id, rank, item.price) for rank, item in enumerate(self.items, 1))
+        return _feedback(shown, self, user_id, event, item_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +134,25 @@ class AdAuction:
     ads: tuple[RankedAd, ...]
     below_reserve: int
     models: tuple[ModelInfo, ...]
+    # The A/B experiment and arm that served the request ("" when none): feedback events
+    # quote them.
     experiment: str = ""
     variant: str = ""
+    # The x-request-id the call carried: feedback events quote it too.
+    request_id: str = ""
 
     @property
     def winners(self) -> list[RankedAd]:
         """Ads that won a slot, in slot order."""
         return sorted((ad for ad in self.ads if ad.slot > 0), key=lambda ad: ad.slot)
+
+    def feedback(
+        self, user_id: str, event: str, ad_ids: Iterable[str] | None = None
+    ) -> list[FeedbackEvent]:
+        """Events for winning ads (default: all winners, e.g. impressions), with their slot as
+        the position and the price they pay per click."""
+        shown = ((ad.ad_id, ad.slot, ad.price) for ad in self.winners)
+        return _feedback(shown, self, user_id, event, ad_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +161,107 @@ class ScoreResult:
 
     outputs: dict[str, np.ndarray]
     model: ModelInfo
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """What was shown and what the user did, for the server's durable feedback log."""
+
+    user_id: str
+    item_id: str
+    # "impression", "click" or "purchase".
+    event: str
+    # Milliseconds since the Unix epoch; 0: the server's receive time.
+    ts_unix_ms: int = 0
+    # The serving request the event belongs to (groups impressions with their clicks).
+    request_id: str = ""
+    experiment: str = ""
+    variant: str = ""
+    model: str = ""
+    model_version: int = 0
+    # 1-based slot the item was shown in; 0: unknown.
+    position: int = 0
+    price: float = 0.0
+    # Revenue of a purchase.
+    value: float = 0.0
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+def _ranking_model(models: Sequence[ModelInfo]) -> ModelInfo | None:
+    # The CTR model ranked the answer; the retrieval model only shortlisted it.
+    ranked = [model for model in models if model.kind == "ctr"]
+    return (ranked or list(models) or [None])[0]
+
+
+def _feedback(
+    shown: Iterable[tuple[str, int, float]],
+    answer: Recommendation | AdAuction,
+    user_id: str,
+    event: str,
+    wanted_ids: Iterable[str] | None,
+) -> list[FeedbackEvent]:
+    """Events for the shown (id, position, price) rows whose id is wanted (None: all)."""
+    wanted = None if wanted_ids is None else set(wanted_ids)
+    model = _ranking_model(answer.models)
+    return [
+        FeedbackEvent(
+            user_id=user_id,
+            item_id=item_id,
+            event=event,
+            request_id=answer.request_id,
+            experiment=answer.experiment,
+            variant=answer.variant,
+            model=model.name if model else "",
+            model_version=model.version if model else 0,
+            position=position,
+            price=price,
+        )
+        for item_id, position, price in shown
+        if wanted is None or item_id in wanted
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """A model in the server's repository and what the server does with it."""
+
+    name: str
+    # Version taking traffic; 0 when none.
+    version: int
+    kind: str
+    provider: str
+    available_versions: tuple[int, ...]
+    loaded_versions: tuple[int, ...]
+    # "SERVING", "UNLOADED" or "FAILED".
+    state: str
+    # Why the last load failed ("" if it did not).
+    last_error: str
+    # "latest" or "pinned:<version>".
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One arm of an experiment: its traffic share and the models that answer it."""
+
+    name: str
+    weight: float
+    # Empty / 0: the server's default model / its serving version.
+    ctr_model: str = ""
+    ctr_version: int = 0
+    retrieval_model: str = ""
+    retrieval_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """An A/B experiment: users split by a salted hash over weighted variants."""
+
+    name: str
+    variants: tuple[Variant, ...]
+    # RPCs it applies to: "recommend", "rank_ads".
+    rpcs: tuple[str, ...] = ("recommend",)
+    salt: str = ""
+    # Only users in these segments enter (RFM names or "cluster:<k>"); empty: everyone.
+    segments: tuple[str, ...] = ()
+    enabled: bool = True

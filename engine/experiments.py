@@ -142,6 +142,20 @@ class ExperimentStore:
         """Enabled experiments that apply to ``rpc`` ("recommend" or "rank_ads")."""
         return [e for e in self.list() if e.enabled and rpc in e.rpcs]
 
+    def assignments(
+        self, rpc: str, user_id: str, segment: str | Collection[str] | None = None
+    ) -> list[tuple[str, models_pb2.Variant]]:
+        """(experiment name, variant) for every active experiment of ``rpc`` the user is in,
+        by experiment name."""
+        found = []
+        for experiment in self.active(rpc):
+            name = assign(experiment, user_id, segment)
+            if name is not None:
+                found.append(
+                    (experiment.name, next(v for v in experiment.variants if v.name == name))
+                )
+        return found
+
 
 def load_experiments(path: Path) -> list[models_pb2.Experiment]:
     """Experiments from a JSON file: ``{"experiments": [...]}`` in protobuf's JSON mapping."""

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
+import kernels
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
@@ -65,6 +66,8 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     """Load the repository, then start serving; health turns SERVING once models are loaded."""
     apply_thread_budget(settings)
     started = time.perf_counter()
+    # Compile (or load from the Numba cache) every kernel now, never on a request.
+    log.info("kernels ready in %.1f s", kernels.warmup())
     registry = registry or ModelRegistry(
         settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
     )

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     """Most ads one RankAds call may carry."""
     max_score_rows: int = Field(65536, ge=1)
     """Most rows one Score call may carry."""
+    retrieval_search: Literal["auto", "exact", "ivf"] = "auto"
+    """Candidate scan: ``auto`` uses the bundle's IVF index when it has one, else exact."""
+    ivf_nprobe: int = Field(16, ge=1)
+    """Inverted lists scanned per query by IVF retrieval (more: better recall, slower)."""
     retrieval_candidates: int = Field(200, ge=1)
     """Candidates retrieved before CTR ranking (at least k)."""
     default_position: str = "1"

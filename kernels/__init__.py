@@ -12,9 +12,12 @@ Training and serving both import this package, which imports nothing else of Rea
 - `warmup()`: compile/load every kernel at model load, never on a request.
 - `set_threads(n)`: the kernels' thread budget (and BLAS pinned to one thread per kernel thread).
 
-Plain NumPy references of each kernel live in `kernels.reference`.
+Plain NumPy references of each kernel live in `kernels.reference`. Compiled kernels are cached
+under `$NUMBA_CACHE_DIR/kernels-<source digest>/` (see `kernels._cache`).
 """
 
+# First: the cache folder must be chosen before any @njit(cache=True) kernel is defined.
+from kernels._cache import CACHE_DIR
 from kernels.diversity import cap_per_category, mmr
 from kernels.exact import topk
 from kernels.filters import exclusions_csr
@@ -25,6 +28,7 @@ from kernels.threads import get_threads, set_threads
 from kernels.warmup import warmup
 
 __all__ = [
+    "CACHE_DIR",
     "MISSING",
     "IVFIndex",
     "build_ivf",

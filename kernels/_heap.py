@@ -25,18 +25,21 @@ def heap_init(hs, hi):
     hi[:] = EMPTY_ID
 
 
-@njit(cache=True)
-def sift_down(hs, hi, size, s, i):
-    """Place (s, i) at the root of the heap hs[:size] and restore the heap order."""
+def _sift_down(hs, hi, size, s, i):
+    """Place (s, i) at the root of the heap hs[:size] and restore the heap order.
+
+    Self-contained (the `worse` test written out) so the GPU kernels compile the same source
+    as a CUDA device function.
+    """
     pos = 0
     while True:
         c = 2 * pos + 1
         if c >= size:
             break
         r = c + 1
-        if r < size and worse(hs[r], hi[r], hs[c], hi[c]):
+        if r < size and (hs[r] < hs[c] or (hs[r] == hs[c] and hi[r] > hi[c])):
             c = r
-        if worse(hs[c], hi[c], s, i):
+        if hs[c] < s or (hs[c] == s and hi[c] > i):
             hs[pos] = hs[c]
             hi[pos] = hi[c]
             pos = c
@@ -44,6 +47,9 @@ def sift_down(hs, hi, size, s, i):
             break
     hs[pos] = s
     hi[pos] = i
+
+
+sift_down = njit(cache=True)(_sift_down)
 
 
 @njit(cache=True, inline="always")
@@ -69,3 +75,19 @@ def heap_sort(hs, hi):
         if hi[j] == EMPTY_ID:
             hi[j] = -1
             hs[j] = -np.inf
+
+
+@njit(cache=True)
+def merge_heaps(part_s, part_i, out_ids, out_scores):
+    """Merge per-task heaps part[task, query] into sorted out[query].
+
+    Serial on purpose: a few thousand pushes per query at most, cheaper than waking the pool.
+    """
+    for q in range(out_ids.shape[0]):
+        hs = out_scores[q]
+        hids = out_ids[q]
+        heap_init(hs, hids)
+        for t in range(part_s.shape[0]):
+            for j in range(part_s.shape[2]):
+                heap_push(hs, hids, part_s[t, q, j], part_i[t, q, j])
+        heap_sort(hs, hids)

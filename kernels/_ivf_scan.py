@@ -1,10 +1,15 @@
-"""Numba kernels of the IVF search: scoring probed lists (float32 by id, or int8 / float16 codes)."""
+"""Numba kernels of the IVF search: list-blocked scoring of probed lists, then exact re-scoring.
+
+Queries are grouped by the lists they probe; each thread owns a share of the lists, copies a
+list's rows once (gathered float32 rows, or dequantised int8 / float16 codes) into a contiguous
+buffer and scores it against all of its queries with one BLAS product, feeding per-query heaps.
+"""
 
 import numpy as np
 from numba import njit, prange
 
 from kernels._heap import heap_init, heap_push, heap_sort
-from kernels._scan import PREFILTER, VEC, push_scores
+from kernels._scan import VEC, inv_norms, push_scores
 
 # float16 -> float32 without hardware support: shifting the 15 magnitude bits into float32's
 # layout and multiplying by 2**112 rebiases the exponent, handling zeros and subnormals too.
@@ -12,6 +17,7 @@ _F16_SCALE = np.float32(2.0**112)
 KIND_FLOAT32 = 0
 KIND_INT8 = 1
 KIND_FLOAT16 = 2
+KIND_ORDERED = 3  # float32 rows already copied in list order: scored in place, exact
 
 
 @njit(cache=True, inline="always")
@@ -20,35 +26,78 @@ def _half(h):
     return -v if h & np.uint32(0x8000) else v
 
 
-@njit(cache=True, fastmath=VEC)
-def _list_scores(q, items, codes, scales, ids, kind, p0, m, cosine, out):
-    """out[r] = score of list position p0 + r: from items[ids[p]] or from the codes at p."""
-    d = q.shape[0]
+@njit(cache=True)
+def _fill_rows(items, codes, scales, ids, kind, p0, m, buf):
+    """buf[:m] = float32 rows of list positions p0 .. p0 + m - 1."""
+    d = buf.shape[1]
     for r in range(m):
         p = p0 + r
-        s = np.float32(0.0)
-        nn = np.float32(0.0)
         if kind == KIND_FLOAT32:
             row = ids[p]
             for t in range(d):
-                x = items[row, t]
-                s += q[t] * x
-                nn += x * x
+                buf[r, t] = items[row, t]
         elif kind == KIND_INT8:
+            s = scales[p]
             for t in range(d):
-                x = np.float32(codes[p, t])
-                s += q[t] * x
-                nn += x * x
-            if not cosine:
-                s *= scales[p]
+                buf[r, t] = np.float32(codes[p, t]) * s
         else:
             for t in range(d):
-                x = _half(np.uint32(codes[p, t]))
-                s += q[t] * x
-                nn += x * x
-        if cosine:
-            s = s / np.sqrt(nn) if nn > 0 else np.float32(0.0)
-        out[r] = s
+                buf[r, t] = _half(np.uint32(codes[p, t]))
+
+
+@njit(cache=True)
+def _longest(ptr):
+    n = 0
+    for i in range(ptr.shape[0] - 1):
+        n = max(n, ptr[i + 1] - ptr[i])
+    return n
+
+
+@njit(cache=True, parallel=True)
+def ivf_lists_scan(
+    queries, items, ordered, codes, scales, ids, offsets, list_ptr, list_queries, kind, cosine,
+    indptr, ex_sorted, allowed, part_s, part_i,
+):  # fmt: skip
+    """Task t scores lists t, t + n_tasks, ... against the queries probing them (list_ptr CSR).
+
+    `ordered` (float32 rows in list order, KIND_ORDERED) is a separate argument from the int8 /
+    float16 `codes` so every storage kind shares one compiled specialisation.
+    """
+    n_tasks = part_s.shape[0]
+    n_lists = offsets.shape[0] - 1
+    d = queries.shape[1]
+    rows_max = _longest(offsets)
+    queries_max = _longest(list_ptr)
+    for t in prange(n_tasks):
+        for q in range(queries.shape[0]):
+            heap_init(part_s[t, q], part_i[t, q])
+        buf = np.empty((rows_max, d), dtype=np.float32)
+        qbuf = np.empty((queries_max, d), dtype=np.float32)
+        inv = np.empty(rows_max, dtype=np.float32)
+        for lst in range(t, n_lists, n_tasks):
+            c = list_ptr[lst + 1] - list_ptr[lst]
+            p0 = offsets[lst]
+            m = offsets[lst + 1] - p0
+            if c == 0 or m == 0:
+                continue
+            for i in range(c):
+                qbuf[i] = queries[list_queries[list_ptr[lst] + i]]
+            if kind == KIND_ORDERED:
+                rows = ordered[p0 : p0 + m]
+            else:
+                # Gathered or dequantised into a contiguous buffer for the BLAS product.
+                _fill_rows(items, codes, scales, ids, kind, p0, m, buf)
+                rows = buf[:m]
+            scores = np.dot(qbuf[:c], rows.T)
+            if cosine:
+                inv_norms(rows, 0, m, inv)
+                for i in range(c):
+                    for r in range(m):
+                        scores[i, r] *= inv[r]
+            for i in range(c):
+                q = list_queries[list_ptr[lst] + i]
+                ex = ex_sorted[indptr[q] : indptr[q + 1]]
+                push_scores(scores[i], m, p0, ids, ex, allowed, part_s[t, q], part_i[t, q])
 
 
 @njit(cache=True, fastmath=VEC)
@@ -65,37 +114,14 @@ def _exact_score(q, items, row, cosine):
 
 
 @njit(cache=True, parallel=True)
-def ivf_scan(
-    queries, items, codes, scales, ids, offsets, probes, kind, cosine,
-    indptr, ex_sorted, allowed, short_s, short_i, out_ids, out_scores,
-):  # fmt: skip
-    """Per query: scan its probed lists into a shortlist heap, then (codes only) re-score exactly.
-
-    With float32 scoring the shortlist is the answer; with codes its entries are re-scored from
-    `items` and the best k kept, so the returned scores are always exact.
-    """
-    k = out_ids.shape[1]
+def rescore_shortlist(queries, items, shortlist, cosine, out_ids, out_scores):
+    """Exact scores of each query's shortlist ids (-1 skipped); keep the best k, sorted."""
     for q in prange(queries.shape[0]):
-        hs = short_s[q]
-        hids = short_i[q]
+        hs = out_scores[q]
+        hids = out_ids[q]
         heap_init(hs, hids)
-        ex = ex_sorted[indptr[q] : indptr[q + 1]]
-        buf = np.empty(PREFILTER, dtype=np.float32)
-        for li in range(probes.shape[1]):
-            lst = probes[q, li]
-            for p0 in range(offsets[lst], offsets[lst + 1], PREFILTER):
-                m = min(PREFILTER, offsets[lst + 1] - p0)
-                _list_scores(queries[q], items, codes, scales, ids, kind, p0, m, cosine, buf)
-                push_scores(buf, m, p0, ids, ex, allowed, hs, hids)
-        os_ = out_scores[q]
-        oi = out_ids[q]
-        if kind == KIND_FLOAT32:
-            heap_sort(hs, hids)
-            os_[:] = hs[:k]
-            oi[:] = hids[:k]
-            continue
-        heap_init(os_, oi)
-        for j in range(hs.shape[0]):
-            if hids[j] >= 0 and hids[j] < items.shape[0]:
-                heap_push(os_, oi, _exact_score(queries[q], items, hids[j], cosine), hids[j])
-        heap_sort(os_, oi)
+        for j in range(shortlist.shape[1]):
+            i = shortlist[q, j]
+            if i >= 0:
+                heap_push(hs, hids, _exact_score(queries[q], items, i, cosine), i)
+        heap_sort(hs, hids)

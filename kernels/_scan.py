@@ -59,12 +59,12 @@ def is_filtered(j, ex, allowed):
 
 
 @njit(cache=True)
-def _any_at_least(scores, lo, hi, thr):
-    # Branch-free OR so LLVM vectorises it without fastmath.
-    hit = False
+def _count_at_least(scores, lo, hi, thr):
+    # An integer count vectorises (AVX2 compares + adds); a boolean OR did not, and cost 3x.
+    c = 0
     for j in range(lo, hi):
-        hit |= scores[j] >= thr
-    return hit
+        c += scores[j] >= thr
+    return c
 
 
 @njit(cache=True)
@@ -72,16 +72,17 @@ def push_scores(scores, m, j0, idmap, ex, allowed, hs, hids):
     """Offer positions j0 .. j0 + m - 1 with scores[:m] to the heap (hs, hids).
 
     A position is an item id itself when `idmap` is empty, else the item id is idmap[position]
-    (IVF lists store their items in list order).
-
-    Filters are checked only for items that would enter the heap, so exclusions and masks cost
-    almost nothing on the hot path.
+    (IVF lists store their items in list order). Once the heap is full almost no score beats
+    its threshold, so whole rows, then PREFILTER-sized stretches, are first tested with one
+    vectorised count; filters are checked only for items that would enter the heap.
     """
     k = hs.shape[0]
+    if _count_at_least(scores, 0, m, hs[0]) == 0:
+        return
     for c0 in range(0, m, PREFILTER):
         c1 = min(m, c0 + PREFILTER)
         thr_s = hs[0]
-        if not _any_at_least(scores, c0, c1, thr_s):
+        if m > PREFILTER and _count_at_least(scores, c0, c1, thr_s) == 0:
             continue
         thr_i = hids[0]
         for r in range(c0, c1):

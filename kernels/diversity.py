@@ -9,7 +9,7 @@ from numba import njit, prange
 
 from kernels._heap import EMPTY_ID
 from kernels._scan import VEC
-from kernels.exact import check_items, empty_result
+from kernels.inputs import check_items, empty_result
 from kernels.threads import apply_budget
 
 # Candidate x d multiply-adds per batch from which the thread pool pays off.

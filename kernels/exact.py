@@ -8,18 +8,13 @@ BLAS feed per-query heaps, each thread owning a slice of the catalogue).
 import numpy as np
 from numba import njit, prange
 
-from kernels._heap import heap_init, heap_push, heap_sort
+from kernels import gpu
+from kernels._heap import heap_init, merge_heaps
 from kernels._scan import PREFILTER, block_scores, inv_norms, push_scores
-from kernels.filters import (
-    Exclusions,
-    check_allowed,
-    check_exclusions,
-    sorted_exclusions,
-    writable,
-)
+from kernels.filters import Exclusions
+from kernels.inputs import prepare_search
 from kernels.threads import apply_budget, single_threaded_blas
 
-METRICS = ("ip", "cosine")
 # Below this many items per chunk, splitting one query's scan across threads costs more than it saves.
 _MIN_CHUNK_ITEMS = 16384
 # From this many queries on, one blocked pass beats a streaming pass per query (measured).
@@ -34,19 +29,6 @@ _BLOCK_ITEMS = 1024
 
 # Positions are item ids in the exact scans (a global: Numba freezes it as a constant).
 _NO_IDMAP = np.empty(0, dtype=np.int64)
-
-
-@njit(cache=True, parallel=True)
-def _merge(part_s, part_i, out_ids, out_scores):
-    """Merge per-task heaps part[task, query] into sorted out[query]."""
-    for q in prange(out_ids.shape[0]):
-        hs = out_scores[q]
-        hids = out_ids[q]
-        heap_init(hs, hids)
-        for t in range(part_s.shape[0]):
-            for j in range(part_s.shape[2]):
-                heap_push(hs, hids, part_s[t, q, j], part_i[t, q, j])
-        heap_sort(hs, hids)
 
 
 @njit(cache=True, parallel=True)
@@ -99,37 +81,6 @@ def _blocked_scan(queries, items, cosine, indptr, ex_sorted, allowed, block, par
                 push_scores(scores[q], m, j0, _NO_IDMAP, ex, allowed, part_s[c, q], part_i[c, q])
 
 
-def prepare_queries(queries: np.ndarray, d: int, metric: str) -> np.ndarray:
-    """Queries as writable C-contiguous float32 [n, d] (a 1-D query is one row), unit-norm for cosine."""
-    q = np.asarray(queries, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2 or q.shape[1] != d:
-        raise ValueError(f"queries must be [n, {d}] or [{d}], got shape {np.shape(queries)}")
-    if metric == "cosine":
-        return normalize_rows(q)
-    return writable(np.ascontiguousarray(q))
-
-
-def check_items(items: np.ndarray) -> np.ndarray:
-    """Items must already be float32, 2-D and C-contiguous: copying a catalogue per call is a bug."""
-    if not isinstance(items, np.ndarray) or items.ndim != 2:
-        raise ValueError("items must be a 2-D numpy array")
-    if items.dtype != np.float32 or not items.flags.c_contiguous:
-        raise TypeError("items must be C-contiguous float32 (convert once at load time)")
-    return items
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0).astype(np.float32)
-
-
-def empty_result(n_q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((n_q, k), -1, dtype=np.int64), np.full((n_q, k), -np.inf, dtype=np.float32)
-
-
 def _scan(q, items, k, cosine, indptr, ex_sorted, mask, n_threads):
     """Sorted top-k of prepared inputs, k <= n_items."""
     n_q, n_items = q.shape[0], items.shape[0]
@@ -146,7 +97,7 @@ def _scan(q, items, k, cosine, indptr, ex_sorted, mask, n_threads):
             _blocked_scan(q, items, cosine, indptr, ex_sorted, mask, _BLOCK_ITEMS, part_s, part_i)
     ids = np.empty((n_q, k), dtype=np.int64)
     scores = np.empty((n_q, k), dtype=np.float32)
-    _merge(part_s, part_i, ids, scores)
+    merge_heaps(part_s, part_i, ids, scores)
     return ids, scores
 
 
@@ -158,6 +109,7 @@ def topk(
     metric: str = "ip",
     exclude: Exclusions | None = None,
     allowed: np.ndarray | None = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k items for each query.
 
@@ -169,29 +121,29 @@ def topk(
         exclude: None or a CSR pair `(indptr int64 [n_q + 1], indices int64)` of item rows
             query q must skip (see `exclusions_csr`).
         allowed: None or a bool/uint8 mask [n_items]; only rows with a true entry qualify.
+        device: "auto" (the GPU when a real CUDA device is visible and REACHRANK_KERNELS_GPU
+            is not "0", else the CPU), "cpu" or "gpu" (raises RuntimeError without a device).
 
     Returns:
         `(ids int64 [n_q, k], scores float32 [n_q, k])`, best first, ties broken by the lower id;
         id -1 with score -inf where fewer than k items qualify. Filters apply inside the scan,
         so k results come back whenever k items qualify. Items whose score is NaN never qualify.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if k < 0:
-        raise ValueError("k must be >= 0")
-    items = check_items(items)
-    n_items, d = items.shape
-    q = prepare_queries(queries, d, metric)
-    n_q = q.shape[0]
-    indptr, indices = check_exclusions(exclude, n_q)
-    mask = check_allowed(allowed, n_items)
-    ids, scores = empty_result(n_q, k)
-    k_eff = min(k, n_items)
-    if n_q == 0 or k_eff == 0:
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    search = prepare_search(queries, items, k, metric, exclude, allowed)
+    ids, scores = search.ids, search.scores
+    if search.k == 0:
         return ids, scores
+    q, indptr, ex_sorted, mask, k_eff = search[:5]
+    n_q, n_items, d = q.shape[0], items.shape[0], q.shape[1]
     cosine = metric == "cosine"
     n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
-    ex_sorted = sorted_exclusions(indptr, indices)
+    if device == "gpu" or (device == "auto" and gpu.use_gpu_by_default()):
+        ids[:, :k_eff], scores[:, :k_eff] = gpu.gpu_scan(
+            q, items, k_eff, cosine, indptr, ex_sorted, mask
+        )
+        return ids, scores
     for g0 in range(0, n_q, _QUERY_GROUP):
         g1 = min(n_q, g0 + _QUERY_GROUP)
         # Each group's exclusion offsets restart at 0 so the kernels index their own slice.

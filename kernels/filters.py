@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 Exclusions = tuple[np.ndarray, np.ndarray]
 
@@ -54,10 +54,14 @@ def check_allowed(allowed: np.ndarray | None, n_items: int) -> np.ndarray:
     return writable(np.ascontiguousarray(mask)).view(np.uint8)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def sorted_exclusions(indptr, indices):
-    """A copy of `indices` with each query's slice sorted, for binary search during scans."""
+    """A copy of `indices` with each query's slice sorted, for binary search during scans.
+
+    Serial on purpose: the work is tiny, and every parallel region costs a thread-pool wake-up
+    (milliseconds on a loaded machine), so each request gets exactly one, the scan.
+    """
     out = indices.copy()
-    for q in prange(indptr.shape[0] - 1):
+    for q in range(indptr.shape[0] - 1):
         out[indptr[q] : indptr[q + 1]].sort()
     return out

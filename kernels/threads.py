@@ -7,6 +7,7 @@ its own threads, because both pools spinning on the same cores made a blocked sc
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 
 import numba
@@ -18,7 +19,10 @@ def set_threads(n: int) -> None:
     """Use at most `n` threads in every kernel (the engine passes its settings' Numba share).
 
     Also limits BLAS (OpenBLAS, which NumPy and Numba's block products use) to one thread for
-    the whole process: the kernels already run BLAS inside each of their own threads.
+    the whole process: the kernels already run BLAS inside each of their own threads. Call it
+    from the main thread at startup: OpenBLAS ignores some limits set from other threads
+    (seen with OpenBLAS 0.3.31), which is also why OPENBLAS_NUM_THREADS=1 in the service's
+    environment is the most robust setting of all.
     """
     global _budget
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
@@ -55,11 +59,32 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run the block with BLAS on one thread (no-op once set_threads limited it for good)."""
+    """Run the block with BLAS on one thread (no-op once set_threads limited it for good).
+
+    Reference-counted across threads: the first caller limits BLAS, the last one restores it,
+    so overlapping calls from a server's thread pool never leave the limit half-undone. Best
+    effort from a non-main thread (see set_threads); services should call set_threads.
+    """
+    global _blas_users, _blas_limiter
     if _budget is not None:
         yield
         return
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None

@@ -41,8 +41,11 @@ from training.splits import Split, global_time_split, per_user_split
 
 log = logging.getLogger(__name__)
 
-# Columns of the event log that are never used as context features.
+# Columns of the event log that are never used as context features; the last four are how the
+# feedback log says an event was served (A/B arm, model), which a request never carries.
 _NOT_CONTEXT = {"user_id", "item_id", "ts", "event", "value", "price", "position", "request_id"}
+_NOT_CONTEXT |= {"experiment", "variant", "model", "model_version"}
+
 SplitKind = Literal["global", "per-user"]
 Calibration = Literal["platt", "isotonic"]
 

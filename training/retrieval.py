@@ -31,6 +31,7 @@ from training import metrics
 from training.bundle import write_bundle, write_metrics_json
 from training.export import export_onnx, parity_max_abs_error
 from training.fit import FitConfig, fit_bpr, fit_ease, fit_ials, fit_item_knn
+from training.ivf_bundle import ivf_lists_for, write_ivf
 from training.models.mf import EmbeddingScorer, MatrixFactorization
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class RetrievalConfig:
     ials_iterations: int = 15
     ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
     knn_neighbours: int = 100
+    # IVF index for approximate serving: this many lists (None: ~4 sqrt(n_items) once the
+    # catalogue has at least ivf_min_items items; 0: never).
+    ivf_lists: int | None = None
+    ivf_min_items: int = 50_000
     seed: int = 0
     progress: bool = True
 
@@ -429,6 +434,11 @@ def write_retrieval_bundle(
         np.save(tmp / "popularity.npy", all_popularity)
         data.users.write_parquet(tmp / "users.parquet")
         item_table.write_parquet(tmp / "items.parquet")
+        n_lists = ivf_lists_for(data.n_items, config.ivf_min_items, config.ivf_lists)
+        if n_lists:
+            ivf = write_ivf(tmp, item, n_lists, config.seed)
+            manifest["ivf"] = ivf["ivf"]
+            manifest["artifacts"].update(ivf["artifacts"])
         write_metrics_json(tmp, manifest)
 
     path = write_bundle(out, bundle, "retrieval", manifest, write)

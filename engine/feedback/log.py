@@ -1,10 +1,13 @@
 """A durable, append-only log of feedback events with group commit and rotation to Parquet.
 
-``append`` writes its records to the current segment under a lock and then waits until a
-single flusher thread has fsynced past them: appenders that arrive while an fsync runs share
-the next one, so one fsync acknowledges many concurrent RPCs. Full (or old) segments are
-sealed by the flusher and converted to Parquet by a converter thread; a segment is deleted
-only once its Parquet file is durable. Opening the log recovers from a crash (see
+``append`` writes its records to the current segment under a lock and then waits until an
+fsync has covered them. Group commit, leader-follower style: when no fsync is running, the
+appender runs one itself for everything written so far; appenders that arrive meanwhile wait
+and the first of them leads the next, so one fsync acknowledges many concurrent RPCs and a
+lone appender pays no thread hand-off. With ``fsync_interval_ms`` > 0 a flusher thread runs
+every fsync after that wait instead. The flusher also seals full, old or flushed segments,
+which a converter thread turns into Parquet; a segment is deleted only once its Parquet file
+is durable. Opening the log recovers from a crash (see
 :func:`engine.feedback.segments.recover`) and seals what it finds.
 
 Errors: a failed write (disk full) is undone by truncating the segment back to its last whole
@@ -43,6 +46,8 @@ from engine.feedback.segments import (
 
 log = logging.getLogger(__name__)
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# How long after a failed rotation (no room for a new segment) the next attempt waits.
+ROTATION_RETRY_S = 1.0
 
 
 class LogFull(ResourceExhausted):
@@ -51,6 +56,18 @@ class LogFull(ResourceExhausted):
 
 class LogUnavailable(Unavailable):
     """The log is closed or failed; the events were not acknowledged."""
+
+
+@dataclass(frozen=True)
+class _Sync:
+    """One fsync round: the segment to fsync and what it acknowledges."""
+
+    fd: int
+    # Appends (tickets) and flush() requests covered once the fsync succeeds.
+    target: int
+    wanted: int
+    # The segment sealed by this round (closed after its fsync), if any.
+    sealed: int | None
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,13 @@ class LogStats:
 
 
 class FeedbackLog:
-    """Append-only event log in ``directory``; Parquet output under ``directory / "parquet"``."""
+    """Append-only event log in ``directory``; Parquet output under ``directory / "parquet"``.
+
+    ``fsync_interval_ms``: 0 lets appenders lead the fsyncs themselves; more makes a flusher
+    thread wait that long before each fsync to gather appenders. ``max_segment_bytes`` and
+    ``max_segment_age_s`` (None: no age limit) decide when a segment is sealed for Parquet.
+    One process at a time may open a directory.
+    """
 
     def __init__(
         self,
@@ -88,12 +111,16 @@ class FeedbackLog:
         # Tickets: one per append; an append is acknowledged once _synced reaches its ticket.
         self._written = 0
         self._synced = 0
-        self._failure: OSError | None = None
+        # Whoever holds this runs the fsync and alone may switch or close segments.
+        self._syncing = False
+        self._failure: Exception | None = None
         self._closing = False
         self._closed = False
         # flush() asks for the current segment to be sealed; the flusher answers in _sealed.
         self._seal_wanted = 0
         self._sealed = 0
+        # After a failed rotation, the next attempt waits until then (monotonic seconds).
+        self._no_rotation_until = 0.0
         self._events = 0
         self._fsyncs = 0
         self._seal_count = 0
@@ -134,11 +161,22 @@ class FeedbackLog:
             self._written += 1
             self._events += len(events)
             ticket = self._written
-            self._work.notify()
-            while self._synced < ticket and self._failure is None:
-                self._done.wait()
-            if self._synced < ticket:
-                raise LogUnavailable(f"feedback log fsync failed: {self._failure}")
+            if self._interval:
+                self._work.notify()
+        while True:
+            with self._lock:
+                while (
+                    self._synced < ticket
+                    and self._failure is None
+                    and (self._syncing or self._interval)
+                ):
+                    self._done.wait()
+                if self._synced >= ticket:
+                    return
+                if self._failure is not None:
+                    raise LogUnavailable(f"feedback log fsync failed: {self._failure}")
+                sync = self._claim()  # lead the next fsync, for every appender waiting
+            self._sync(sync)
 
     def _check_usable(self) -> None:
         if self._closing or self._closed:
@@ -162,22 +200,35 @@ class FeedbackLog:
     def _rotate_due(self) -> bool:
         if self._size == 0:
             return False
-        old = self._max_age is not None and time.monotonic() - self._opened_at >= self._max_age
-        return self._seal_wanted > self._sealed or self._size >= self._max_bytes or old
+        if self._seal_wanted > self._sealed:
+            return True  # flush() tries even right after a failed rotation
+        now = time.monotonic()
+        if now < self._no_rotation_until:
+            return False
+        old = self._max_age is not None and now - self._opened_at >= self._max_age
+        return self._size >= self._max_bytes or old
 
     def _idle_timeout(self) -> float | None:
         if self._max_age is None or self._size == 0:
             return None
-        return max(0.0, self._max_age - (time.monotonic() - self._opened_at))
+        now = time.monotonic()
+        age_left = self._max_age - (now - self._opened_at)
+        return max(0.0, age_left, self._no_rotation_until - now)
+
+    def _pending(self) -> bool:
+        return (
+            self._written > self._synced or self._seal_wanted > self._sealed or self._rotate_due()
+        )
 
     def _flush_loop(self) -> None:
+        """Seal segments when due, run every fsync in interval mode, drain at close."""
         while True:
             with self._lock:
-                while (
-                    self._written == self._synced
-                    and not self._closing
-                    and self._seal_wanted == self._sealed
-                    and not self._rotate_due()
+                while not (
+                    self._closing
+                    or self._seal_wanted > self._sealed
+                    or self._rotate_due()
+                    or (self._interval and self._written > self._synced)
                 ):
                     self._work.wait(self._idle_timeout())
                 if self._closing and (self._written == self._synced or self._failure):
@@ -187,43 +238,73 @@ class FeedbackLog:
                     continue
             if self._interval:
                 time.sleep(self._interval)  # let more appenders join this fsync
-            self._sync_once()
-
-    def _sync_once(self) -> None:
-        with self._lock:
-            target = self._written
-            wanted = self._seal_wanted
-            fd = self._fd
-            sealed = self._seq if self._rotate_due() else None
-            if sealed is not None:
-                self._seq += 1
-                self._fd, self._size, self._opened_at = self._open_segment(self._seq)
-        try:
-            os.fsync(fd)
-            if sealed is not None:
-                os.close(fd)
-        except OSError as exc:
-            log.error("feedback log fsync failed: %s; refusing appends until restart", exc)
             with self._lock:
-                self._failure = exc
-                self._done.notify_all()
-            return
-        if sealed is not None:
-            self._convert_queue.put(sealed)  # before flush() can see the seal and join the queue
+                while self._syncing:
+                    self._done.wait()
+                if not self._pending() or self._failure is not None:
+                    continue
+                sync = self._claim()
+            self._sync(sync)
+
+    def _claim(self) -> _Sync:
+        """Take the fsync role (lock held); rotate first if the segment is due."""
+        self._syncing = True
+        fd = self._fd
+        sealed = self._rotate() if self._rotate_due() else None
+        return _Sync(fd, self._written, self._seal_wanted, sealed)
+
+    def _sync(self, sync: _Sync) -> None:
+        """Fsync what the claim covered (lock not held), then publish the result and hand the
+        role back; any error fails the log rather than leaving appenders waiting."""
+        error: Exception | None = None
+        try:
+            try:
+                os.fsync(sync.fd)
+            finally:
+                if sync.sealed is not None:
+                    os.close(sync.fd)
+            if sync.sealed is not None:
+                self._convert_queue.put(sync.sealed)  # before flush() sees the seal and joins
+        except Exception as exc:
+            log.error("feedback log fsync failed: %s; refusing appends until restart", exc)
+            error = exc
         with self._lock:
-            self._synced = max(self._synced, target)
-            self._sealed = max(self._sealed, wanted)
-            self._fsyncs += 1
-            self._seal_count += sealed is not None
+            self._syncing = False
+            if error is None:
+                self._synced = max(self._synced, sync.target)
+                self._sealed = max(self._sealed, sync.wanted)
+                self._fsyncs += 1
+                self._seal_count += sync.sealed is not None
+            else:
+                self._failure = error
             self._done.notify_all()
+            self._work.notify()
+
+    def _rotate(self) -> int | None:
+        """Switch appends to a new segment; the old one's number, or None if the new one
+        cannot be created (e.g. disk full): appends then go on into the old segment."""
+        try:
+            opened = self._open_segment(self._seq + 1)
+        except OSError as exc:
+            log.error("feedback log: cannot start a new segment (%s); keeping the current one", exc)
+            self._no_rotation_until = time.monotonic() + ROTATION_RETRY_S
+            return None
+        sealed = self._seq
+        self._seq += 1
+        self._fd, self._size, self._opened_at = opened
+        return sealed
 
     def _open_segment(self, seq: int) -> tuple[int, int, float]:
         """Open segment ``seq`` for appending; its directory entry is made durable first, so
         no record in it is acknowledged while the file itself could vanish in a crash."""
         path = segment_path(self.directory, seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fsync_dir(self.directory)
-        return fd, os.fstat(fd).st_size, time.monotonic()
+        try:
+            fsync_dir(self.directory)
+            return fd, os.fstat(fd).st_size, time.monotonic()
+        except OSError:
+            os.close(fd)
+            raise
 
     # -- conversion to Parquet ------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from engine.errors import BundleError
 from engine.models.base import OnnxModel
 from engine.repository import BundleRef
 from engine.settings import Settings
-from kernels import topk
+from kernels import ivf_topk, load_ivf, topk
 
 
 class RetrievalModel(OnnxModel):
@@ -60,6 +60,20 @@ class RetrievalModel(OnnxModel):
             if "price" in items.columns
             else np.full(n_items, np.nan)
         )
+        # Approximate retrieval when the bundle carries an IVF index (built by the trainer for
+        # large catalogues) and the settings allow it.
+        self.ivf = None
+        if "ivf" in ref.manifest and settings.retrieval_search != "exact":
+            try:
+                self.ivf = load_ivf(ref.path)
+            except (OSError, ValueError) as exc:
+                raise BundleError(f"{where}: cannot read the IVF index: {exc}") from exc
+            if self.ivf.ids.shape[0] != n_items:
+                raise BundleError(
+                    f"{where}: the IVF index covers {self.ivf.ids.shape[0]} items, not {n_items}"
+                )
+        elif settings.retrieval_search == "ivf":
+            raise BundleError(f"{where}: retrieval_search=ivf but the bundle has no IVF index")
         # Popularity as a one-column "embedding" so cold start uses the same top-k kernel.
         self.popularity_matrix = np.ascontiguousarray(self.popularity[:, None])
         # Item-item similarity is cosine over the latent part (the trainer may append the item
@@ -128,10 +142,20 @@ class RetrievalModel(OnnxModel):
             table = self.popularity_matrix if popularity is None else popularity
             query = np.ones((1, 1), dtype=np.float32)
         else:
-            query, table = (
-                np.asarray(self.user_embeddings[user_row : user_row + 1]),
-                self.item_embeddings,
-            )
+            query = np.asarray(self.user_embeddings[user_row : user_row + 1])
+            if self.ivf is not None:
+                ids, scores = ivf_topk(
+                    query,
+                    self.item_embeddings,
+                    self.ivf,
+                    n,
+                    self.settings.ivf_nprobe,
+                    exclude=excl,
+                    allowed=allowed,
+                )
+                keep = ids[0] >= 0
+                return ids[0][keep], scores[0][keep]
+            table = self.item_embeddings
         ids, scores = topk(query, table, n, exclude=excl, allowed=allowed)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]

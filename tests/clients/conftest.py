@@ -1,4 +1,5 @@
-"""A fake `Ranking` servicer on a free 127.0.0.1 port, to test the client's plumbing.
+"""Fake ReachRank services (Ranking, Feedback, ModelService, Experiments, health) on a free
+127.0.0.1 port, to test the client's plumbing.
 
 It answers with fixed, easily checked values; the real server's behaviour is covered by the
 engine's end-to-end tests.
@@ -16,7 +17,14 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+from reachrank.v1 import (
+    feedback_pb2,
+    feedback_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    ranking_pb2,
+    ranking_pb2_grpc,
+)
 
 from clients.tensors import from_tensor, to_tensor
 
@@ -64,7 +72,13 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
             )
             for n in range(request.k)
         ]
-        return ranking_pb2.RecommendResponse(items=items, strategy="personalised", models=[MODEL])
+        return ranking_pb2.RecommendResponse(
+            items=items,
+            strategy="personalised",
+            models=[MODEL],
+            experiment="exp1",
+            variant="control",
+        )
 
     def RankAds(self, request, context):
         self._receive("RankAds", request, context)
@@ -87,7 +101,11 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
                 )
             )
         return ranking_pb2.RankAdsResponse(
-            ads=ranked, below_reserve=len(request.ads) - len(eligible), models=[MODEL]
+            ads=ranked,
+            below_reserve=len(request.ads) - len(eligible),
+            models=[MODEL],
+            experiment="exp1",
+            variant="control",
         )
 
     def SimilarItems(self, request, context):
@@ -133,12 +151,83 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
         )
 
 
+class FakeFeedback(feedback_pb2_grpc.FeedbackServicer):
+    """Keeps every logged event; records calls (and injects failures) through `ranking`."""
+
+    def __init__(self, ranking: FakeRanking) -> None:
+        self.ranking = ranking
+        self.events: list[feedback_pb2.FeedbackEvent] = []
+
+    def LogEvents(self, request, context):
+        self.ranking._receive("LogEvents", request, context)
+        self.events.extend(request.events)
+        return feedback_pb2.LogEventsResponse(accepted=len(request.events))
+
+
+class FakeModels(models_pb2_grpc.ModelServiceServicer):
+    """Two models; Load pins a version, Unload stops serving."""
+
+    def __init__(self, ranking: FakeRanking) -> None:
+        self.ranking = ranking
+        self.models = {
+            name: models_pb2.ModelStatus(
+                name=name, version=2, kind=name, available_versions=[1, 2],
+                loaded_versions=[2], state="SERVING", policy="latest",
+            )
+            for name in ("ctr", "retrieval")
+        }  # fmt: skip
+
+    def List(self, request, context):
+        self.ranking._receive("ModelService.List", request, context)
+        return models_pb2.ListModelsResponse(models=list(self.models.values()))
+
+    def Load(self, request, context):
+        self.ranking._receive("ModelService.Load", request, context)
+        status = self.models[request.name]
+        if request.version:
+            status.version, status.policy = request.version, f"pinned:{request.version}"
+        status.state = "SERVING"
+        return models_pb2.LoadModelResponse(model=status)
+
+    def Unload(self, request, context):
+        self.ranking._receive("ModelService.Unload", request, context)
+        status = self.models[request.name]
+        status.state, status.version = "UNLOADED", 0
+        del status.loaded_versions[:]
+        return models_pb2.UnloadModelResponse(model=status)
+
+
+class FakeExperiments(models_pb2_grpc.ExperimentsServicer):
+    def __init__(self, ranking: FakeRanking) -> None:
+        self.ranking = ranking
+        self.stored: dict[str, models_pb2.Experiment] = {}
+
+    def Set(self, request, context):
+        self.ranking._receive("Experiments.Set", request, context)
+        self.stored[request.name] = request
+        return request
+
+    def List(self, request, context):
+        self.ranking._receive("Experiments.List", request, context)
+        return models_pb2.ListExperimentsResponse(experiments=list(self.stored.values()))
+
+    def Delete(self, request, context):
+        self.ranking._receive("Experiments.Delete", request, context)
+        if request.name not in self.stored:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no experiment {request.name!r}")
+        del self.stored[request.name]
+        return models_pb2.DeleteExperimentResponse()
+
+
 @dataclass
 class FakeServer:
     servicer: FakeRanking
     health: health.HealthServicer
     port: int
     server: grpc.Server
+    feedback: FakeFeedback
+    models: FakeModels
+    experiments: FakeExperiments
 
     @property
     def target(self) -> str:
@@ -158,14 +247,22 @@ def start_fake_server(
 ) -> FakeServer:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     servicer, health_servicer = FakeRanking(), health.HealthServicer()
+    feedback, models, experiments = (
+        FakeFeedback(servicer),
+        FakeModels(servicer),
+        FakeExperiments(servicer),
+    )
     ranking_pb2_grpc.add_RankingServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    feedback_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
+    models_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+    models_pb2_grpc.add_ExperimentsServicer_to_server(experiments, server)
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
         port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
-    fake = FakeServer(servicer, health_servicer, port, server)
+    fake = FakeServer(servicer, health_servicer, port, server, feedback, models, experiments)
     fake.set_serving(True)
     return fake
 

@@ -41,6 +41,29 @@ def test_calls_map_like_the_sync_client(fake_server: FakeServer) -> None:
     assert uuid.UUID(first.metadata["x-request-id"]).version == 4
 
 
+def test_feedback_and_admin_calls(fake_server: FakeServer) -> None:
+    from clients import Experiment, Variant
+
+    async def scenario():
+        async with AsyncReachRankClient(fake_server.target, timeout=5.0) as sdk:
+            rec = await sdk.recommend("u1", 2)
+            accepted = await sdk.log_events(rec.feedback("u1", "impression"))
+            models = await sdk.models()
+            loaded = await sdk.load_model("ctr", 1)
+            unloaded = await sdk.unload_model("ctr")
+            stored = await sdk.set_experiment(Experiment("e", (Variant("a", 1.0),)))
+            listed = await sdk.experiments()
+            await sdk.delete_experiment("e")
+            return rec, accepted, models, loaded, unloaded, stored, listed, await sdk.experiments()
+
+    rec, accepted, models, loaded, unloaded, stored, listed, after = asyncio.run(scenario())
+    assert accepted == 2
+    assert {e.request_id for e in fake_server.feedback.events} == {rec.request_id}
+    assert len(models) == 2
+    assert loaded.policy == "pinned:1" and unloaded.state == "UNLOADED"
+    assert listed == [stored] and after == []
+
+
 def test_many_concurrent_calls_share_one_channel(fake_server: FakeServer) -> None:
     async def scenario():
         async with AsyncReachRankClient(fake_server.target, timeout=5.0) as sdk:
@@ -102,3 +125,23 @@ def test_wait_ready_times_out(closed_port: int) -> None:
     with pytest.raises(ReachRankError) as caught:
         asyncio.run(scenario())
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_async_client_mirrors_the_sync_one() -> None:
+    import inspect
+
+    from clients import ReachRankClient
+
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_") and name != "close"
+        }
+
+    sync, asynchronous = public(ReachRankClient), public(AsyncReachRankClient)
+    # The same calls with the same parameters, defaults and result types; only `await` differs.
+    assert sync == asynchronous
+    assert all(
+        inspect.iscoroutinefunction(getattr(AsyncReachRankClient, name)) for name in asynchronous
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import grpc
 import numpy as np
+import pytest
 from click.testing import CliRunner, Result
 
 from clients.cli import COMMANDS, LazyCommand, LazyGroup, main
@@ -28,7 +29,7 @@ def table_rows(output: str) -> list[list[str]]:
 def test_recommend_prints_a_table(fake_server: FakeServer) -> None:
     result = client_cli(
         fake_server, "recommend", "--user", "u3", "-k", "2", "--context", "device=mobile",
-        "--category", "books", "--min-price", "3",
+        "--category", "books", "--min-price", "3", "--max-per-category", "2", "--mmr", "0.3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].split() == [
@@ -36,7 +37,10 @@ def test_recommend_prints_a_table(fake_server: FakeServer) -> None:
     ]  # fmt: skip
     assert [row[:2] for row in table_rows(result.output)[:2]] == [["1", "i0"], ["2", "i1"]]
     assert "strategy: personalised" in result.output
+    assert "experiment: exp1/control" in result.output
     request = fake_server.servicer.calls[-1].request
+    assert request.diversity.max_per_category == 2
+    assert request.diversity.mmr_lambda == pytest.approx(0.3)
     assert dict(request.context) == {"device": "mobile"}
     assert list(request.filters.categories) == ["books"]
     assert request.filters.min_price == 3.0
@@ -171,3 +175,16 @@ def test_lazy_command_loads_its_target() -> None:
     result = CliRunner().invoke(root, ["client", "--help"])
     assert result.exit_code == 0
     assert "rank-ads" in result.output
+
+
+def test_models_and_loading(fake_server: FakeServer) -> None:
+    listed = client_cli(fake_server, "models")
+    assert listed.exit_code == 0, listed.output
+    assert [row[:4] for row in table_rows(listed.output)] == [
+        ["ctr", "ctr", "2", "SERVING"], ["retrieval", "retrieval", "2", "SERVING"],
+    ]  # fmt: skip
+    loaded = client_cli(fake_server, "load-model", "ctr", "--version", "1", "--json")
+    assert loaded.exit_code == 0, loaded.output
+    assert json.loads(loaded.output)["policy"] == "pinned:1"
+    unloaded = client_cli(fake_server, "unload-model", "retrieval")
+    assert table_rows(unloaded.output)[0][:4] == ["retrieval", "retrieval", "-", "UNLOADED"]

@@ -242,3 +242,9 @@ def test_profile_known_and_unknown(client: ReachRankClient) -> None:
     unknown = client.profile("stranger")
     assert not unknown.known
     assert unknown.features == {}
+
+
+def test_recommend_diversity_options(client: ReachRankClient, fake_server: FakeServer) -> None:
+    client.recommend("u1", 5, max_per_category=2, mmr_lambda=0.5)
+    diversity = fake_server.servicer.calls[-1].request.diversity
+    assert (diversity.max_per_category, diversity.mmr_lambda) == (2, 0.5)

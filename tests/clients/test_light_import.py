@@ -10,16 +10,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 HEAVY = ("torch", "numba", "polars", "onnxruntime", "onnx", "engine", "training", "kernels")
+# Optional: imported only when a plot or uvloop is asked for.
+OPTIONAL = ("matplotlib", "uvloop", "cryptography")
 
 PROBE = f"""
 import json, sys
-import clients, clients.client, clients.aio, clients.commands, clients.cli
-try:
-    clients.cli.main(["--help"], standalone_mode=False)
-    clients.cli.main(["client", "--help"], standalone_mode=False)
-except SystemExit:
-    pass
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))
+import clients, clients.client, clients.aio, clients.commands, clients.cli, clients.loadtest_cli
+for args in (["--help"], ["client", "--help"], ["loadtest", "--help"]):
+    try:
+        clients.cli.main(args, standalone_mode=False)
+    except SystemExit:
+        pass
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY + OPTIONAL!r})))
 """
 
 

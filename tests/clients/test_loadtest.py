@@ -81,6 +81,9 @@ def _run(
     async def scenario():
         channel = open_aio_channel(fake.target, ClientOptions(**options))
         try:
+            # Connected before the clock starts, as the command does: on a busy machine the
+            # handshake alone could outlast a short test run.
+            await channel.channel_ready()
             return await run_load(channel, workload, settings, [("x-load", "1")], seen.append)
         finally:
             await channel.close()
@@ -232,6 +235,16 @@ def test_loadtest_refuses_two_modes() -> None:
     assert "exactly one" in result.output
 
 
+def test_loadtest_without_a_server_says_so(closed_port: int) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["loadtest", "--target", f"127.0.0.1:{closed_port}", "--timeout", "0.3",
+         "--concurrency", "1", "--duration", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "no connection to" in result.output
+
+
 def test_loadtest_score_sends_the_npy_inputs(fake_server: FakeServer, tmp_path: Path) -> None:
     path = tmp_path / "num.npy"
     np.save(path, np.ones((5, 3), np.float32))
@@ -251,3 +264,17 @@ def test_loadtest_score_needs_a_model() -> None:
     result = CliRunner().invoke(main, ["loadtest", "--rpc", "score", "--concurrency", "1"])
     assert result.exit_code == 2
     assert "--model" in result.output
+
+
+def test_latency_histogram_quantiles_are_within_a_percent() -> None:
+    from clients.latency import LatencyHistogram
+
+    latencies = np.random.default_rng(0).lognormal(mean=-6.0, sigma=1.0, size=20_000)
+    histogram = LatencyHistogram()
+    for chunk in np.array_split(latencies, 7):  # fed in pieces, as live progress does
+        histogram.add(chunk)
+    assert histogram.total == 20_000
+    for q in (0.5, 0.9, 0.99, 0.999):
+        exact = np.quantile(latencies, q)
+        assert exact <= histogram.quantile(q) <= exact * 1.0201
+    assert math.isnan(LatencyHistogram().quantile(0.99))

@@ -142,3 +142,19 @@ def test_load_experiments_from_json(tmp_path: Path) -> None:
     path.write_text("[]")
     with pytest.raises(ExperimentError, match="expected"):
         load_experiments(path)
+
+
+def test_assignments_of_a_user_across_active_experiments() -> None:
+    store = ExperimentStore(
+        [
+            experiment("a", weights=(1,)),
+            experiment("b", weights=(1, 1), segments=["champions"]),
+            experiment("c", rpcs=["rank_ads"]),
+            experiment("d", enabled=False),
+        ]
+    )
+    assert [(e, v.name) for e, v in store.assignments("recommend", "u1")] == [("a", "v0")]
+    both = store.assignments("recommend", "u1", "champions")
+    assert [e for e, _ in both] == ["a", "b"]
+    assert both[1][1].name == assign(store.get("b"), "u1", "champions")
+    assert [e for e, _ in store.assignments("rank_ads", "u1")] == ["c"]

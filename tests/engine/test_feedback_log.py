@@ -129,7 +129,8 @@ def test_old_segment_is_sealed_without_traffic(tmp_path: Path) -> None:
     assert parquet_events(tmp_path)["user_id"].to_list() == ["u1"]
 
 
-def test_concurrent_appenders_share_fsyncs(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("interval_ms", [0.0, 5.0])  # appenders lead / the flusher fsyncs
+def test_concurrent_appenders_share_fsyncs(tmp_path: Path, monkeypatch, interval_ms: float) -> None:
     real_fsync = os.fsync
 
     def slow_fsync(fd: int) -> None:
@@ -138,7 +139,8 @@ def test_concurrent_appenders_share_fsyncs(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
     threads, per_thread = 16, 10
-    with FeedbackLog(tmp_path) as log:
+    # Small segments: rotations under load too.
+    with FeedbackLog(tmp_path, max_segment_bytes=2048, fsync_interval_ms=interval_ms) as log:
 
         def work(t: int) -> None:
             for j in range(per_thread):
@@ -152,7 +154,11 @@ def test_concurrent_appenders_share_fsyncs(tmp_path: Path, monkeypatch) -> None:
         stats = log.stats()
     assert stats.appends == threads * per_thread
     assert stats.fsyncs < stats.appends / 2
-    assert len(set(logged_user_ids(tmp_path))) == threads * per_thread
+    assert stats.sealed_segments > 1
+    logged = logged_user_ids(tmp_path)
+    assert sorted(logged) == sorted(
+        f"u{t * 1000 + j}" for t in range(threads) for j in range(per_thread)
+    )
 
 
 def test_disk_full_on_write_fails_that_append_and_keeps_the_log(
@@ -208,3 +214,43 @@ def test_one_writer_per_directory_and_no_appends_after_close(tmp_path: Path) -> 
     with pytest.raises(LogUnavailable, match="closed"):
         log.append([event(1)])
     assert wal_user_ids(tmp_path) == []
+
+
+def test_no_room_for_a_new_segment_keeps_appending_to_the_current_one(
+    tmp_path: Path, monkeypatch
+) -> None:
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if str(path).startswith(str(tmp_path)) and str(path).endswith(".log"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, flags, *args)
+
+    log = FeedbackLog(tmp_path, max_segment_bytes=4096)
+    monkeypatch.setattr(os, "open", no_new_files)
+    for i in range(100):  # well past the segment size
+        log.append([event(i)])
+    assert log.stats().sealed_segments == 0
+    monkeypatch.undo()
+    log.close()  # room again: the close seals the segment into Parquet
+    assert segments(tmp_path) == {}
+    assert sorted(parquet_events(tmp_path)["user_id"]) == sorted(f"u{i}" for i in range(100))
+
+
+def test_crash_during_conversion_is_redone_on_open(tmp_path: Path) -> None:
+    # A crash after the Parquet file was published but before its segment was deleted, and
+    # one in the middle of writing the next Parquet file.
+    segment_path(tmp_path, 1).write_bytes(frame_all(_payloads(range(3))))
+    segment_path(tmp_path, 2).write_bytes(frame_all(_payloads(range(3, 5))))
+    (tmp_path / "parquet").mkdir()
+    pl.DataFrame({"user_id": ["u0"]}).write_parquet(
+        tmp_path / "parquet" / f"events-{1:012d}.parquet"
+    )
+    (tmp_path / "parquet" / f"events-{2:012d}.parquet.tmp").write_bytes(b"PAR1 half")
+    with FeedbackLog(tmp_path) as log:
+        log.append([event(5)])
+    assert sorted(parquet_events(tmp_path)["user_id"]) == [f"u{i}" for i in range(6)]
+    assert not list((tmp_path / "parquet").glob("*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "parquet").iterdir()) == [
+        f"events-{seq:012d}.parquet" for seq in (1, 2, 3)
+    ]

@@ -3,7 +3,9 @@ field, acknowledged events reach Parquet on stop, experiments round-trip, reflec
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +133,27 @@ def test_reflection_lists_feedback_and_experiments(channel: grpc.Channel) -> Non
     )
     services = {s.name for a in answers for s in a.list_services_response.service}
     assert {"reachrank.v1.Feedback", "reachrank.v1.Experiments"} <= services
+
+
+def test_disk_full_answers_resource_exhausted_and_keeps_serving(
+    feedback_server: RunningServer, channel: grpc.Channel, monkeypatch
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackStub(channel)
+    stub.LogEvents(feedback_pb2.LogEventsRequest(events=[event(1)]), timeout=10)
+    directory = str(feedback_server.settings.feedback_dir)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(directory):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.LogEvents(feedback_pb2.LogEventsRequest(events=[event(2)]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "disk full" in err.value.details()
+    monkeypatch.undo()
+    stub.LogEvents(feedback_pb2.LogEventsRequest(events=[event(3)]), timeout=10)
+    feedback_server.stop(1.0)
+    assert sorted(parquet_events(feedback_server.settings.feedback_dir)["user_id"]) == ["u1", "u3"]

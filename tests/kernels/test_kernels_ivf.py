@@ -53,6 +53,18 @@ def test_recall_above_documented_level(clustered_catalogue, metric):
     assert recall(low, want) < recall(got, want)
 
 
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+def test_ordered_float32_copy_matches_gather_path(clustered_catalogue, metric):
+    items, queries = clustered_catalogue
+    index = build_ivf(items, 32, seed=0, metric=metric)
+    ordered = quantize_ivf(items, index, "float32")
+    assert ordered.codes.dtype == np.float32
+    a = ivf_topk(queries, items, index, 10, nprobe=6, metric=metric)
+    b = ivf_topk(queries, items, ordered, 10, nprobe=6, metric=metric)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
 @pytest.mark.parametrize("dtype", ["int8", "float16"])
 @pytest.mark.parametrize("metric", ["ip", "cosine"])
 def test_codes_rescore_exactly(clustered_catalogue, dtype, metric):
