@@ -73,3 +73,8 @@ def raw_request(
         raw_input_contents=[a.tobytes() for a in inputs.values()],
         **fields,
     )
+
+
+def as_protocol(array: np.ndarray) -> np.ndarray:
+    """A graph's [batch] tensor as the protocol shows it, [batch, 1] (engine.kserve.metadata)."""
+    return array.reshape(-1, 1) if array.ndim == 1 else array

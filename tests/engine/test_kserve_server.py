@@ -19,6 +19,7 @@ from engine.errors import InvalidArgument
 from engine.kserve.infer import infer
 from engine.server import RunningServer
 from tests.engine.kserve_helpers import (
+    as_protocol,
     ctr_inputs,
     onnx_models,
     open_stub,
@@ -88,11 +89,14 @@ def test_model_metadata(stub: pb_grpc.GRPCInferenceServiceStub, server: RunningS
         ("cat", "INT64", [-1, inputs["cat"].shape[1]]),
         ("num", "FP32", [-1, inputs["num"].shape[1]]),
     ]
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("pctr", "FP32", [-1])]
+    # The graph's [batch] tensors show as [-1, 1], as Triton shows them.
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
+        ("pctr", "FP32", [-1, 1])
+    ]
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="retrieval"))
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
-        ("user_index", "INT64", [-1]),
-        ("item_index", "INT64", [-1]),
+        ("user_index", "INT64", [-1, 1]),
+        ("item_index", "INT64", [-1, 1]),
     ]
 
 
@@ -111,9 +115,12 @@ def test_model_config_strips_the_batch_axis(
         ("cat", mc.TYPE_INT64, [inputs["cat"].shape[1]]),
         ("num", mc.TYPE_FP32, [inputs["num"].shape[1]]),
     ]
+    # pctr is [batch] in the graph: dims [1] and an empty reshape, as Triton writes it.
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
-        ("pctr", mc.TYPE_FP32, [])
+        ("pctr", mc.TYPE_FP32, [1])
     ]
+    assert config.output[0].HasField("reshape") and list(config.output[0].reshape.shape) == []
+    assert not any(i.HasField("reshape") for i in config.input)
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
 
 
@@ -127,10 +134,24 @@ def test_infer_raw_matches_onnxruntime(
     assert response.model_version == str(server.registry.get(model).id.version)
     assert not any(t.HasField("contents") for t in response.outputs)
     got = raw_outputs(response)
-    want = reference(server.registry, model, inputs)
+    want = {k: as_protocol(v) for k, v in reference(server.registry, model, inputs).items()}
     assert list(got) == list(want)
     for name in want:
+        assert got[name].shape == want[name].shape
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)
+
+
+def test_batch_only_inputs_are_taken_as_metadata_shows_them(
+    stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
+) -> None:
+    inputs = retrieval_inputs(server.registry)
+    as_shown = {k: as_protocol(v) for k, v in inputs.items()}
+    assert all(a.shape == (len(a), 1) for a in as_shown.values())
+    shown = raw_outputs(stub.ModelInfer(raw_request("retrieval", as_shown)))
+    native = raw_outputs(stub.ModelInfer(raw_request("retrieval", inputs)))
+    assert list(shown) == list(native)
+    for name in shown:
+        np.testing.assert_array_equal(shown[name], native[name])
 
 
 @pytest.mark.parametrize("model", ["ctr", "retrieval"])
@@ -141,7 +162,7 @@ def test_infer_typed_contents_matches_onnxruntime(
     response = stub.ModelInfer(typed_request(model, inputs))
     # A typed request gets a typed answer.
     assert len(response.raw_output_contents) == 0
-    want = reference(server.registry, model, inputs)
+    want = {k: as_protocol(v) for k, v in reference(server.registry, model, inputs).items()}
     assert [t.name for t in response.outputs] == list(want)
     for tensor in response.outputs:
         assert (tensor.datatype, list(tensor.shape)) == ("FP32", list(want[tensor.name].shape))
