@@ -22,6 +22,7 @@ from engine.settings import Settings
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), help="onnxruntime device [auto]."
 )
+@click.option("--workers", type=int, help="Server processes sharing the port [1].")
 @click.option("--metrics-port", type=int, help="Prometheus /metrics port [9464; -1 disables].")
 @click.option(
     "--poll-interval",
@@ -51,6 +52,10 @@ def serve(log_level: str, **options: Any) -> None:
     settings = Settings(**overrides)
     from engine.observability import configure_logging
     from engine.server import serve_forever
+    from engine.workers import serve_workers
 
     configure_logging(log_level, json_format=settings.log_json)
-    serve_forever(settings)
+    if settings.workers > 1:
+        serve_workers(settings, log_level)
+    else:
+        serve_forever(settings)

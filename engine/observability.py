@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +25,9 @@ from engine.batching import BatchInfo
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+# Which server process answered (host:pid), for debugging load balancing across workers.
+SERVED_BY_HEADER = "x-served-by"
+_SERVED_BY = f"{socket.gethostname()}:{os.getpid()}"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 _LATENCY_BUCKETS = (
@@ -154,7 +159,9 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             rid = header or uuid.uuid4().hex
             token = request_id.set(rid)
-            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+            context.set_trailing_metadata(
+                ((REQUEST_ID_HEADER, rid), (SERVED_BY_HEADER, _SERVED_BY))
+            )
             start = time.perf_counter()
             response = None
             try:

@@ -77,7 +77,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Several worker processes may share the port (`serve --workers N`); otherwise a second
+        # server on a busy port must fail instead of silently splitting the traffic.
+        ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
@@ -108,11 +110,17 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     if port == 0:
         extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    metrics_port = (
-        start_metrics_server(settings.metrics_host, settings.metrics_port)
-        if settings.metrics_port is not None
-        else None
-    )
+    try:
+        metrics_port = (
+            start_metrics_server(settings.metrics_host, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
+    except OSError as exc:
+        extras.close()  # release the feedback log's lock before failing
+        raise OSError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+        ) from exc
     running = RunningServer(server, port, registry, health_servicer, settings, metrics_port, extras)
     running.set_serving(False)
     server.start()

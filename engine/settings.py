@@ -45,6 +45,11 @@ class Settings(BaseSettings):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """onnxruntime device: ``auto`` uses CUDA only when a GPU is visible and the runtime has it."""
+    workers: int = Field(1, ge=1)
+    """Server processes sharing the port (SO_REUSEPORT), each with its own models and thread
+    pools; give each ``cores / workers`` inference threads."""
+    so_reuseport: bool = False
+    """Let several processes bind the port (set for each worker when ``workers > 1``)."""
     grpc_threads: int = Field(8, ge=1)
     """Threads serving RPCs. Python holds the GIL while decoding; a few more than cores hides I/O."""
     ort_intra_op_threads: int = Field(1, ge=0)
@@ -60,8 +65,10 @@ class Settings(BaseSettings):
     """Dynamic batching of inference calls across concurrent requests."""
     max_batch_rows: int = Field(4096, ge=1)
     """A batch is cut once it holds this many rows..."""
-    max_queue_delay_us: int = Field(200, ge=0)
-    """...or this long after its first request arrived (0: take only what is already queued)."""
+    max_queue_delay_us: int = Field(0, ge=0)
+    """...or this long after its first request arrived. 0 (the default) takes only what is
+    already queued: under load, requests pile up while the previous batch runs, so batches
+    form without adding latency at low load."""
     max_queue_rows: int = Field(131072, ge=1)
     """Rows allowed to wait per model; beyond it requests are refused with RESOURCE_EXHAUSTED."""
     batch_workers: int = Field(1, ge=1)
