@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from engine.models.ctr import CTRModel
 from engine.server import start_server
@@ -86,7 +87,7 @@ def input_data(model: CTRModel, rows: int, seed: int = 0) -> dict:
     """perf_analyzer's JSON input: one entry per row (it cuts batches from consecutive
     entries), real (user, item) feature rows rather than random ids the model would refuse."""
     rng = np.random.default_rng(seed)
-    users = list(model.user_row)
+    users = pl.read_parquet(model.ref.file("users"))["user_id"].to_list()
     data = []
     for user in rng.choice(users, max(1, rows // 64)):
         items = rng.integers(0, model.store.n_items, 64)

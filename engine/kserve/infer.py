@@ -8,9 +8,15 @@ import time
 from inference import grpc_service_pb2 as pb
 
 from engine.errors import InvalidArgument
-from engine.kserve.metadata import input_datatypes
+from engine.kserve.metadata import signature
 from engine.kserve.stats import Timing
-from engine.kserve.tensors import decode_inputs, encode_outputs, select_outputs
+from engine.kserve.tensors import (
+    decode_inputs,
+    encode_outputs,
+    select_outputs,
+    to_graph_rank,
+    to_protocol_rank,
+)
 from engine.models.base import OnnxModel
 
 
@@ -20,7 +26,9 @@ def infer(
     """The response to ``request`` and how long it took. The answer is raw when the request
     was, because tritonclient reads numeric outputs only from raw contents."""
     start = time.perf_counter_ns()
-    inputs = decode_inputs(request, input_datatypes(model))
+    sig = signature(model)
+    decoded_inputs = decode_inputs(request, {t.name: t.datatype for t in sig.inputs})
+    inputs = to_graph_rank(decoded_inputs, {t.name: t.graph_rank for t in sig.inputs})
     batch = None
     for name, array in inputs.items():
         rows = array.shape[0] if array.ndim else 1
@@ -33,7 +41,8 @@ def infer(
     outputs = model.run(inputs)
     ran = time.perf_counter_ns()
     selected = select_outputs(outputs, [o.name for o in request.outputs], model.id.name)
-    tensors, raw = encode_outputs(selected, raw=bool(request.raw_input_contents))
+    shaped = to_protocol_rank(selected, {t.name: len(t.shape) for t in sig.outputs})
+    tensors, raw = encode_outputs(shaped, raw=bool(request.raw_input_contents))
     response = pb.ModelInferResponse(
         model_name=model.id.name,
         model_version=str(model.id.version),

@@ -109,6 +109,33 @@ def decode_inputs(
     return arrays
 
 
+def to_graph_rank(
+    arrays: Mapping[str, np.ndarray], graph_ranks: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Inputs as the graph takes them: a [batch, 1] array for a graph input of rank 1 (shown
+    to clients as [-1, 1], see metadata) becomes [batch]. Other shapes pass for the model to
+    check."""
+    return {
+        name: array.reshape(array.shape[0])
+        if graph_ranks.get(name) == 1 and array.ndim == 2 and array.shape[1] == 1
+        else array
+        for name, array in arrays.items()
+    }
+
+
+def to_protocol_rank(
+    arrays: Mapping[str, np.ndarray], protocol_ranks: Mapping[str, int]
+) -> dict[str, np.ndarray]:
+    """Outputs as the protocol shows them: [batch] becomes [batch, 1] where the protocol
+    shape has one more axis than the graph's."""
+    return {
+        name: array.reshape(*array.shape, 1)
+        if protocol_ranks.get(name) == array.ndim + 1
+        else array
+        for name, array in arrays.items()
+    }
+
+
 def select_outputs(
     outputs: Mapping[str, np.ndarray], requested: Sequence[str], model: str
 ) -> dict[str, np.ndarray]:

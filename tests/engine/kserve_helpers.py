@@ -1,11 +1,18 @@
-"""Inputs and onnxruntime reference outputs for the KServe v2 tests: realistic feature rows from
-the served models, scored again by a separate in-process onnxruntime session on the same file."""
+"""Shared by the KServe v2 tests: a stub on a server, raw-contents requests, realistic feature
+rows from the served models, and reference outputs from a separate onnxruntime session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
 import numpy as np
 import onnxruntime as ort
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
 
+from engine.models.base import OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.retrieval import RetrievalModel
 from engine.registry import ModelRegistry
@@ -36,3 +43,38 @@ def reference(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, inputs), strict=True))
+
+
+def onnx_models(registry: ModelRegistry) -> list[str]:
+    """Names of the loaded models the inference protocol serves (those with an ONNX graph)."""
+    return sorted(n for n in registry.names() if isinstance(registry.get(n), OnnxModel))
+
+
+DATATYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+
+
+@contextmanager
+def open_stub(port: int) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def raw_request(
+    model: str, inputs: dict[str, np.ndarray], **fields: object
+) -> pb.ModelInferRequest:
+    """A ModelInfer request carrying ``inputs`` as raw little-endian bytes."""
+    tensor = pb.ModelInferRequest.InferInputTensor
+    return pb.ModelInferRequest(
+        model_name=model,
+        inputs=[
+            tensor(name=n, datatype=DATATYPES[a.dtype], shape=a.shape) for n, a in inputs.items()
+        ],
+        raw_input_contents=[a.tobytes() for a in inputs.values()],
+        **fields,
+    )
+
+
+def as_protocol(array: np.ndarray) -> np.ndarray:
+    """A graph's [batch] tensor as the protocol shows it, [batch, 1] (engine.kserve.metadata)."""
+    return array.reshape(-1, 1) if array.ndim == 1 else array

@@ -5,7 +5,6 @@ max_batch_size 0 and full dims."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import onnx
 import onnxruntime as ort
@@ -13,12 +12,21 @@ import pytest
 from inference import model_config_pb2 as mc
 from onnx import TensorProto, helper
 
-from engine.kserve.metadata import model_config, model_metadata, protocol_shape
+from engine.kserve.metadata import model_config, model_metadata, protocol_shape, signature
 from engine.models.base import ModelId
 
 
-def _model(tmp_path: Path, x_shape: list, y_shape: list, name: str = "tiny") -> SimpleNamespace:
-    """Something shaped like an OnnxModel (id, session, inputs) over an Identity graph."""
+class GraphOnly:
+    """Shaped like an OnnxModel as far as the protocol looks: an id and a session."""
+
+    def __init__(self, model_id: ModelId, session: ort.InferenceSession) -> None:
+        self.id = model_id
+        self.session = session
+        self.inputs = {i.name: i for i in session.get_inputs()}
+
+
+def _model(tmp_path: Path, x_shape: list, y_shape: list, name: str = "tiny") -> GraphOnly:
+    """An Identity graph from ``x`` to ``y``."""
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         name,
@@ -30,11 +38,7 @@ def _model(tmp_path: Path, x_shape: list, y_shape: list, name: str = "tiny") -> 
     path = tmp_path / f"{name}.onnx"
     onnx.save(model, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return SimpleNamespace(
-        id=ModelId(name, 4, "ctr", "CPUExecutionProvider"),
-        session=session,
-        inputs={i.name: i for i in session.get_inputs()},
-    )
+    return GraphOnly(ModelId(name, 4, "ctr", "CPUExecutionProvider"), session)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +71,15 @@ def test_fixed_shape_graph_does_not_batch(tmp_path: Path) -> None:
     assert config.max_batch_size == 0
     assert [list(i.dims) for i in config.input] == [[3, 5]]
     assert [list(o.dims) for o in config.output] == [[3, 5]]
+
+
+def test_batch_only_tensors_show_as_one_value_per_row(tmp_path: Path) -> None:
+    model = _model(tmp_path, ["batch"], ["batch"], name="column")
+    meta = model_metadata(model, versions=[4])
+    assert [list(t.shape) for t in [*meta.inputs, *meta.outputs]] == [[-1, 1], [-1, 1]]
+    config = model_config(model, max_batch_size=64)
+    assert config.max_batch_size == 64
+    for tensor in [*config.input, *config.output]:
+        assert list(tensor.dims) == [1]
+        assert tensor.HasField("reshape") and list(tensor.reshape.shape) == []
+    assert [(t.shape, t.graph_rank) for t in signature(model).inputs] == [([-1, 1], 1)]

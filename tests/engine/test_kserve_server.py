@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
@@ -17,7 +18,15 @@ from inference import model_config_pb2 as mc
 from engine.errors import InvalidArgument
 from engine.kserve.infer import infer
 from engine.server import RunningServer
-from tests.engine.kserve_helpers import ctr_inputs, reference, retrieval_inputs
+from tests.engine.kserve_helpers import (
+    as_protocol,
+    ctr_inputs,
+    onnx_models,
+    open_stub,
+    raw_request,
+    reference,
+    retrieval_inputs,
+)
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 TYPED = {
@@ -28,22 +37,8 @@ TYPED = {
 
 @pytest.fixture(scope="module")
 def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
-
-
-def raw_request(
-    model: str, inputs: dict[str, np.ndarray], **fields: object
-) -> pb.ModelInferRequest:
-    return pb.ModelInferRequest(
-        model_name=model,
-        inputs=[
-            Tensor(name=n, datatype=TYPED[a.dtype][0], shape=a.shape) for n, a in inputs.items()
-        ],
-        raw_input_contents=[a.tobytes() for a in inputs.values()],
-        **fields,
-    )
+    with open_stub(server.port) as opened:
+        yield opened
 
 
 def typed_request(model: str, inputs: dict[str, np.ndarray]) -> pb.ModelInferRequest:
@@ -94,11 +89,14 @@ def test_model_metadata(stub: pb_grpc.GRPCInferenceServiceStub, server: RunningS
         ("cat", "INT64", [-1, inputs["cat"].shape[1]]),
         ("num", "FP32", [-1, inputs["num"].shape[1]]),
     ]
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("pctr", "FP32", [-1])]
+    # The graph's [batch] tensors show as [-1, 1], as Triton shows them.
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
+        ("pctr", "FP32", [-1, 1])
+    ]
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="retrieval"))
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
-        ("user_index", "INT64", [-1]),
-        ("item_index", "INT64", [-1]),
+        ("user_index", "INT64", [-1, 1]),
+        ("item_index", "INT64", [-1, 1]),
     ]
 
 
@@ -117,9 +115,12 @@ def test_model_config_strips_the_batch_axis(
         ("cat", mc.TYPE_INT64, [inputs["cat"].shape[1]]),
         ("num", mc.TYPE_FP32, [inputs["num"].shape[1]]),
     ]
+    # pctr is [batch] in the graph: dims [1] and an empty reshape, as Triton writes it.
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
-        ("pctr", mc.TYPE_FP32, [])
+        ("pctr", mc.TYPE_FP32, [1])
     ]
+    assert config.output[0].HasField("reshape") and list(config.output[0].reshape.shape) == []
+    assert not any(i.HasField("reshape") for i in config.input)
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
 
 
@@ -133,10 +134,24 @@ def test_infer_raw_matches_onnxruntime(
     assert response.model_version == str(server.registry.get(model).id.version)
     assert not any(t.HasField("contents") for t in response.outputs)
     got = raw_outputs(response)
-    want = reference(server.registry, model, inputs)
+    want = {k: as_protocol(v) for k, v in reference(server.registry, model, inputs).items()}
     assert list(got) == list(want)
     for name in want:
+        assert got[name].shape == want[name].shape
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)
+
+
+def test_batch_only_inputs_are_taken_as_metadata_shows_them(
+    stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
+) -> None:
+    inputs = retrieval_inputs(server.registry)
+    as_shown = {k: as_protocol(v) for k, v in inputs.items()}
+    assert all(a.shape == (len(a), 1) for a in as_shown.values())
+    shown = raw_outputs(stub.ModelInfer(raw_request("retrieval", as_shown)))
+    native = raw_outputs(stub.ModelInfer(raw_request("retrieval", inputs)))
+    assert list(shown) == list(native)
+    for name in shown:
+        np.testing.assert_array_equal(shown[name], native[name])
 
 
 @pytest.mark.parametrize("model", ["ctr", "retrieval"])
@@ -147,7 +162,7 @@ def test_infer_typed_contents_matches_onnxruntime(
     response = stub.ModelInfer(typed_request(model, inputs))
     # A typed request gets a typed answer.
     assert len(response.raw_output_contents) == 0
-    want = reference(server.registry, model, inputs)
+    want = {k: as_protocol(v) for k, v in reference(server.registry, model, inputs).items()}
     assert [t.name for t in response.outputs] == list(want)
     for tensor in response.outputs:
         assert (tensor.datatype, list(tensor.shape)) == ("FP32", list(want[tensor.name].shape))
@@ -335,23 +350,17 @@ def test_statistics_count_successes_failures_and_rows(
     assert batch[5].compute_infer.count >= 3
 
 
-def tensor_models(server: RunningServer) -> list[str]:
-    """Loaded models with an ONNX graph (profile tables are not tensor models)."""
-    return [n for n in server.registry.names() if server.registry.get(n).id.kind != "profiles"]
-
-
 def test_statistics_of_every_model(
     stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
 ) -> None:
     stats = stub.ModelStatistics(pb.ModelStatisticsRequest()).model_stats
-    assert sorted(s.name for s in stats) == tensor_models(server)
-    assert {"ctr", "retrieval"} <= {s.name for s in stats}
+    assert sorted(s.name for s in stats) == onnx_models(server.registry)
 
 
 def test_repository_index(stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer) -> None:
     index = stub.RepositoryIndex(pb.RepositoryIndexRequest()).models
     ready = {m.name: m for m in index if m.state == "READY"}
-    assert sorted(ready) == tensor_models(server)
+    assert sorted(ready) == onnx_models(server.registry)
     assert ready["ctr"].version == str(server.registry.get("ctr").id.version)
     only_ready = stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True)).models
     assert all(m.state == "READY" for m in only_ready)
@@ -423,13 +432,27 @@ def test_repository_and_unoffered_rpcs(
     assert status_of(lambda: call(stub)).code() == code
 
 
-def test_reflection_lists_the_service(server: RunningServer) -> None:
+def test_reflection_lists_and_describes_the_service(server: RunningServer) -> None:
+    """What `grpcurl list` and `grpcurl describe inference.GRPCInferenceService` ask."""
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="inference.GRPCInferenceService"
+        ),
+    ]
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (answer,) = reflection.ServerReflectionInfo(iter([request]))
-    names = {s.name for s in answer.list_services_response.service}
+        listed, described = reflection.ServerReflectionInfo(iter(requests))
+    names = {s.name for s in listed.list_services_response.service}
     assert "inference.GRPCInferenceService" in names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    service = next(f for f in files if f.name == "inference/grpc_service.proto")
+    assert "inference/model_config.proto" in service.dependency
+    methods = {m.name for m in service.service[0].method}
+    assert {"ModelInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex"} <= methods
 
 
 def test_infer_refuses_more_rows_than_allowed(server: RunningServer) -> None:
@@ -439,3 +462,15 @@ def test_infer_refuses_more_rows_than_allowed(server: RunningServer) -> None:
     response, timing = infer(server.registry.get("ctr"), request, max_rows=3)
     assert timing.batch_size == 3 and len(response.raw_output_contents) == 1
     assert timing.total_ns >= timing.input_ns + timing.infer_ns + timing.output_ns
+
+
+def test_every_onnx_model_has_metadata_and_config(
+    stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer
+) -> None:
+    for name in onnx_models(server.registry):
+        meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=name))
+        config = stub.ModelConfig(pb.ModelConfigRequest(name=name)).config
+        assert [t.name for t in meta.inputs] == [i.name for i in config.input], name
+        assert all(t.shape[0] == -1 for t in meta.inputs), name
+        assert config.max_batch_size > 0, name
+        assert [list(t.shape[1:]) for t in meta.inputs] == [list(i.dims) for i in config.input]

@@ -23,6 +23,8 @@ from engine.kserve.tensors import (
     from_contents,
     from_raw,
     select_outputs,
+    to_graph_rank,
+    to_protocol_rank,
 )
 
 Tensor = pb.ModelInferRequest.InferInputTensor
@@ -244,3 +246,14 @@ def test_select_outputs_keeps_the_requested_order() -> None:
     assert list(select_outputs(outputs, ["b"], "m")) == ["b"]
     with pytest.raises(InvalidArgument, match="requested output 'c' is not an output of model 'm'"):
         select_outputs(outputs, ["c"], "m")
+
+
+def test_batch_only_tensors_move_between_protocol_and_graph_shapes() -> None:
+    column = np.arange(4, dtype=np.int64).reshape(4, 1)
+    matrix = np.zeros((4, 3), np.float32)
+    graph = to_graph_rank({"ids": column, "x": matrix, "y": column}, {"ids": 1, "x": 2, "y": 2})
+    # Only a rank-1 graph input loses the trailing 1; anything else is left for the model.
+    assert graph["ids"].shape == (4,) and graph["x"].shape == (4, 3) and graph["y"].shape == (4, 1)
+    np.testing.assert_array_equal(graph["ids"], [0, 1, 2, 3])
+    shown = to_protocol_rank({"p": np.ones(4, np.float32), "x": matrix}, {"p": 2, "x": 2})
+    assert shown["p"].shape == (4, 1) and shown["x"].shape == (4, 3)

@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 
 from engine.server import RunningServer
-from tests.engine.kserve_helpers import ctr_inputs, reference, retrieval_inputs
+from tests.engine.kserve_helpers import (
+    as_protocol,
+    ctr_inputs,
+    onnx_models,
+    reference,
+    retrieval_inputs,
+)
 
 PROBE = Path(__file__).with_name("kserve_tritonclient_probe.py")
 
@@ -38,7 +44,13 @@ def probe(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     workdir = tmp_path_factory.mktemp("tritonclient")
-    flat = {f"{model}/{name}": a for model, arrays in inputs.items() for name, a in arrays.items()}
+    # Shaped as the metadata shows them ([batch] graph inputs as [batch, 1]), as a Triton
+    # client following ModelMetadata sends them.
+    flat = {
+        f"{model}/{name}": as_protocol(a)
+        for model, arrays in inputs.items()
+        for name, a in arrays.items()
+    }
     np.savez(workdir / "inputs.npz", **flat)
     done = subprocess.run(
         [sys.executable, str(PROBE), f"127.0.0.1:{server.port}", str(workdir)],
@@ -65,7 +77,7 @@ def test_model_metadata_and_config(probe: tuple[dict[str, Any], dict], inputs: d
     meta = result["ctr_metadata"]
     # JSON renders int64 as strings, as protobuf's JSON mapping says.
     assert meta["inputs"][0] == {"name": "cat", "datatype": "INT64", "shape": ["-1", str(width)]}
-    assert meta["outputs"] == [{"name": "pctr", "datatype": "FP32", "shape": ["-1"]}]
+    assert meta["outputs"] == [{"name": "pctr", "datatype": "FP32", "shape": ["-1", "1"]}]
     config = result["ctr_config"]["config"]
     assert config["platform"] == "onnxruntime_onnx" and int(config["max_batch_size"]) > 0
     assert config["input"][0]["dims"] == [str(width)]
@@ -78,7 +90,7 @@ def test_infer_matches_onnxruntime(
     result, outputs = probe
     want = reference(server.registry, model, inputs[model])
     for name, array in want.items():
-        got = outputs[f"{model}/{name}"]
+        got, array = outputs[f"{model}/{name}"], as_protocol(array)
         assert got.dtype == array.dtype and got.shape == array.shape
         np.testing.assert_allclose(got, array, rtol=1e-6, atol=1e-7)
     response = result[f"{model}_response"]
@@ -102,10 +114,12 @@ def test_statistics(probe: tuple[dict[str, Any], dict], inputs: dict) -> None:
     assert int(stats["inference_stats"]["compute_infer"]["ns"]) > 0
 
 
-def test_repository_index_unload_and_load(probe: tuple[dict[str, Any], dict]) -> None:
+def test_repository_index_unload_and_load(
+    probe: tuple[dict[str, Any], dict], server: RunningServer
+) -> None:
     result, _ = probe
     ready = {m["name"] for m in result["index"]["models"] if m.get("state") == "READY"}
-    assert {"ctr", "retrieval"} <= ready and "profiles" not in ready
+    assert ready == set(onnx_models(server.registry))
     assert not result["retrieval_ready_after_unload"]
     after = {m["name"]: m for m in result["index_after_unload"]["models"]}
     assert after["retrieval"]["state"] == "UNAVAILABLE"

@@ -17,9 +17,7 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
-from tests.engine.kserve_helpers import ctr_inputs
-
-Tensor = pb.ModelInferRequest.InferInputTensor
+from tests.engine.kserve_helpers import ctr_inputs, open_stub, raw_request
 
 
 @pytest.fixture(scope="module")
@@ -39,25 +37,14 @@ def two_versions(
 
 @pytest.fixture(scope="module")
 def stub(two_versions: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{two_versions.port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
+    with open_stub(two_versions.port) as opened:
+        yield opened
 
 
 def _infer(
     stub: pb_grpc.GRPCInferenceServiceStub, inputs: dict[str, np.ndarray], version: str
 ) -> pb.ModelInferResponse:
-    dtypes = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
-    return stub.ModelInfer(
-        pb.ModelInferRequest(
-            model_name="ctr",
-            model_version=version,
-            inputs=[
-                Tensor(name=n, datatype=dtypes[a.dtype], shape=a.shape) for n, a in inputs.items()
-            ],
-            raw_input_contents=[a.tobytes() for a in inputs.values()],
-        )
-    )
+    return stub.ModelInfer(raw_request("ctr", inputs, model_version=version))
 
 
 def test_each_loaded_version_answers(
