@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -110,3 +110,21 @@ class Settings(BaseSettings):
     experiments_file: Path | None = None
     """JSON file of A/B experiments loaded at start: ``{"experiments": [Experiment, ...]}`` in
     the protobuf JSON mapping of ``reachrank.v1.Experiment``."""
+
+    tls_cert_file: Path | None = None
+    """PEM server certificate (chain); with ``tls_key_file`` the server speaks TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle for mutual TLS: every client must present a certificate it signed."""
+    auth_tokens_file: Path | None = None
+    """File of bearer tokens (one per line, ``#`` comments) accepted on every RPC but health.
+    With no token configured at all (here, ``auth_tokens`` or the admin ones), authentication
+    is off; read once at start."""
+    auth_tokens: SecretStr | None = None
+    """Comma-separated bearer tokens, added to those of ``auth_tokens_file``."""
+    admin_tokens_file: Path | None = None
+    """File of admin tokens: also needed for model management (Load, Unload, experiment
+    Set/Delete, KServe repository load/unload). An admin token passes everywhere."""
+    admin_tokens: SecretStr | None = None
+    """Comma-separated admin tokens, added to those of ``admin_tokens_file``."""
