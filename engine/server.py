@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import kernels
+from engine.decoding import DecodingInterceptor
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
@@ -85,8 +86,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         # server on a busy port must fail instead of silently splitting the traffic.
         ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
     ]
-    # Access control first: a refused call costs no decoding, metrics or model work.
-    interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor()]
+    # Access control first: a refused call costs no decoding, metrics or model work. Decoding
+    # runs inside observability so undecodable requests are counted too.
+    interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(), DecodingInterceptor()]
     if auth is not None:
         interceptors.insert(0, auth)
     server = grpc.server(
