@@ -164,6 +164,51 @@ score = st.builds(
         st.sampled_from(["cat", "num", "user", "query", "x"]) | strings, tensors(), max_size=3
     ),
 )
+infer_contents = st.builds(
+    kserve_pb.InferTensorContents,
+    bool_contents=st.lists(st.booleans(), max_size=8),
+    int_contents=st.lists(int32, max_size=8),
+    int64_contents=st.lists(int64, max_size=8),
+    fp32_contents=st.lists(floats32, max_size=8),
+    fp64_contents=st.lists(doubles, max_size=8),
+    bytes_contents=st.lists(st.binary(max_size=8), max_size=4),
+)
+infer_input = st.builds(
+    kserve_pb.ModelInferRequest.InferInputTensor,
+    name=st.sampled_from(["cat", "num", "user_index", "item_index"]) | strings,
+    datatype=st.sampled_from(["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES", "FP16"]) | strings,
+    shape=st.lists(st.integers(-2, 8) | st.integers(-(2**62), 2**62), max_size=3),
+    contents=infer_contents,
+)
+model_infer = st.builds(
+    kserve_pb.ModelInferRequest,
+    model_name=st.sampled_from(MODELS) | strings,
+    model_version=st.sampled_from(["", "1", "2", "-1", "x"]),
+    inputs=st.lists(infer_input, max_size=3),
+    outputs=st.lists(
+        st.builds(
+            kserve_pb.ModelInferRequest.InferRequestedOutputTensor,
+            name=st.sampled_from(["pctr", "scores", "logits"]) | strings,
+        ),
+        max_size=2,
+    ),
+    raw_input_contents=st.lists(st.binary(max_size=64), max_size=3),
+)
+
+
+def test_generated_model_infer(channel: grpc.Channel) -> None:
+    codes: set[grpc.StatusCode] = set()
+
+    @FUZZ
+    @given(request=model_infer)
+    def run(request: kserve_pb.ModelInferRequest) -> None:
+        codes.add(check(channel, "/inference.GRPCInferenceService/ModelInfer", request))
+
+    run()
+    assert grpc.StatusCode.INVALID_ARGUMENT in codes
+    still_serves(channel)
+
+
 RANKING = {
     "Recommend": recommend,
     "RankAds": rank_ads,
