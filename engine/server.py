@@ -95,6 +95,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
         options=options,
         interceptors=interceptors,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     extras = add_extra_services(
         server, settings, prepare=functools.partial(prepare_experiment, registry, settings)
