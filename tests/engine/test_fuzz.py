@@ -237,6 +237,18 @@ def test_undecodable_request_is_invalid_argument(channel: grpc.Channel) -> None:
     assert "not a valid reachrank.v1.RecommendRequest" in error.value.details()
 
 
+@pytest.mark.parametrize("name", ["../ctr", "/etc", "ctr/1", ".."])
+def test_load_refuses_a_path_as_model_name(channel: grpc.Channel, name: str) -> None:
+    request = models_pb2.LoadModelRequest(name=name)
+    with pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary(
+            "/reachrank.v1.ModelService/Load",
+            request_serializer=models_pb2.LoadModelRequest.SerializeToString,
+        )(request, timeout=TIMEOUT)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a model name" in error.value.details()
+
+
 @pytest.mark.parametrize("rpc", sorted(RANKING))
 def test_generated_ranking_requests(channel: grpc.Channel, rpc: str) -> None:
     codes: set[grpc.StatusCode] = set()
