@@ -74,10 +74,11 @@ class Settings(BaseSettings):
     batch_workers: int = Field(1, ge=1)
     """Inference calls in flight per model (each uses ort_intra_op_threads threads)."""
 
-    max_concurrent_rpcs: int | None = Field(256, ge=1)
+    max_concurrent_rpcs: int | None = Field(64, ge=1)
     """RPCs admitted at once (running or waiting for one of ``grpc_threads``); beyond it gRPC
     refuses new calls at once with RESOURCE_EXHAUSTED instead of queueing them without
-    bound. None: no limit."""
+    bound. Those waiting add about ``limit / sustainable rate`` to the latency (64 at ~300
+    RankAds/s: ~0.2 s; BENCHMARKS.md, Overload). None: no limit."""
 
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
