@@ -98,11 +98,13 @@ def sustainable_rate(channel: grpc.Channel, payload: bytes, seconds: float) -> f
 
 def offer(
     channel: grpc.Channel, payload: bytes, rate: float, seconds: float, deadline: float
-) -> tuple[Counter[str], list[float], float]:
-    """Open loop at `rate` for `seconds`: status counts, accepted latencies (s), elapsed."""
+) -> tuple[Counter[str], list[float], list[float], float]:
+    """Open loop at `rate` for `seconds`: status counts, accepted and refused latencies (s),
+    elapsed."""
     call = channel.unary_unary("/reachrank.v1.Ranking/RankAds")
     codes: Counter[str] = Counter()
     latencies: list[float] = []
+    refusals: list[float] = []
     lock = threading.Lock()
     total = int(rate * seconds)
     finished = threading.Semaphore(0)
@@ -115,6 +117,8 @@ def offer(
                 codes[code.name] += 1
                 if code == grpc.StatusCode.OK:
                     latencies.append(elapsed)
+                elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    refusals.append(elapsed)
             finished.release()
 
         return callback
@@ -129,7 +133,7 @@ def offer(
     offered_for = time.monotonic() - start
     for _ in range(total):
         finished.acquire()
-    return codes, latencies, offered_for
+    return codes, latencies, refusals, offered_for
 
 
 def recovery_ms(channel: grpc.Channel, payload: bytes, calls: int = 20) -> float:
@@ -152,7 +156,7 @@ def run_config(repo: Path, name: str, env: dict[str, str], args: argparse.Namesp
             sustained = sustainable_rate(channel, payload, args.measure_seconds)
             rss_before = rss_mib(proc.pid)
             rate = sustained * args.factor
-            codes, latencies, offered_for = offer(
+            codes, latencies, refusals, offered_for = offer(
                 channel, payload, rate, args.seconds, args.deadline_ms / 1000
             )
             rss_end = rss_mib(proc.pid)
@@ -173,6 +177,12 @@ def run_config(repo: Path, name: str, env: dict[str, str], args: argparse.Namesp
             "accepted_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1)
             if latencies
             else None,
+            "refused_p50_ms": round(float(np.percentile(refusals, 50)) * 1000, 2)
+            if refusals
+            else None,
+            "refused_p99_ms": round(float(np.percentile(refusals, 99)) * 1000, 2)
+            if refusals
+            else None,
             "rss_mib_before": round(rss_before, 1),
             "rss_mib_end": round(rss_end, 1),
             "rss_mib_after": round(rss_after, 1),
@@ -188,14 +198,15 @@ def run_config(repo: Path, name: str, env: dict[str, str], args: argparse.Namesp
 def table(rows: list[dict]) -> str:
     lines = [
         "| config | sustainable/s | offered/s | accepted/s | refused (RESOURCE_EXHAUSTED) "
-        "| deadline exceeded | accepted p50 ms | accepted p99 ms | RSS MiB before / end / after "
+        "| refusal p50 / p99 ms | deadline exceeded | accepted p50 ms | accepted p99 ms | RSS MiB before / end / after "
         "| next call p50 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['sustainable_per_s']:.0f} | {r['offered_per_s']:.0f} "
             f"| {r['accepted_per_s']:.0f} | {r['codes'].get('RESOURCE_EXHAUSTED', 0)} "
+            f"| {r['refused_p50_ms']} / {r['refused_p99_ms']} "
             f"| {r['codes'].get('DEADLINE_EXCEEDED', 0)} | {r['accepted_p50_ms']} "
             f"| {r['accepted_p99_ms']} | {r['rss_mib_before']:.0f} / {r['rss_mib_end']:.0f} / "
             f"{r['rss_mib_after']:.0f} | {r['recovery_p50_ms']} |"
