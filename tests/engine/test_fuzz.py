@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from inference import grpc_service_pb2 as kserve_pb
@@ -19,6 +18,7 @@ from reachrank.v1 import feedback_pb2, models_pb2, ranking_pb2, ranking_pb2_grpc
 
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
+from tests.engine.rpc_helpers import raw_call, unary_paths
 
 DOCUMENTED = {
     grpc.StatusCode.OK,
@@ -76,16 +76,6 @@ def channel(server: RunningServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         grpc.channel_ready_future(ch).result(timeout=30)
         yield ch
-
-
-def raw_call(channel: grpc.Channel, path: str, payload: bytes) -> grpc.StatusCode:
-    """Send bytes as the request of `path`; the status code of the answer."""
-    call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
-    try:
-        call(payload, timeout=TIMEOUT)
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 def check(channel: grpc.Channel, path: str, request: Any) -> grpc.StatusCode:
@@ -416,18 +406,6 @@ def test_mutated_requests(channel: grpc.Channel, path: str) -> None:
 
     run()
     still_serves(channel)
-
-
-def unary_paths() -> list[str]:
-    from inference import grpc_service_pb2
-
-    paths = []
-    for module in (ranking_pb2, models_pb2, feedback_pb2, grpc_service_pb2, health_pb2):
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                if not method.client_streaming and not method.server_streaming:
-                    paths.append(f"/{service.full_name}/{method.name}")
-    return paths
 
 
 # KServe RPCs ReachRank does not offer (shared memory, trace and log settings) answer

@@ -25,6 +25,7 @@ from clients.errors import ReachRankError
 from engine.security import AuthInterceptor, auth_interceptor, read_tokens, server_credentials
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
+from tests.engine.rpc_helpers import raw_call, unary_paths
 
 USER_TOKEN = "user-7f3a9c1e2b4d6f80a1c3e5"
 ADMIN_TOKEN = "admin-0d2c4e6a8b1f3e5d7c9a"
@@ -130,6 +131,7 @@ def tls_server(
             tls_key_file=pki.server_key,
             auth_tokens_file=tokens,
             admin_tokens=f"{ADMIN_TOKEN}, another-admin",
+            feedback_dir=tmp_path_factory.mktemp("feedback"),  # every service is served
         )
     )
     yield running
@@ -308,3 +310,16 @@ def test_tls_settings_must_be_complete(pki: Pki) -> None:
         server_credentials(Settings(tls_cert_file=pki.server_cert))
     with pytest.raises(ValueError, match="needs tls_cert_file"):
         server_credentials(Settings(tls_client_ca_file=pki.ca_file))
+
+
+def test_every_method_but_health_is_guarded(tls_server: RunningServer, pki: Pki) -> None:
+    # Garbage bytes without a token: refused before decoding, so UNAUTHENTICATED everywhere
+    # (never INVALID_ARGUMENT); health answers without one.
+    paths = unary_paths()
+    with tls_client(tls_server, pki) as client:
+        for path in paths:
+            code = raw_call(client._channel, path, b"\xff\xff garbage")
+            if path.startswith("/grpc.health.v1.Health/"):
+                assert code != grpc.StatusCode.UNAUTHENTICATED, path
+            else:
+                assert code == grpc.StatusCode.UNAUTHENTICATED, path
