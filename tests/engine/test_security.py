@@ -323,3 +323,29 @@ def test_every_method_but_health_is_guarded(tls_server: RunningServer, pki: Pki)
                 assert code != grpc.StatusCode.UNAUTHENTICATED, path
             else:
                 assert code == grpc.StatusCode.UNAUTHENTICATED, path
+
+
+def test_cli_options_reach_the_settings(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import engine.observability
+    import engine.server
+    from engine.cli import serve
+
+    seen: list[Settings] = []
+    monkeypatch.setattr(engine.server, "serve_forever", seen.append)
+    monkeypatch.setattr(engine.observability, "configure_logging", lambda *a, **k: None)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("t1\n")
+    args = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    args += ["--tls-client-ca", str(pki.ca_file), "--auth-tokens-file", str(tokens)]
+    args += ["--admin-tokens-file", str(tokens)]
+    result = CliRunner().invoke(serve, args)
+    assert result.exit_code == 0, result.output
+    (settings,) = seen
+    assert settings.tls_cert_file == pki.server_cert
+    assert settings.tls_key_file == pki.server_key
+    assert settings.tls_client_ca_file == pki.ca_file
+    assert settings.auth_tokens_file == settings.admin_tokens_file == tokens
