@@ -89,7 +89,7 @@ def input_data(model: CTRModel, rows: int, seed: int = 0) -> dict:
     users = list(model.user_row)
     data = []
     for user in rng.choice(users, max(1, rows // 64)):
-        items = rng.integers(0, len(model.item_row), 64)
+        items = rng.integers(0, model.store.n_items, 64)
         cat, num = model.features(str(user), items, {})
         data.extend(
             {

@@ -102,11 +102,11 @@ def ceiling_rows_per_s(
     for batch in (CANDIDATES, 1024, 4096, 16384):
         feed = {name: np.ascontiguousarray(a[:batch]) for name, a in rows.items()}
         session.run(None, feed)
-        rows, start = 0, time.perf_counter()
+        done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             session.run(None, feed)
-            rows += batch
-        rate = rows / (time.perf_counter() - start)
+            done += batch
+        rate = done / (time.perf_counter() - start)
         if rate > best:
             best, best_batch = rate, batch
     return best, best_batch
@@ -119,11 +119,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(repo: Path, env: dict[str, str]):
+def serving(repo: Path, env: dict[str, str], workers: int = 1):
     port = free_port()
     cli = [sys.executable, "-c", "from clients.cli import main; main()"]
     proc = subprocess.Popen(
-        [*cli, "serve", "--repo", str(repo), "--port", str(port), "--metrics-port", "-1"],
+        [
+            *cli,
+            "serve",
+            "--repo",
+            str(repo),
+            "--port",
+            str(port),
+            "--metrics-port",
+            "-1",
+            "--workers",
+            str(workers),
+        ],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -239,6 +250,44 @@ def rank_ads_suite(
     return rows
 
 
+def workers_suite(
+    repo: Path, sim: SimulatorConfig, seconds: float, env: dict[str, str]
+) -> list[dict[str, Any]]:
+    """RankAds at concurrency 32: one process with all cores for onnxruntime vs two worker
+    processes (SO_REUSEPORT) with one inference thread each. The load generator opens one
+    connection per in-flight stream group, so the kernel spreads them over the workers."""
+    cores = os.cpu_count() or 1
+    rows = []
+    for workers in (1, 2):
+        wenv = {**env, "REACHRANK_ORT_INTRA_OP_THREADS": str(max(1, cores // workers))}
+        with serving(repo, wenv, workers=workers) as target:
+            r = loadtest(
+                target,
+                "rank-ads",
+                32,
+                seconds,
+                sim.users,
+                sim.items,
+                ["--ads", str(CANDIDATES), "--slots", "3", "--processes", "2"],
+            )
+        rows.append(
+            {
+                "workers": workers,
+                "requests_per_s": r["achieved_rps"],
+                "rows_per_s": r["achieved_rps"] * CANDIDATES,
+                "p50_ms": r["p50_ms"],
+                "p99_ms": r["p99_ms"],
+                "errors": r.get("errors", {}),
+            }
+        )
+        print(
+            f"workers={workers}: {r['achieved_rps']:.0f} req/s p50 {r['p50_ms']:.1f} "
+            f"p99 {r['p99_ms']:.1f} ms",
+            flush=True,
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Small data and short runs (smoke).")
@@ -279,6 +328,7 @@ def main() -> None:
             widen=True,
         )
         results["rank_ads"] += rank_ads_suite("DeepFM", large, sim, seconds, env)
+        results["workers"] = workers_suite(large, sim, seconds, env)
         big = SimulatorConfig(
             users=2000 if not args.quick else 300,
             items=100_000 if not args.quick else 5000,

@@ -126,11 +126,17 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     if port == 0:
         extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
-    metrics_port = (
-        start_metrics_server(settings.metrics_host, settings.metrics_port)
-        if settings.metrics_port is not None
-        else None
-    )
+    try:
+        metrics_port = (
+            start_metrics_server(settings.metrics_host, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
+    except OSError as exc:
+        extras.close()  # release the feedback log's lock before failing
+        raise OSError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+        ) from exc
     running = RunningServer(server, port, registry, health_servicer, settings, metrics_port, extras)
     running.set_serving(False)
     server.start()

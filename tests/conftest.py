@@ -55,3 +55,11 @@ def trained_repo(tmp_path_factory: pytest.TempPathFactory, sim_dir: Path) -> Pat
     )
     train_all(data, repo, TINY_TRAIN)
     return repo
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """The read-only public data sets, in the folder beside the checkout (CI has them too)."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    assert path.is_dir(), f"the shared data sets are expected at {path}"
+    return path

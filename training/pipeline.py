@@ -184,6 +184,7 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
         report["baselines"].update({f"ctr_{k}": v for k, v in ctr.baselines.items()})
         report["valid"].update({f"ctr_{k}": v for k, v in ctr.valid.items()})
         report["chosen"]["ctr"] = ctr.best
+        report["other_calibration"] = {f"ctr_{k}": v for k, v in ctr.other_calibration.items()}
         curves = ctr.curves
     else:
         log.info("no impressions in the log: skipping the CTR models")
@@ -216,6 +217,11 @@ class CTRResult:
     best: str
     sizes: dict[str, dict[str, int]]
     curves: dict[str, metrics.ReliabilityCurve]
+    # Test labels and each model's calibrated test pCTR (for bootstrap spreads in the bench).
+    test_label: np.ndarray
+    test_pctr: dict[str, np.ndarray]
+    # Test logloss/ECE of each model under the calibration not shipped.
+    other_calibration: dict[str, dict[str, Any]]
 
 
 def ctr_frame(data: Dataset) -> pl.LazyFrame:
@@ -322,6 +328,8 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     test_metrics: dict[str, dict[str, float]] = {}
     valid_metrics: dict[str, dict[str, float]] = {}
     curves: dict[str, metrics.ReliabilityCurve] = {}
+    test_pctr: dict[str, np.ndarray] = {}
+    other_calibration: dict[str, dict[str, Any]] = {}
     for name in config.ctr_models:
         # Same seed before each model: every model starts from a reproducible draw.
         torch.manual_seed(config.seed)
@@ -329,17 +337,26 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             schema.n_buckets, len(schema.categorical), len(schema.numeric), config.ctr_size
         )
         fit_ctr(model, cat[tr], num[tr], label[tr], fit, valid=(cat[va], num[va], y_va))
-        calibrated = calibrate(
-            model, predict_logits(model, cat[va], num[va]), y_va, config.calibration
-        )
+        logits_va = predict_logits(model, cat[va], num[va])
+        calibrated = calibrate(model, logits_va, y_va, config.calibration)
         p_va = predict_pctr(calibrated, cat[va], num[va])
         p_te = predict_pctr(calibrated, cat[te], num[te])
         valid_metrics[name] = classification_metrics(y_va, p_va)
         test_metrics[name] = classification_metrics(y_te, p_te)
         if oracle_auc is not None:
             test_metrics[name]["oracle_auc"] = oracle_auc
+        # The other calibration on the same model, for the report's comparison (not shipped).
+        other = "isotonic" if config.calibration == "platt" else "platt"
+        alternative = calibrate(model, logits_va, y_va, other)
+        p_alt = predict_pctr(alternative, cat[te], num[te])
+        other_calibration[name] = {
+            "calibration": other,
+            "logloss": metrics.logloss(y_te, p_alt),
+            "ece": metrics.ece(y_te, p_alt),
+        }
         curves[name] = metrics.reliability_curve(y_te, p_te, n_bins=10, strategy="quantile")
         fitted[name] = calibrated
+        test_pctr[name] = p_te
         log.info("CTR %s: test %s", name, test_metrics[name])
     best = min(fitted, key=lambda n: valid_metrics[n]["logloss"])
 
@@ -392,7 +409,17 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             items,
             users,
         )
-    return CTRResult(test_metrics, baselines, valid_metrics, best, part_sizes(frame), curves)
+    return CTRResult(
+        test_metrics,
+        baselines,
+        valid_metrics,
+        best,
+        part_sizes(frame),
+        curves,
+        y_te,
+        test_pctr,
+        other_calibration,
+    )
 
 
 def _item_columns(schema: FeatureSchema) -> list[str]:

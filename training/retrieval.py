@@ -283,12 +283,13 @@ class RetrievalResult:
 
 def train_retrieval(
     data: Interactions,
-    out: Path,
+    out: Path | None,
     config: RetrievalConfig,
     split_spec: dict[str, Any],
     item_attributes: pl.DataFrame | None = None,
 ) -> RetrievalResult:
-    """Fit, evaluate and ship every configured retrieval model (see the module docstring)."""
+    """Fit, evaluate and ship every configured retrieval model (see the module docstring);
+    ``out=None`` evaluates without writing bundles (the benchmark)."""
     valid_task = eval_task(data, ("train",), "valid")
     test_task = eval_task(data, ("train", "valid"), "test")
     log.info(
@@ -298,6 +299,10 @@ def train_retrieval(
         len(valid_task.users),
         len(test_task.users),
     )
+    if not len(test_task.users):
+        # E.g. an ad log keyed by request: nobody has history to retrieve from.
+        log.warning("no user has both training history and new test positives: no retrieval")
+        return RetrievalResult({}, {}, {}, None, {})
     names = [m for m in config.models if m not in DENSE or dense_fits(data)]
     skipped = [m for m in config.models if m not in names]
     if skipped:
@@ -333,10 +338,10 @@ def train_retrieval(
     key = f"recall@{config.k}"
     best = max(names, key=lambda n: valid_metrics.get(n, {}).get(key, 0.0)) if names else None
     bundles = {}
-    for name in names:
+    for name in names if out is not None else ():
         bundle = "retrieval" if name == best else f"retrieval-{name}"
         bundles[name] = write_retrieval_bundle(
-            out,
+            out,  # type: ignore[arg-type]
             bundle,
             name,
             finals[name],

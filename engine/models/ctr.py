@@ -1,8 +1,6 @@
-"""A served CTR model: the calibrated ONNX graph plus the feature tables it was trained with.
-
-Item and user fields are hashed once at load into per-row bucket tables, so a request only
-gathers rows and hashes the few context values it carries.
-"""
+"""A served CTR model: the calibrated ONNX graph, its feature schema and a feature store
+(by default the tables it was trained with, see :mod:`engine.feature_store`). A request
+gathers stored rows and hashes only the few context values it carries."""
 
 from __future__ import annotations
 
@@ -13,11 +11,11 @@ import numpy as np
 import polars as pl
 
 from engine.errors import BundleError, InvalidArgument
+from engine.feature_store import EmbeddedFeatureStore, FeatureStore
 from engine.models.base import OnnxModel
 from engine.repository import BundleRef
 from engine.settings import Settings
-from kernels import gather_rows
-from kernels.featurize import CategoricalField, FeatureSchema, NumericField
+from kernels.featurize import FeatureSchema, NumericField
 
 
 class CTRModel(OnnxModel):
@@ -30,46 +28,11 @@ class CTRModel(OnnxModel):
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{ref.name}/{ref.version}: bad feature schema: {exc}") from exc
         self.default_position = settings.default_position
-        items = pl.read_parquet(ref.file("items"))
-        users = pl.read_parquet(ref.file("users"))
-        self.item_row = {v: i for i, v in enumerate(items["item_id"].to_list())}
-        self.user_row = {v: i for i, v in enumerate(users["user_id"].to_list())}
-        s = self.schema
-        self._item_cat = [f for f in s.categorical if f.source == "item"]
-        self._user_cat = [f for f in s.categorical if f.source == "user"]
-        self._item_num = [f for f in s.numeric if f.source == "item"]
-        self._user_num = [f for f in s.numeric if f.source == "user"]
-        # Row -1 (unknown) is the last row of each table, holding the defaults.
-        self.item_cat_table = self._cat_table(self._item_cat, items)
-        self.user_cat_table = self._cat_table(self._user_cat, users)
-        self.item_num_table = self._num_table(self._item_num, items)
-        self.user_num_table = self._num_table(self._user_num, users)
+        self.store: FeatureStore = EmbeddedFeatureStore(
+            self.schema, pl.read_parquet(ref.file("items")), pl.read_parquet(ref.file("users"))
+        )
         self._bucket = lru_cache(maxsize=65536)(self._bucket_uncached)
         self.warmup()
-
-    def _cat_table(self, fields: list[CategoricalField], frame: pl.DataFrame) -> np.ndarray:
-        table = np.empty((frame.height + 1, len(fields)), dtype=np.int64)
-        for j, f in enumerate(fields):
-            values = (
-                frame[f.name].cast(pl.String).to_list()
-                if f.name in frame.columns
-                else [None] * frame.height
-            )
-            table[:-1, j] = self.schema.encode_categorical(f, values)
-            table[-1, j] = self.schema.encode_categorical(f, [None])[0]
-        return table
-
-    def _num_table(self, fields: list[NumericField], frame: pl.DataFrame) -> np.ndarray:
-        table = np.empty((frame.height + 1, len(fields)), dtype=np.float32)
-        for j, f in enumerate(fields):
-            raw = (
-                frame[f.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-                if f.name in frame.columns
-                else np.full(frame.height, np.nan)
-            )
-            table[:-1, j] = self.schema.encode_numeric(f, raw)
-            table[-1, j] = self.schema.encode_numeric(f, np.array([np.nan]))[0]
-        return table
 
     def _bucket_uncached(self, field: str, value: str) -> int:
         spec = next(f for f in self.schema.categorical if f.name == field)
@@ -77,8 +40,7 @@ class CTRModel(OnnxModel):
 
     def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of the item table (-1 for items the model has never seen)."""
-        get = self.item_row.get
-        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return self.store.item_rows(item_ids)
 
     def features(
         self,
@@ -91,10 +53,8 @@ class CTRModel(OnnxModel):
         then the request context, then stored user/item features, then the schema default."""
         n = len(item_rows)
         s = self.schema
-        item_rows = np.where(item_rows < 0, len(self.item_cat_table) - 1, item_rows)
-        user = self.user_row.get(user_id, len(self.user_cat_table) - 1)
-        item_cat = gather_rows(self.item_cat_table, item_rows)
-        item_num = gather_rows(self.item_num_table, item_rows)
+        item_cat, item_num = self.store.item_features(item_rows)
+        user_cat, user_num = self.store.user_features(user_id)
         cat = np.empty((n, len(s.categorical)), dtype=np.int64)
         num = np.empty((n, len(s.numeric)), dtype=np.float32)
         ii = iu = 0
@@ -104,7 +64,7 @@ class CTRModel(OnnxModel):
             elif f.source == "item":
                 cat[:, j] = item_cat[:, ii]
             elif f.source == "user":
-                cat[:, j] = self.user_cat_table[user, iu]
+                cat[:, j] = user_cat[iu]
             elif f.name == "position":
                 cat[:, j] = self._bucket(f.name, self.default_position)
             else:
@@ -118,7 +78,7 @@ class CTRModel(OnnxModel):
             elif f.source == "item":
                 num[:, j] = item_num[:, ii]
             elif f.source == "user":
-                num[:, j] = self.user_num_table[user, iu]
+                num[:, j] = user_num[iu]
             else:
                 num[:, j] = s.encode_numeric(f, np.array([np.nan]))[0]
             ii += f.source == "item"
@@ -159,7 +119,7 @@ class CTRModel(OnnxModel):
 
     def warmup(self) -> None:
         """One real inference before the model takes traffic (fails the load if it fails)."""
-        rows = np.arange(min(4, len(self.item_cat_table) - 1), dtype=np.int64)
+        rows = np.array([-1], dtype=np.int64)  # the defaults row exists whatever the catalogue
         cat, num = self.features("", rows, {})
         p = self.predict(cat, num)
         if not np.all((p >= 0) & (p <= 1)):

@@ -14,7 +14,7 @@ from engine.registry import ModelRegistry
 def ctr_inputs(registry: ModelRegistry, rows: int = 16) -> dict[str, np.ndarray]:
     model = registry.get("ctr")
     assert isinstance(model, CTRModel)
-    cat, num = model.features("u3", np.arange(rows, dtype=np.int64) % len(model.item_row), {})
+    cat, num = model.features("u3", np.arange(rows, dtype=np.int64) % model.store.n_items, {})
     return {"cat": cat, "num": num}
 
 

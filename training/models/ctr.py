@@ -34,7 +34,7 @@ class LogisticRegression(nn.Module):
         self, n_buckets: int, n_fields: int, n_numeric: int, size: CTRSize | None = None
     ) -> None:
         super().__init__()
-        self.weights = nn.Embedding(n_buckets, 1)
+        self.weights = nn.Embedding(n_buckets, 1, sparse=True)
         nn.init.zeros_(self.weights.weight)
         self.numeric = nn.Linear(n_numeric, 1) if n_numeric else None
         self.bias = nn.Parameter(torch.zeros(1))
@@ -52,7 +52,7 @@ class FieldEmbeddings(nn.Module):
 
     def __init__(self, n_buckets: int, n_numeric: int, dim: int) -> None:
         super().__init__()
-        self.table = nn.Embedding(n_buckets, dim)
+        self.table = nn.Embedding(n_buckets, dim, sparse=True)
         nn.init.normal_(self.table.weight, std=0.01)
         self.numeric = nn.Parameter(torch.randn(n_numeric, dim) * 0.01)
 
@@ -123,7 +123,7 @@ class CrossNetworkV2(nn.Module):
     ) -> None:
         super().__init__()
         size = size or CTRSize()
-        self.embed = nn.Embedding(n_buckets, size.dim)
+        self.embed = nn.Embedding(n_buckets, size.dim, sparse=True)
         nn.init.normal_(self.embed.weight, std=0.01)
         width = n_fields * size.dim + n_numeric
         self.cross = nn.ModuleList(nn.Linear(width, width) for _ in range(size.cross_layers))

@@ -44,4 +44,6 @@ class EmbeddingScorer(nn.Module):
         self.register_buffer("items", torch.from_numpy(np.ascontiguousarray(items, np.float32)))
 
     def forward(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
-        return (self.users[user_index] * self.items[item_index]).sum(-1)
+        # F.embedding exports as a plain Gather (tensor indexing becomes GatherND).
+        users = nn.functional.embedding(user_index, self.users)
+        return (users * nn.functional.embedding(item_index, self.items)).sum(-1)

@@ -1,0 +1,437 @@
+"""Training benchmarks: retrieval quality on MovieLens 100K and Online Retail, CTR quality on
+TalkingData and simulated logs (with the oracle), and the Polars feature pipeline against the
+same features in pandas on a 10-million-event simulated log.
+
+Run from the repository root: ``python -m bench.training`` (``--only retrieval,ctr,features``
+to run parts). Prints Markdown tables and writes ``bench/results/training.json``. Needs the
+shared data sets at ``../shared/datasets`` and the ``bench`` extra (``implicit``, ``pandas``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from training import metrics
+from training.examples import positives
+from training.item_stats import item_stats
+from training.models.ctr import CTRSize
+from training.pipeline import Dataset, SplitPlan, TrainConfig, train_ctr
+from training.profiles import user_profiles
+from training.readers import read_events
+from training.report import markdown_table
+from training.retrieval import (
+    Fitted,
+    Interactions,
+    RetrievalConfig,
+    eval_task,
+    evaluate,
+    interactions,
+    train_retrieval,
+)
+from training.simulate import GroundTruth, SimulatorConfig, write_simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "bench" / "results" / "training.json"
+RETRIEVAL_COLUMNS = ("recall@20", "ndcg@10", "hitrate@10", "coverage")
+# The simulated log for the CTR quality bar: more history per user than the demo's default, so
+# that a model can learn tastes (the oracle's AUC is the ceiling either way).
+CTR_SIM = SimulatorConfig(users=2000, items=400, days=120, seed=7)
+FEATURE_SIM_EVENTS = 10_000_000
+BOOTSTRAP = 1000
+
+log = logging.getLogger("bench.training")
+
+
+# ------------------------------------------------------------------------------ retrieval
+
+
+def implicit_model(
+    kind: str, seed: int
+) -> Callable[[Interactions, np.ndarray, np.ndarray], Fitted]:
+    """``implicit``'s ALS or BPR as a fit function on (user row, item row) pairs."""
+
+    def fit(data: Interactions, u: np.ndarray, i: np.ndarray) -> Fitted:
+        import scipy.sparse as sp
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        pairs = np.unique(np.stack([u, i], 1), axis=0)
+        matrix = sp.csr_matrix(
+            (np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+            shape=(data.n_users, data.n_items),
+        )
+        if kind == "als":
+            model = AlternatingLeastSquares(
+                factors=64, regularization=0.05, alpha=2.0, iterations=15, random_state=seed
+            )
+        else:
+            model = BayesianPersonalizedRanking(
+                factors=64,
+                learning_rate=0.01,
+                regularization=0.01,
+                iterations=100,
+                random_state=seed,
+            )
+        model.fit(matrix, show_progress=False)
+        return Fitted(np.asarray(model.user_factors), np.asarray(model.item_factors), 64)
+
+    return fit
+
+
+def retrieval_quality(name: str, path: Path, fmt: str, config: RetrievalConfig) -> dict[str, Any]:
+    """Per-user split (each user's last 20% of positives to test, the 10% before to valid);
+    every model fitted on train + valid, scored on test, top-20 over unseen items."""
+    start = time.perf_counter()
+    events, _ = read_events(path, fmt).collect()
+    plan = SplitPlan("per-user", test_fraction=0.2, valid_fraction=0.1)
+    pos, spec = plan.label(positives(events.lazy()).with_columns(pl.lit("positive").alias("event")))
+    data = interactions(pos.collect().sort("user_id", "item_id"))
+    result = train_retrieval(data, None, config, spec)
+    rows = {**result.models, **result.baselines}
+    test = eval_task(data, ("train", "valid"), "test")
+    u, i = data.pairs("train", "valid")
+    for kind in ("als", "bpr"):
+        t = time.perf_counter()
+        try:
+            fitted = implicit_model(kind, config.seed)(data, u, i)
+        except ImportError as exc:  # the bench extra is missing: say so in the table
+            log.warning("implicit unavailable (%s): skipping its %s", exc, kind)
+            continue
+        rows[f"implicit_{kind}"] = evaluate(fitted, test, config.k)
+        log.info(
+            "%s implicit %s: %s (%.1f s)",
+            name,
+            kind,
+            rows[f"implicit_{kind}"],
+            time.perf_counter() - t,
+        )
+    return {
+        "dataset": name,
+        "users": data.n_users,
+        "items": data.n_items,
+        "test_users": len(test.users),
+        "shipped": result.best,
+        "valid": result.valid,
+        "test": rows,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+# ------------------------------------------------------------------------------------ CTR
+
+
+def bootstrap_auc(label: np.ndarray, p: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """(std, 2.5th, 97.5th percentile) of the AUC over test rows resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(BOOTSTRAP):
+        idx = rng.integers(0, len(label), len(label))
+        if 0 < label[idx].sum() < len(idx):
+            values.append(metrics.auc(label[idx], p[idx]))
+    v = np.asarray(values)
+    return float(v.std()), float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))
+
+
+def ctr_quality(name: str, data: Dataset, config: TrainConfig) -> dict[str, Any]:
+    """Every CTR model on one global time split; AUC with a bootstrap spread."""
+    start = time.perf_counter()
+    plan = SplitPlan.plan(data.events, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_ctr(data, plan, Path(tmp), config)
+    rows: dict[str, dict[str, float]] = {}
+    for model, m in result.models.items():
+        std, lo, hi = bootstrap_auc(result.test_label, result.test_pctr[model])
+        rows[model] = {**m, "auc_std": std, "auc_lo": lo, "auc_hi": hi}
+        if "oracle_auc" in m:
+            rows[model]["auc_vs_oracle"] = m["auc"] / m["oracle_auc"]
+    return {
+        "dataset": name,
+        "split": result.sizes,
+        "positives_test": int(result.test_label.sum()),
+        "shipped": result.best,
+        "test": rows,
+        "baselines": result.baselines,
+        "other_calibration": result.other_calibration,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def simulator_data(directory: Path) -> Dataset:
+    write_simulation(directory, CTR_SIM)
+    return Dataset(
+        events=pl.scan_parquet(directory / "events.parquet"),
+        items=pl.read_parquet(directory / "items.parquet"),
+        users=pl.read_parquet(directory / "users.parquet"),
+        ground_truth=GroundTruth.load(directory),
+    )
+
+
+# ------------------------------------------------------------------------------- features
+
+
+def synthetic_log(n_events: int, seed: int = 0) -> pl.DataFrame:
+    """A 10M-row event log in the event schema: impressions, clicks and purchases of 200k
+    users on 20k items over 90 days (shape as the simulator's, generated directly: the
+    simulator's slate sampling is quadratic in the catalogue and would dominate the bench)."""
+    rng = np.random.default_rng(seed)
+    kinds = np.array(["impression", "click", "purchase"])
+    event = kinds[rng.choice(3, n_events, p=[0.85, 0.12, 0.03])]
+    price = np.round(np.exp(rng.normal(3.5, 1.0, n_events)), 2)
+    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
+    return pl.DataFrame(
+        {
+            "user_id": pl.Series(rng.integers(0, 200_000, n_events)).cast(pl.String),
+            "item_id": pl.Series(rng.integers(0, 20_000, n_events)).cast(pl.String),
+            "ts": pl.Series(start + rng.integers(0, 90 * 86_400_000_000, n_events)).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "event": event,
+            "value": np.where(event == "purchase", price, np.nan),
+            "price": price,
+            "position": rng.integers(1, 9, n_events).astype(np.int32),
+            "request_id": pl.Series(rng.integers(0, n_events // 8, n_events)).cast(pl.String),
+        }
+    ).with_columns(pl.col("value").fill_nan(None))
+
+
+def polars_features(path: Path, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The trainer's own pipeline: user profiles (RFM, activity) and item statistics."""
+    events = pl.scan_parquet(path)
+    return user_profiles(events, as_of), item_stats(events, as_of)
+
+
+def pandas_features(path: Path, as_of: datetime) -> tuple[Any, Any]:
+    """The same user RFM/activity columns and item counts/CTR in pandas (vectorised groupbys)."""
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    df = df[df["ts"] <= pd.Timestamp(as_of)]
+    engaged = df["event"].isin(["click", "purchase", "rating"])
+    day = pd.Timedelta(days=1)
+    for e in ("impression", "click", "purchase", "rating"):
+        df[f"is_{e}"] = (df["event"] == e).astype("int64")
+    df["purchase_value"] = df["value"].where(df["event"] == "purchase", 0.0).fillna(0.0)
+    users = df.groupby("user_id").agg(
+        first_seen=("ts", "min"),
+        last_seen=("ts", "max"),
+        monetary=("purchase_value", "sum"),
+        n_events=("ts", "size"),
+        **{f"n_{e}": (f"is_{e}", "sum") for e in ("impression", "click", "purchase", "rating")},
+    )
+    eng = df[engaged]
+    last_engaged = eng.groupby("user_id")["ts"].max()
+    frequency = (
+        eng.groupby("user_id")["request_id"].nunique()
+        + eng["request_id"].isna().groupby(eng["user_id"]).sum()
+    )
+    users["frequency"] = frequency.reindex(users.index).fillna(0).astype("int64")
+    users["recency_days"] = (pd.Timestamp(as_of) - last_engaged.reindex(users.index)) / day
+    users["days_since_first_seen"] = (pd.Timestamp(as_of) - users["first_seen"]) / day
+    eligible = users["frequency"] > 0
+    for col, sign, out in (
+        ("recency_days", -1, "r_score"),
+        ("frequency", 1, "f_score"),
+        ("monetary", 1, "m_score"),
+    ):
+        value = (sign * users[col]).where(eligible)
+        below = value.rank(method="min") - 1
+        users[out] = (1 + np.floor(5 * below / eligible.sum())).clip(1, 5).where(eligible)
+    items = df.groupby("item_id").agg(
+        n_events=("ts", "size"),
+        n_users=("user_id", "nunique"),
+        revenue=("purchase_value", "sum"),
+        first_seen=("ts", "min"),
+        last_seen=("ts", "max"),
+        **{f"n_{e}": (f"is_{e}", "sum") for e in ("impression", "click", "purchase", "rating")},
+    )
+    items["ctr"] = (
+        items["n_click"].clip(upper=items["n_impression"]) / items["n_impression"]
+    ).where(items["n_impression"] > 0)
+    return users.sort_index(), items.sort_index()
+
+
+def feature_speed(n_events: int, repeats: int = 3) -> dict[str, Any]:
+    """Median wall time of the Polars and pandas pipelines (read + features), same file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.parquet"
+        t = time.perf_counter()
+        log_frame = synthetic_log(n_events)
+        log_frame.write_parquet(path)
+        as_of = log_frame["ts"].max()
+        del log_frame
+        generate = time.perf_counter() - t
+        timings: dict[str, list[float]] = {"polars": [], "pandas": []}
+        outputs: dict[str, Any] = {}
+        for _ in range(repeats):
+            for name, fn in (("polars", polars_features), ("pandas", pandas_features)):
+                t = time.perf_counter()
+                outputs[name] = fn(path, as_of)
+                timings[name].append(time.perf_counter() - t)
+        (pl_users, pl_items), (pd_users, pd_items) = outputs["polars"], outputs["pandas"]
+        # Same numbers, or the comparison means nothing.
+        for col in (
+            "frequency",
+            "monetary",
+            "n_events",
+            "n_click",
+            "recency_days",
+            "r_score",
+            "f_score",
+            "m_score",
+        ):
+            np.testing.assert_allclose(
+                pl_users[col].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                pd_users[col].to_numpy(dtype=float),
+                rtol=1e-9,
+                atol=1e-9,
+                err_msg=col,
+            )
+        for col in ("n_impression", "n_users", "revenue", "ctr"):
+            np.testing.assert_allclose(
+                pl_items[col].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+                pd_items[col].to_numpy(dtype=float),
+                rtol=1e-9,
+                err_msg=col,
+            )
+    return {
+        "events": n_events,
+        "users": pl_users.height,
+        "items": pl_items.height,
+        "generate_seconds": generate,
+        "polars_seconds": float(np.median(timings["polars"])),
+        "pandas_seconds": float(np.median(timings["pandas"])),
+        "all_seconds": timings,
+    }
+
+
+# -------------------------------------------------------------------------------- tables
+
+
+def retrieval_table(result: dict[str, Any]) -> str:
+    rows = []
+    for model, m in result["test"].items():
+        label = f"{model} (shipped)" if model == result["shipped"] else model
+        rows.append([label, *(m.get(c) for c in RETRIEVAL_COLUMNS)])
+    return markdown_table(("model", *RETRIEVAL_COLUMNS), rows)
+
+
+def ctr_table(result: dict[str, Any]) -> str:
+    rows = []
+    for model, m in result["test"].items():
+        label = f"{model} (shipped)" if model == result["shipped"] else model
+        spread = f"{m['auc']:.4f} ± {m['auc_std']:.4f} [{m['auc_lo']:.4f}, {m['auc_hi']:.4f}]"
+        ratio = m.get("auc_vs_oracle")
+        alt = result["other_calibration"][model]
+        rows.append(
+            [label, spread, m["logloss"], m["ece"], alt["ece"], ratio if ratio is not None else ""]
+        )
+    for name, m in result["baselines"].items():
+        rows.append([f"baseline: {name}", f"{m['auc']:.4f}", m["logloss"], m["ece"], "", ""])
+    alt_name = next(iter(result["other_calibration"].values()))["calibration"]
+    return markdown_table(
+        (
+            "model",
+            "AUC ± bootstrap std [95%]",
+            "logloss",
+            "ECE (Platt)",
+            f"ECE ({alt_name})",
+            "AUC / oracle",
+        ),
+        rows,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="retrieval,ctr,features")
+    parser.add_argument("--feature-events", type=int, default=FEATURE_SIM_EVENTS)
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("numba").setLevel(logging.WARNING)
+    torch.set_num_threads(2)
+    results: dict[str, Any] = {}
+    results["machine"] = {"python": platform.python_version(), "cpus": torch.get_num_threads()}
+    # Bigger BPR batches (and a matching step size): 4x fewer Python-level steps.
+    retrieval_config = RetrievalConfig(mf_batch_size=4096, mf_lr=0.02, progress=False)
+    if "retrieval" in parts:
+        results["retrieval"] = {}
+        for name, folder, fmt in (
+            ("movielens-100k", "ml-100k", "movielens"),
+            ("online-retail", "online-retail", "online-retail"),
+        ):
+            r = retrieval_quality(name, DATASETS / folder, fmt, retrieval_config)
+            results["retrieval"][name] = r
+            print(
+                f"\n### Retrieval: {name} ({r['users']} users, {r['items']} items, "
+                f"{r['test_users']} test users)\n\n{retrieval_table(r)}\n"
+            )
+            _save(results)
+    if "ctr" in parts:
+        results["ctr"] = {}
+        ctr_config = TrainConfig(
+            ctr_models=("lr", "fm", "deepfm", "dcn"),
+            ctr_size=CTRSize(dim=8, mlp=(64, 32)),
+            ctr_epochs=6,
+            ctr_lr=0.005,
+            n_buckets=1 << 17,
+            progress=False,
+        )
+        talking = read_events(
+            DATASETS / "talkingdata-adtracking" / "train_sample.csv", "talkingdata"
+        )
+        events, _ = talking.collect()
+        r = ctr_quality("talkingdata", Dataset(events=events.lazy()), ctr_config)
+        results["ctr"]["talkingdata"] = r
+        print(f"\n### CTR: TalkingData ({r['positives_test']} test positives)\n\n{ctr_table(r)}\n")
+        _save(results)
+        with tempfile.TemporaryDirectory() as tmp:
+            r = ctr_quality("simulator", simulator_data(Path(tmp)), ctr_config)
+            r["simulator"] = CTR_SIM.__dict__
+            results["ctr"]["simulator"] = r
+            print(f"\n### CTR: simulator\n\n{ctr_table(r)}\n")
+            _save(results)
+    if "features" in parts:
+        r = feature_speed(args.feature_events)
+        results["features"] = r
+        print(
+            f"\n### Feature pipeline, {r['events']:,} events\n\n"
+            + markdown_table(
+                ("pipeline", "seconds (median of 3)"),
+                [
+                    ["Polars (lazy, trainer's)", r["polars_seconds"]],
+                    ["pandas", r["pandas_seconds"]],
+                ],
+            )
+        )
+        _save(results)
+
+
+def _save(results: dict[str, Any]) -> None:
+    """Merge into the results file (parts may run as separate processes), then write it."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for key, value in results.items():
+        if isinstance(value, dict) and isinstance(current.get(key), dict):
+            current[key].update(value)
+        else:
+            current[key] = value
+    RESULTS.write_text(json.dumps(current, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
