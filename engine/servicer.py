@@ -21,7 +21,7 @@ from engine import pipelines
 from engine.batching import request_deadline
 from engine.errors import FailedPrecondition, InvalidArgument, ServingError
 from engine.experiments import ExperimentStore
-from engine.models.base import ModelId
+from engine.models.base import ModelId, OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
@@ -184,6 +184,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         if not request.model:
             raise InvalidArgument("model is required")
         model = self.registry.get(request.model)
+        if not isinstance(model, OnnxModel):
+            raise FailedPrecondition(f"model {request.model!r} has no ONNX graph to score")
         if request.version and request.version != model.id.version:
             raise InvalidArgument(
                 f"model {request.model!r} serves version {model.id.version}, not {request.version}"
