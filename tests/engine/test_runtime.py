@@ -22,7 +22,9 @@ from engine.settings import Settings
         ("cuda", [CUDA, CPU], False, [CPU]),  # asked for, impossible: CPU, with a warning
     ],
 )
-def test_choose_providers(device: str, available: list[str], has_gpu: bool, expected: list[str]) -> None:
+def test_choose_providers(
+    device: str, available: list[str], has_gpu: bool, expected: list[str]
+) -> None:
     assert choose_providers(device, available, has_gpu) == expected
 
 
