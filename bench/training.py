@@ -283,16 +283,7 @@ def feature_speed(n_events: int, repeats: int = 3) -> dict[str, Any]:
                 timings[name].append(time.perf_counter() - t)
         (pl_users, pl_items), (pd_users, pd_items) = outputs["polars"], outputs["pandas"]
         # Same numbers, or the comparison means nothing.
-        for col in (
-            "frequency",
-            "monetary",
-            "n_events",
-            "n_click",
-            "recency_days",
-            "r_score",
-            "f_score",
-            "m_score",
-        ):
+        for col in ("frequency", "monetary", "n_events", "n_click", "recency_days"):
             np.testing.assert_allclose(
                 pl_users[col].cast(pl.Float64).fill_null(np.nan).to_numpy(),
                 pd_users[col].to_numpy(dtype=float),
@@ -300,6 +291,13 @@ def feature_speed(n_events: int, repeats: int = 3) -> dict[str, Any]:
                 atol=1e-9,
                 err_msg=col,
             )
+        for col in ("r_score", "f_score", "m_score"):
+            # Scores rank floats: sums that differ in the last bit (summation order) can break
+            # a tie differently, so allow a handful of rows out of millions.
+            a = pl_users[col].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            b = pd_users[col].to_numpy(dtype=float)
+            differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            assert differ.mean() < 1e-4, (col, int(differ.sum()))
         for col in ("n_impression", "n_users", "revenue", "ctr"):
             np.testing.assert_allclose(
                 pl_items[col].cast(pl.Float64).fill_null(np.nan).to_numpy(),
