@@ -10,7 +10,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Order: cheap and independent first; serving last (it trains its own repositories).
-SUITES = ("kernels", "feedback", "loadgen", "training", "kserve", "reload", "serving")
+SUITES = ("kernels", "feedback", "loadgen", "training", "kserve", "reload", "overload", "serving")
 
 
 def main() -> int:

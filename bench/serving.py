@@ -102,11 +102,11 @@ def ceiling_rows_per_s(
     for batch in (CANDIDATES, 1024, 4096, 16384):
         feed = {name: np.ascontiguousarray(a[:batch]) for name, a in rows.items()}
         session.run(None, feed)
-        rows, start = 0, time.perf_counter()
+        done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             session.run(None, feed)
-            rows += batch
-        rate = rows / (time.perf_counter() - start)
+            done += batch
+        rate = done / (time.perf_counter() - start)
         if rate > best:
             best, best_batch = rate, batch
     return best, best_batch

@@ -275,7 +275,12 @@ def score(
 
     def render() -> str:
         rows = [
-            (name, str(a.dtype), "x".join(map(str, a.shape)), str(a.ravel()[:5].tolist()))
+            (
+                name,
+                str(a.dtype),
+                "x".join(map(str, a.shape)),
+                np.array2string(a.ravel()[:5], precision=4, separator=", "),
+            )
             for name, a in result.outputs.items()
         ]
         table = format_table(["output", "dtype", "shape", "first values"], rows)

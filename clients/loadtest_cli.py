@@ -30,6 +30,7 @@ from clients.workload import (
     Workload,
     audience_workload,
     health_workload,
+    kserve_workload,
     rank_ads_workload,
     read_ids,
     recommend_workload,
@@ -67,10 +68,10 @@ def _workload(rpc: str, params: dict[str, Any]) -> Workload:
         return similar_workload(items(), mix)
     if rpc == "audience":
         return audience_workload(items(), mix)
-    if rpc == "score":
+    if rpc in ("score", "kserve"):
         if not params["model"] or not params["inputs"]:
             raise click.UsageError(
-                "--rpc score needs --model and at least one --input NAME=FILE.npy"
+                f"--rpc {rpc} needs --model and at least one --input NAME=FILE.npy"
             )
         arrays = {}
         for spec in params["inputs"]:
@@ -78,7 +79,8 @@ def _workload(rpc: str, params: dict[str, Any]) -> Workload:
             if not sep:
                 raise click.BadParameter(f"{spec!r} is not NAME=FILE.npy", param_hint="--input")
             arrays[name] = np.load(path, allow_pickle=False)
-        return score_workload(params["model"], arrays)
+        build = score_workload if rpc == "score" else kserve_workload
+        return build(params["model"], arrays)
     return health_workload()
 
 
@@ -260,8 +262,8 @@ def _event_loop_runner(loop: str) -> Any:
     "--ads", type=int, default=20, show_default=True, help="rank-ads: candidates per request."
 )
 @click.option("--slots", type=int, default=3, show_default=True, help="rank-ads: slots.")
-@click.option("--model", help="score: model name.")
-@click.option("--input", "inputs", multiple=True, help="score: NAME=FILE.npy (repeat).")
+@click.option("--model", help="score, kserve: model name.")
+@click.option("--input", "inputs", multiple=True, help="score, kserve: NAME=FILE.npy (repeat).")
 @click.option("--pool", type=int, default=4096, show_default=True, help="Distinct requests cycled.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--sweep", is_flag=True, help="Find the highest rate whose p99 stays under --p99-ms.")

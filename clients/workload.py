@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
+from inference import grpc_service_pb2
 
 from clients import convert
 from clients.types import AdBid
@@ -24,6 +25,8 @@ METHODS: dict[str, str] = {
     "similar": "/reachrank.v1.Ranking/SimilarItems",
     "audience": "/reachrank.v1.Ranking/Audience",
     "score": "/reachrank.v1.Ranking/Score",
+    # The same scoring over the KServe v2 / Triton protocol the server also speaks.
+    "kserve": "/inference.GRPCInferenceService/ModelInfer",
     # The cheapest call a server has: measures the generator and transport, not the model.
     "health": "/grpc.health.v1.Health/Check",
 }
@@ -125,6 +128,26 @@ def score_workload(model: str, inputs: Mapping[str, np.ndarray], version: int = 
     return Workload(
         METHODS["score"], (convert.score_request(model, inputs, version).SerializeToString(),)
     )
+
+
+# NumPy dtype name -> KServe v2 datatype.
+KSERVE_DATATYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}
+
+
+def kserve_workload(model: str, inputs: Mapping[str, np.ndarray], version: int = 0) -> Workload:
+    """One ModelInfer request carrying the arrays as raw little-endian input contents."""
+    request = grpc_service_pb2.ModelInferRequest(
+        model_name=model, model_version=str(version) if version else ""
+    )
+    for name, array in inputs.items():
+        datatype = KSERVE_DATATYPES.get(array.dtype.name)
+        if datatype is None:
+            raise ValueError(f"input {name!r}: unsupported dtype {array.dtype.name}")
+        request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        request.raw_input_contents.append(
+            np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        )
+    return Workload(METHODS["kserve"], (request.SerializeToString(),))
 
 
 def health_workload() -> Workload:

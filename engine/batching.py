@@ -169,6 +169,10 @@ class DynamicBatcher:
                 live.append(p)
         dropped = len(batch) - len(live)
         if not live:
+            # Still report the drops: a batch of only expired requests is the common case
+            # once callers give up behind a slow batch.
+            if dropped and self._on_batch is not None:
+                self._on_batch(BatchInfo(0, 0, (), 0.0, dropped_expired=dropped, failed=False))
             return
         queue_seconds = tuple(now - p.enqueued for p in live)
         start = time.perf_counter()

@@ -40,6 +40,34 @@ from engine.settings import Settings
     type=click.Path(path_type=Path, exists=True),
     help="JSON file of A/B experiments [none].",
 )
+@click.option(
+    "--tls-cert",
+    "tls_cert_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="PEM server certificate: serve TLS only [plaintext].",
+)
+@click.option(
+    "--tls-key",
+    "tls_key_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="PEM private key of --tls-cert.",
+)
+@click.option(
+    "--tls-client-ca",
+    "tls_client_ca_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="PEM CA that must have signed every client certificate (mutual TLS) [off].",
+)
+@click.option(
+    "--auth-tokens-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Bearer tokens, one per line; none configured = no authentication [off].",
+)
+@click.option(
+    "--admin-tokens-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Admin bearer tokens (model management), one per line [none].",
+)
 @click.option("--log-json", is_flag=True, default=None, help="JSON log lines.")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:

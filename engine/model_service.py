@@ -7,7 +7,7 @@ from reachrank.v1 import models_pb2, models_pb2_grpc
 
 from engine.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
 from engine.registry import ModelRegistry, ModelState
-from engine.repository import versions
+from engine.repository import is_model_name, versions
 from engine.servicer import grpc_errors
 
 
@@ -49,6 +49,10 @@ class ModelServiceServicer(models_pb2_grpc.ModelServiceServicer):
     ) -> models_pb2.LoadModelResponse:
         if not request.name:
             raise InvalidArgument("name is required")
+        if not is_model_name(request.name):
+            raise InvalidArgument(
+                f"name {request.name!r} is not a model name (one directory of the repository)"
+            )
         if request.version < 0:
             raise InvalidArgument(f"version must be >= 0, got {request.version}")
         available = versions(self.registry.settings.repo, request.name)

@@ -110,9 +110,10 @@ def record_batch(model: str) -> Callable[[BatchInfo], None]:
     def hook(info: BatchInfo) -> None:
         for q in info.queue_seconds:
             queue.observe(q)
-        inference.observe(info.compute_seconds)
-        rows.observe(info.rows)
-        requests.observe(info.requests)
+        if info.requests:  # not a batch whose requests had all expired: nothing ran
+            inference.observe(info.compute_seconds)
+            rows.observe(info.rows)
+            requests.observe(info.requests)
         if info.dropped_expired:
             dropped.inc(info.dropped_expired)
 

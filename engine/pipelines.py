@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,25 +40,16 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
-class AdRequest:
-    ad_id: str
-    bid: float
-    features: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RankedAd:
-    ad_id: str
-    pctr: float
-    bid: float
-    expected_value: float
-    slot: int
-    price: float
-
-
-@dataclass(frozen=True)
 class Auction:
-    ads: list[RankedAd]
+    """The ranked eligible ads as parallel columns, best first (columns, not one object per
+    ad: a 200-ad auction is on every page view)."""
+
+    ad_ids: list[str]
+    pctr: np.ndarray
+    bid: np.ndarray
+    expected_value: np.ndarray
+    slot: np.ndarray  # 1-based for winners, 0 otherwise
+    price: np.ndarray  # per click; 0 for non-winners
     below_reserve: int
     models: list[ModelId]
 
@@ -189,53 +180,62 @@ def rank_ads(
     ctr: CTRModel,
     settings: Settings,
     user_id: str,
-    ads: Sequence[AdRequest],
+    ad_ids: Sequence[str],
+    bids: np.ndarray,
+    overrides: Mapping[int, Mapping[str, str]],
     slots: int,
     reserve_price: float,
     context: Mapping[str, str],
 ) -> Auction:
-    """pCTR for every ad at or above the reserve, then a GSP auction over ``slots``."""
+    """pCTR for every ad bidding at least the reserve, then a GSP auction over ``slots``.
+    ``overrides`` maps an ad's index to its feature overrides (most ads have none)."""
     if not user_id:
         raise InvalidArgument("user_id is required")
-    if not ads:
+    n = len(ad_ids)
+    if not n:
         raise InvalidArgument("ads must not be empty")
-    if len(ads) > settings.max_ads:
-        raise InvalidArgument(f"at most {settings.max_ads} ads per request, got {len(ads)}")
+    if n > settings.max_ads:
+        raise InvalidArgument(f"at most {settings.max_ads} ads per request, got {n}")
     if slots < 1:
         raise InvalidArgument(f"slots must be >= 1, got {slots}")
     if not (math.isfinite(reserve_price) and reserve_price >= 0):
         raise InvalidArgument(f"reserve_price must be finite and >= 0, got {reserve_price}")
-    seen: set[str] = set()
-    for i, ad in enumerate(ads):
-        if not ad.ad_id:
-            raise InvalidArgument(f"ads[{i}].ad_id is required")
-        if ad.ad_id in seen:
-            raise InvalidArgument(f"ads[{i}].ad_id {ad.ad_id!r} appears twice")
-        seen.add(ad.ad_id)
-        if not (math.isfinite(ad.bid) and ad.bid >= 0):
-            raise InvalidArgument(f"ads[{i}].bid must be finite and >= 0, got {ad.bid}")
-    eligible = [ad for ad in ads if ad.bid >= reserve_price]
-    below = len(ads) - len(eligible)
-    if not eligible:
-        return Auction(ads=[], below_reserve=below, models=[ctr.id])
-    ad_ids = [ad.ad_id for ad in eligible]
-    overrides = [ad.features for ad in eligible] if any(ad.features for ad in eligible) else None
-    cat, num = ctr.features(user_id, ctr.item_rows(ad_ids), context, overrides)
+    bad = ~(np.isfinite(bids) & (bids >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidArgument(f"ads[{i}].bid must be finite and >= 0, got {bids[i]}")
+    if len(set(ad_ids)) != n or "" in ad_ids:
+        seen: set[str] = set()
+        for i, ad_id in enumerate(ad_ids):
+            if not ad_id:
+                raise InvalidArgument(f"ads[{i}].ad_id is required")
+            if ad_id in seen:
+                raise InvalidArgument(f"ads[{i}].ad_id {ad_id!r} appears twice")
+            seen.add(ad_id)
+    keep = np.flatnonzero(bids >= reserve_price)
+    below = n - len(keep)
+    if len(keep) < n:
+        ad_ids = [ad_ids[i] for i in keep]
+        overrides = {j: overrides[i] for j, i in enumerate(keep) if i in overrides}
+        bids = bids[keep]
+    if not len(keep):
+        empty = np.zeros(0)
+        return Auction([], empty, empty, empty, empty.astype(np.int32), empty, below, [ctr.id])
+    per_row = [overrides.get(j, {}) for j in range(len(ad_ids))] if overrides else None
+    cat, num = ctr.features(user_id, ctr.item_rows(ad_ids), context, per_row)
     pctr = ctr.predict(cat, num)
-    bids = np.array([ad.bid for ad in eligible], dtype=np.float64)
-    result = gsp_auction(pctr, bids, ad_ids, slots, reserve_price)
-    ranked = [
-        RankedAd(
-            ad_id=ad_ids[j],
-            pctr=float(pctr[j]),
-            bid=float(bids[j]),
-            expected_value=float(result.expected_value[r]),
-            slot=int(result.slot[r]),
-            price=float(result.price[r]),
-        )
-        for r, j in enumerate(result.order)
-    ]
-    return Auction(ads=ranked, below_reserve=below, models=[ctr.id])
+    result = gsp_auction(pctr, bids, list(ad_ids), slots, reserve_price)
+    order = result.order
+    return Auction(
+        ad_ids=[ad_ids[j] for j in order],
+        pctr=pctr[order],
+        bid=bids[order],
+        expected_value=result.expected_value,
+        slot=result.slot,
+        price=result.price,
+        below_reserve=below,
+        models=[ctr.id],
+    )
 
 
 @dataclass(frozen=True)

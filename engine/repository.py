@@ -3,6 +3,8 @@
 Layout: ``<repo>/<model>/<version>/manifest.json`` plus the artefacts it names. Versions
 are positive integers; directories starting with ``.`` are bundles still being written.
 Nothing is unpickled: artefacts are ONNX, ``.npy`` (allow_pickle=False), Parquet and JSON.
+Nothing is read outside the repository: a model name is one directory name, and neither a
+version directory nor an artefact may lead out of it (``..``, absolute paths, symlinks).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class BundleRef:
         return path
 
 
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` is one directory name (model names arrive in RPCs: no paths)."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def model_names(repo: Path) -> list[str]:
     """Models in the repository (directories holding at least one version)."""
     if not repo.is_dir():
@@ -52,6 +59,8 @@ def model_names(repo: Path) -> list[str]:
 
 def versions(repo: Path, name: str) -> list[int]:
     """Complete versions of a model, ascending."""
+    if not is_model_name(name):
+        return []
     model_dir = repo / name
     if not model_dir.is_dir():
         return []
@@ -72,6 +81,8 @@ def read_bundle(repo: Path, name: str, version: int | None = None) -> BundleRef:
     elif version not in available:
         raise BundleError(f"model {name!r} has no version {version} (has {available})")
     path = repo / name / str(version)
+    if repo.resolve() not in path.resolve().parents:
+        raise BundleError(f"{name}/{version}: the version directory leads out of {repo}")
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as exc:

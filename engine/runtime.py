@@ -68,10 +68,13 @@ def create_session(path: Path, settings: Settings) -> tuple[ort.InferenceSession
 
 
 def apply_thread_budget(settings: Settings) -> None:
-    """Pin BLAS and Numba thread pools to the configured sizes before any work starts."""
+    """Size the kernels' thread pool (a process-wide budget every kernel call applies in the
+    gRPC thread that makes it; Numba's own setting is per thread) and the BLAS pool, before any
+    work starts, so onnxruntime, Numba and BLAS do not fight over the cores."""
+    import numba
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=settings.blas_threads, user_api="blas")
-    import numba
+    import kernels
 
-    numba.set_num_threads(min(settings.numba_threads, numba.config.NUMBA_NUM_THREADS))
+    kernels.set_threads(min(settings.numba_threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=settings.blas_threads, user_api="blas")

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import kernels
+from engine.decoding import DecodingInterceptor
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
@@ -26,6 +27,7 @@ from engine.observability import ObservabilityInterceptor, record_load, start_me
 from engine.registry import ModelRegistry
 from engine.routing import prepare_experiment
 from engine.runtime import apply_thread_budget
+from engine.security import auth_interceptor, server_credentials
 from engine.servicer import RankingServicer
 from engine.settings import Settings
 
@@ -66,6 +68,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     """Load the repository, then start serving; health turns SERVING once models are loaded."""
     apply_thread_budget(settings)
     started = time.perf_counter()
+    # Bad TLS or token files fail the start before any model is loaded.
+    credentials = server_credentials(settings)
+    auth = auth_interceptor(settings)
     # Compile (or load from the Numba cache) every kernel now, never on a request.
     log.info("kernels ready in %.1f s", kernels.warmup())
     registry = registry or ModelRegistry(
@@ -81,10 +86,16 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         # server on a busy port must fail instead of silently splitting the traffic.
         ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
     ]
+    # Access control first: a refused call costs no decoding, metrics or model work. Decoding
+    # runs inside observability so undecodable requests are counted too.
+    interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(), DecodingInterceptor()]
+    if auth is not None:
+        interceptors.insert(0, auth)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
         options=options,
-        interceptors=[ObservabilityInterceptor()],
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     extras = add_extra_services(
         server, settings, prepare=functools.partial(prepare_experiment, registry, settings)
@@ -106,7 +117,12 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         ),
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")

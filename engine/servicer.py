@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
@@ -20,7 +21,7 @@ from engine import pipelines
 from engine.batching import request_deadline
 from engine.errors import FailedPrecondition, InvalidArgument, ServingError
 from engine.experiments import ExperimentStore
-from engine.models.base import ModelId
+from engine.models.base import ModelId, OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
@@ -144,26 +145,31 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
         ctr = self._ctr(*chosen.ctr, required=True)
         assert ctr is not None
+        ads = request.ads
         result = pipelines.rank_ads(
             ctr,
             self.settings,
             user_id=request.user_id,
-            ads=[pipelines.AdRequest(a.ad_id, a.bid, dict(a.features)) for a in request.ads],
+            ad_ids=[a.ad_id for a in ads],
+            bids=np.fromiter((a.bid for a in ads), dtype=np.float64, count=len(ads)),
+            overrides={i: dict(a.features) for i, a in enumerate(ads) if a.features},
             slots=request.slots,
             reserve_price=request.reserve_price,
             context=dict(request.context),
         )
+        ranked = ranking_pb2.RankedAd
         return ranking_pb2.RankAdsResponse(
             ads=[
-                ranking_pb2.RankedAd(
-                    ad_id=a.ad_id,
-                    pctr=a.pctr,
-                    bid=a.bid,
-                    expected_value=a.expected_value,
-                    slot=a.slot,
-                    price=a.price,
+                ranked(ad_id=a, pctr=p, bid=b, expected_value=e, slot=s, price=c)
+                for a, p, b, e, s, c in zip(
+                    result.ad_ids,
+                    result.pctr.tolist(),
+                    result.bid.tolist(),
+                    result.expected_value.tolist(),
+                    result.slot.tolist(),
+                    result.price.tolist(),
+                    strict=True,
                 )
-                for a in result.ads
             ],
             below_reserve=result.below_reserve,
             models=[model_ref(m) for m in result.models],
@@ -178,6 +184,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         if not request.model:
             raise InvalidArgument("model is required")
         model = self.registry.get(request.model)
+        if not isinstance(model, OnnxModel):
+            raise FailedPrecondition(f"model {request.model!r} has no ONNX graph to score")
         if request.version and request.version != model.id.version:
             raise InvalidArgument(
                 f"model {request.model!r} serves version {model.id.version}, not {request.version}"

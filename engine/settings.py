@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     batch_workers: int = Field(1, ge=1)
     """Inference calls in flight per model (each uses ort_intra_op_threads threads)."""
 
+    max_concurrent_rpcs: int | None = Field(64, ge=1)
+    """RPCs admitted at once (running or waiting for one of ``grpc_threads``); beyond it gRPC
+    refuses new calls at once with RESOURCE_EXHAUSTED instead of queueing them without
+    bound. Those waiting add about ``limit / sustainable rate`` to the latency (64 at ~300
+    RankAds/s: ~0.2 s; BENCHMARKS.md, Overload). None: no limit."""
+
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
     max_audience: int = Field(100_000, ge=1)
@@ -110,3 +116,21 @@ class Settings(BaseSettings):
     experiments_file: Path | None = None
     """JSON file of A/B experiments loaded at start: ``{"experiments": [Experiment, ...]}`` in
     the protobuf JSON mapping of ``reachrank.v1.Experiment``."""
+
+    tls_cert_file: Path | None = None
+    """PEM server certificate (chain); with ``tls_key_file`` the server speaks TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle for mutual TLS: every client must present a certificate it signed."""
+    auth_tokens_file: Path | None = None
+    """File of bearer tokens (one per line, ``#`` comments) accepted on every RPC but health.
+    With no token configured at all (here, ``auth_tokens`` or the admin ones), authentication
+    is off; read once at start."""
+    auth_tokens: SecretStr | None = None
+    """Comma-separated bearer tokens, added to those of ``auth_tokens_file``."""
+    admin_tokens_file: Path | None = None
+    """File of admin tokens: also needed for model management (Load, Unload, experiment
+    Set/Delete, KServe repository load/unload). An admin token passes everywhere."""
+    admin_tokens: SecretStr | None = None
+    """Comma-separated admin tokens, added to those of ``admin_tokens_file``."""

@@ -88,7 +88,9 @@ def ivf_lists_scan(
                 # Gathered or dequantised into a contiguous buffer for the BLAS product.
                 _fill_rows(items, codes, scales, ids, kind, p0, m, buf)
                 rows = buf[:m]
-            scores = np.dot(qbuf[:c], rows.T)
+            # rows @ queries.T, not the transpose: with few queries per list OpenBLAS runs this
+            # orientation about twice as fast (measured at 4-16 queries x 977 rows x 64).
+            scores = np.ascontiguousarray(np.dot(rows, qbuf[:c].T).T)
             if cosine:
                 inv_norms(rows, 0, m, inv)
                 for i in range(c):

@@ -14,7 +14,7 @@ from training.simulate import SimulatorConfig
 # Kept in step with training.models.ctr.CTR_MODELS and training.retrieval (a test checks), so
 # that the command line starts without importing torch.
 CTR_MODEL_NAMES: tuple[str, ...] = ("dcn", "deepfm", "fm", "lr")
-RETRIEVAL_MODELS: tuple[str, ...] = ("mf", "ials", "ease")
+RETRIEVAL_MODELS: tuple[str, ...] = ("mf", "ials", "ease", "ease_ials")
 MF_EPOCHS, MF_DIM, IALS_DIM = 30, 64, 64
 
 

@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 # Dense item-item models (EASE, item-kNN) ship [n_items, n_items] and [n_users, n_items] tables.
 DENSE_MAX_ITEMS = 10_000
 DENSE_MAX_CELLS = 100_000_000
-RETRIEVAL_MODELS: tuple[str, ...] = ("mf", "ials", "ease")
+RETRIEVAL_MODELS: tuple[str, ...] = ("mf", "ials", "ease", "ease_ials")
+# Blend weights of iALS added to EASE (after matching score spreads), tuned on valid.
+BLEND_WEIGHTS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 RETRIEVAL_BASELINES: tuple[str, ...] = ("popularity", "item_knn")
 
 
@@ -98,6 +100,9 @@ class Fitted:
     item: np.ndarray
     latent_dim: int
     info: dict[str, Any] = field(default_factory=dict)
+    # Leading user columns that are the user's history row (EASE, item-kNN): the bundle fills
+    # them from all history, so serving scores with everything the user has consumed.
+    history_columns: int = 0
 
 
 def interactions(positives: pl.DataFrame, catalogue: pl.Series | None = None) -> Interactions:
@@ -195,7 +200,7 @@ def popularity(data: Interactions, u: np.ndarray, i: np.ndarray, config: Retriev
 def item_knn(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConfig) -> Fitted:
     sim = fit_item_knn(u, i, data.n_users, data.n_items, config.knn_neighbours)
     info = {"neighbours": config.knn_neighbours}
-    return Fitted(_history(data, u, i), sim.T.astype(np.float32), data.n_items, info)
+    return Fitted(_history(data, u, i), sim.T.astype(np.float32), data.n_items, info, data.n_items)
 
 
 def mf_bpr(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConfig) -> Fitted:
@@ -236,7 +241,23 @@ def ease(
     data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConfig, reg: float
 ) -> Fitted:
     b = fit_ease(u, i, data.n_users, data.n_items, reg)
-    return Fitted(_history(data, u, i), b.T.astype(np.float32), data.n_items, {"lambda": reg})
+    return Fitted(
+        _history(data, u, i), b.T.astype(np.float32), data.n_items, {"lambda": reg}, data.n_items
+    )
+
+
+def blend(first: Fitted, second: Fitted, weight: float, sample: np.ndarray) -> Fitted:
+    """score = first + weight * scale * second as one inner product over concatenated tables,
+    ``scale`` matching the second model's score spread to the first's on ``sample`` users."""
+    spread = [float(np.std(m.user[sample] @ m.item.T)) or 1.0 for m in (first, second)]
+    w = weight * spread[0] / spread[1]
+    return Fitted(
+        np.hstack([first.user, w * second.user]),
+        np.hstack([first.item, second.item]),
+        first.latent_dim,
+        {"first": first.info, "second": second.info, "weight": weight, "scale": w},
+        first.history_columns,
+    )
 
 
 Fit = Callable[[Interactions, np.ndarray, np.ndarray, RetrievalConfig], Fitted]
@@ -246,7 +267,7 @@ FITS: dict[str, Fit] = {
     "mf": mf_bpr,
     "ials": ials,
 }
-DENSE = ("ease", "item_knn")
+DENSE = ("ease", "item_knn", "ease_ials")
 
 
 def dense_fits(data: Interactions) -> bool:
@@ -310,7 +331,7 @@ def train_retrieval(
     baselines = [b for b in RETRIEVAL_BASELINES if b not in DENSE or dense_fits(data)]
     ease_reg: float | None = None
     ease_scores: dict[str, float] = {}
-    if "ease" in names:
+    if "ease" in names or "ease_ials" in names:
         ease_reg, ease_scores = tune_ease(data, config, valid_task)
         log.info("EASE lambda %s (valid recall@%d by lambda: %s)", ease_reg, config.k, ease_scores)
 
@@ -326,15 +347,36 @@ def train_retrieval(
     valid_metrics: dict[str, dict[str, float]] = {}
     test_metrics: dict[str, dict[str, float]] = {}
     finals: dict[str, Fitted] = {}
-    for name in [*names, *baselines]:
+    on_train: dict[str, Fitted] = {}
+    singles = [n for n in names if n != "ease_ials"]
+    for name in [*singles, *baselines]:
         # Valid scores pick the shipped model; models only, baselines are not shipped.
         if name in names and len(valid_task.users):
-            valid_metrics[name] = evaluate(fit(name, ("train",)), valid_task, config.k)
+            on_train[name] = fit(name, ("train",))
+            valid_metrics[name] = evaluate(on_train[name], valid_task, config.k)
         final = fit(name, ("train", "valid"))
         test_metrics[name] = evaluate(final, test_task, config.k)
         if name in names:
             finals[name] = final
         log.info("retrieval %s: test %s", name, test_metrics[name])
+    if "ease_ials" in names:
+        # EASE plus iALS: needs both single models, fitted above or here.
+        for part, store in ((("train",), on_train), (("train", "valid"), finals)):
+            for single in ("ease", "ials"):
+                if single not in store:
+                    store[single] = fit(single, part)
+        sample = valid_task.users[:500] if len(valid_task.users) else test_task.users[:500]
+        scores = {
+            w: evaluate(blend(on_train["ease"], on_train["ials"], w, sample), valid_task, config.k)
+            for w in BLEND_WEIGHTS
+        }
+        weight = max(BLEND_WEIGHTS, key=lambda w: scores[w].get(f"recall@{config.k}", 0.0))
+        valid_metrics["ease_ials"] = scores[weight]
+        finals["ease_ials"] = blend(finals["ease"], finals["ials"], weight, sample)
+        test_metrics["ease_ials"] = evaluate(finals["ease_ials"], test_task, config.k)
+        log.info("retrieval ease_ials (weight %s): test %s", weight, test_metrics["ease_ials"])
+    for name in [n for n in finals if n not in names]:
+        del finals[name]
     key = f"recall@{config.k}"
     best = max(names, key=lambda n: valid_metrics.get(n, {}).get(key, 0.0)) if names else None
     bundles = {}
@@ -380,8 +422,9 @@ def write_retrieval_bundle(
     u_all, i_all = data.pairs("train", "valid", "test")
     indptr, consumed = csr_from_pairs(u_all, i_all, data.n_users)
     all_popularity = np.bincount(i_all, minlength=data.n_items).astype(np.float32)
-    user = _history(data, u_all, i_all) if model_type in DENSE else model.user
-    user = np.ascontiguousarray(user, dtype=np.float32)
+    user = np.array(model.user, dtype=np.float32)
+    if model.history_columns:
+        user[:, : model.history_columns] = _history(data, u_all, i_all)
     item = np.ascontiguousarray(model.item, dtype=np.float32)
     item_table = data.items
     if item_attributes is not None:

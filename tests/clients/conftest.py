@@ -1,4 +1,5 @@
-"""Fake ReachRank services (Ranking, Feedback, ModelService, Experiments, health) on a free
+"""Fake ReachRank services (Ranking, Feedback, ModelService, Experiments, KServe v2 ModelInfer,
+health) on a free
 127.0.0.1 port, to test the client's plumbing.
 
 It answers with fixed, easily checked values; the real server's behaviour is covered by the
@@ -17,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from reachrank.v1 import (
     feedback_pb2,
     feedback_pb2_grpc,
@@ -219,6 +221,17 @@ class FakeExperiments(models_pb2_grpc.ExperimentsServicer):
         return models_pb2.DeleteExperimentResponse()
 
 
+class FakeInference(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+    """KServe v2 ModelInfer: records the request and answers with no outputs."""
+
+    def __init__(self, ranking: FakeRanking) -> None:
+        self.ranking = ranking
+
+    def ModelInfer(self, request, context):
+        self.ranking._receive("ModelInfer", request, context)
+        return grpc_service_pb2.ModelInferResponse(model_name=request.model_name)
+
+
 @dataclass
 class FakeServer:
     servicer: FakeRanking
@@ -257,6 +270,9 @@ def start_fake_server(
     feedback_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
     models_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
     models_pb2_grpc.add_ExperimentsServicer_to_server(experiments, server)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        FakeInference(servicer), server
+    )
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:

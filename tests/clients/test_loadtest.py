@@ -260,6 +260,29 @@ def test_loadtest_score_sends_the_npy_inputs(fake_server: FakeServer, tmp_path: 
     assert list(request.inputs["num"].shape) == [5, 3]
 
 
+def test_loadtest_kserve_sends_raw_inputs(fake_server: FakeServer, tmp_path: Path) -> None:
+    from inference import grpc_service_pb2
+
+    np.save(tmp_path / "cat.npy", np.arange(6, dtype=np.int64).reshape(2, 3))
+    np.save(tmp_path / "num.npy", np.ones((2, 4), np.float32))
+    result = CliRunner().invoke(
+        main,
+        ["loadtest", "--target", fake_server.target, "--rpc", "kserve", "--model", "ctr",
+         "--input", f"cat={tmp_path / 'cat.npy'}", "--input", f"num={tmp_path / 'num.npy'}",
+         "--concurrency", "1", "--duration", "0.2", "--warmup", "0", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    call = fake_server.servicer.calls[-1]
+    assert call.method == "ModelInfer"
+    request = call.request
+    assert isinstance(request, grpc_service_pb2.ModelInferRequest)
+    assert request.model_name == "ctr"
+    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [
+        ("cat", "INT64", [2, 3]), ("num", "FP32", [2, 4]),
+    ]  # fmt: skip
+    np.testing.assert_array_equal(np.frombuffer(request.raw_input_contents[0], "<i8"), np.arange(6))
+
+
 def test_loadtest_score_needs_a_model() -> None:
     result = CliRunner().invoke(main, ["loadtest", "--rpc", "score", "--concurrency", "1"])
     assert result.exit_code == 2

@@ -148,6 +148,24 @@ def test_expired_requests_are_dropped_before_inference(model: Recorder) -> None:
     batcher.close()
 
 
+def test_a_batch_of_only_expired_requests_still_reports_the_drops(model: Recorder) -> None:
+    infos: list[BatchInfo] = []
+    batcher = DynamicBatcher(
+        model, max_batch_rows=1, max_queue_delay_us=0, max_queue_rows=1000, on_batch=infos.append
+    )
+    model.gate.clear()
+    blocker = batcher.submit(_rows(1))
+    expired = batcher.submit(_rows(1), deadline=time.monotonic() + 0.01)
+    time.sleep(0.05)
+    model.gate.set()
+    blocker.result(5)
+    with pytest.raises(DeadlineExceeded):
+        expired.result(5)
+    batcher.close()
+    assert model.calls == [1]
+    assert [(i.requests, i.dropped_expired) for i in infos] == [(1, 0), (0, 1)]
+
+
 def test_inputs_must_agree_on_batch_size(model: Recorder) -> None:
     batcher = DynamicBatcher(model, max_batch_rows=10, max_queue_delay_us=0, max_queue_rows=100)
     with pytest.raises(ValueError, match="batch size"):

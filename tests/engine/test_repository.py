@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import BundleError
 from engine.registry import ModelRegistry
-from engine.repository import read_bundle, versions
+from engine.repository import is_model_name, read_bundle, versions
 from engine.settings import Settings
 
 
@@ -69,6 +69,54 @@ def test_artefact_paths_cannot_escape_the_bundle(repo: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="escapes"):
         read_bundle(repo, "ctr", 2)
+
+
+def test_artefact_symlinked_out_of_the_bundle_is_refused(repo: Path, tmp_path: Path) -> None:
+    bundle = _new_version(repo, "ctr")
+    outside = tmp_path / "outside.parquet"
+    shutil.copy(bundle / "items.parquet", outside)
+    (bundle / "items.parquet").unlink()
+    (bundle / "items.parquet").symlink_to(outside)
+    with pytest.raises(BundleError, match="escapes"):
+        read_bundle(repo, "ctr", 2)
+    # A link that stays inside the bundle is fine.
+    (bundle / "items.parquet").unlink()
+    shutil.copy(outside, bundle / "items-data.parquet")
+    (bundle / "items.parquet").symlink_to("items-data.parquet")
+    assert read_bundle(repo, "ctr", 2).file("items") == (bundle / "items-data.parquet").resolve()
+
+
+def test_version_directory_symlinked_out_of_the_repository_is_refused(
+    repo: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(repo / "ctr" / "1", outside)
+    manifest = json.loads((outside / "manifest.json").read_text())
+    manifest["version"] = 2
+    (outside / "manifest.json").write_text(json.dumps(manifest))
+    (repo / "ctr" / "2").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(BundleError, match="leads out of"):
+        read_bundle(repo, "ctr", 2)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../repo/ctr", "ctr/1", "/etc", "a\\b", "c\0"])
+def test_model_names_are_single_directory_names(repo: Path, tmp_path: Path, name: str) -> None:
+    assert not is_model_name(name)
+    assert versions(repo, name) == []
+    with pytest.raises(BundleError):
+        read_bundle(repo, name)
+
+
+def test_a_path_as_model_name_reaches_nothing_outside(repo: Path, tmp_path: Path) -> None:
+    # Before names were checked, ``repo / "/abs/dir"`` was ``/abs/dir``: Load could read any
+    # bundle on disk.
+    outside = tmp_path / "other"
+    shutil.copytree(repo / "ctr", outside / "ctr")
+    for name in (str(outside / "ctr"), "../other/ctr"):
+        assert versions(repo, name) == []
+        with pytest.raises(BundleError, match="has no versions"):
+            read_bundle(repo, name)
+    assert is_model_name("ctr-dcn") and versions(repo, "ctr") == [1]
 
 
 def test_incomplete_versions_are_invisible(repo: Path) -> None:

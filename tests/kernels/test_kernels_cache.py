@@ -31,3 +31,20 @@ def test_kernels_cache_under_keyed_folder(tmp_path):
     expected = str(tmp_path / f"kernels-{source_digest()}")
     assert out[0] == expected
     assert out[1].startswith(expected)
+
+
+def test_python_m_kernels_warms_the_cache(tmp_path):
+    # The session's cache when there is one (`make test` sets it): warm, so this stays fast.
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or tmp_path)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-m", "kernels"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    keyed = cache / f"kernels-{source_digest()}"
+    assert "kernels ready" in out and keyed.name in out
+    assert any(keyed.rglob("*.nbi"))  # Numba's cache index files were written

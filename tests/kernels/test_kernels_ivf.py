@@ -141,3 +141,16 @@ def test_kmeans_recovers_separated_clusters(rng):
     assert np.all(dist.min(axis=1) < 0.5)
     with pytest.raises(ValueError):
         kmeans(x[:3], 5)
+
+
+def test_odd_dimension_without_codes_matches_exact() -> None:
+    # MF embeddings carry the item bias as an extra column: d is often odd (e.g. 33).
+    from kernels import build_ivf, ivf_topk, topk
+
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((2000, 33)).astype(np.float32)
+    index = build_ivf(items, 8, seed=0)
+    q = rng.standard_normal((2, 33)).astype(np.float32)
+    got_ids, _ = ivf_topk(q, items, index, 10, nprobe=8)
+    want_ids, _ = topk(q, items, 10)
+    np.testing.assert_array_equal(got_ids, want_ids)

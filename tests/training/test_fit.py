@@ -7,6 +7,7 @@ import torch
 
 from training.fit import FitConfig, fit_ctr, fit_ease, fit_ials, fit_item_knn, fit_platt
 from training.models.ctr import LogisticRegression
+from training.retrieval import Fitted, blend
 
 # Three users, four items: u0 {0, 1}, u1 {1, 2}, u2 {0, 1, 3}.
 USERS = np.array([0, 0, 1, 1, 2, 2, 2])
@@ -85,3 +86,14 @@ def test_fit_ctr_keeps_the_best_validation_epoch() -> None:
     with torch.no_grad():
         logit = model(torch.from_numpy(cat[:500]), torch.from_numpy(num[:500])).numpy()
     assert np.mean((logit > 0) == (label[:500] == 1)) > 0.95
+
+
+def test_blend_is_one_inner_product_of_both_scores() -> None:
+    rng = np.random.default_rng(1)
+    a = Fitted(rng.normal(size=(6, 4)), rng.normal(size=(9, 4)), 4, history_columns=4)
+    b = Fitted(rng.normal(size=(6, 3)), 5 * rng.normal(size=(9, 3)), 3)
+    mixed = blend(a, b, 0.5, np.arange(6))
+    scale = np.std(a.user @ a.item.T) / np.std(b.user @ b.item.T)
+    expected = a.user @ a.item.T + 0.5 * scale * (b.user @ b.item.T)
+    np.testing.assert_allclose(mixed.user @ mixed.item.T, expected, atol=1e-10)
+    assert mixed.history_columns == 4 and mixed.latent_dim == 4

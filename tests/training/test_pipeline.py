@@ -19,7 +19,13 @@ from training.pipeline import Dataset, TrainConfig, train_all
 from training.retrieval import RetrievalConfig
 
 CTR_BUNDLES = ("ctr", "ctr-lr", "ctr-fm", "ctr-deepfm", "ctr-dcn")
-RETRIEVAL_BUNDLES = ("retrieval", "retrieval-mf", "retrieval-ials", "retrieval-ease")
+RETRIEVAL_BUNDLES = (
+    "retrieval",
+    "retrieval-mf",
+    "retrieval-ials",
+    "retrieval-ease",
+    "retrieval-ease_ials",
+)
 
 
 def manifest(repo: Path, name: str) -> dict:
@@ -86,6 +92,7 @@ def test_report_compares_models_with_baselines(trained_repo: Path) -> None:
         "retrieval_mf",
         "retrieval_ials",
         "retrieval_ease",
+        "retrieval_ease_ials",
     }
     assert set(report["baselines"]) == {"ctr_base_rate", "ctr_oracle", "popularity", "item_knn"}
     oracle = report["baselines"]["ctr_oracle"]["auc"]
