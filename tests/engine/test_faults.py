@@ -1,0 +1,87 @@
+"""Faults while serving: a version directory deleted under the server, SIGTERM under load."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from clients import ClientOptions, ReachRankClient
+from clients.errors import ReachRankError
+from engine.server import start_server
+from engine.settings import Settings
+from tests.engine.test_hot_reload import add_version
+
+
+def test_deleted_version_directory_keeps_serving_then_rolls_back(
+    tmp_path: Path, trained_repo: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(trained_repo, repo)
+    add_version(repo, "retrieval", 2)
+    running = start_server(Settings(repo=repo, port=0))
+    try:
+        assert running.registry.get("retrieval").id.version == 2
+        shutil.rmtree(repo / "retrieval" / "2")  # embeddings are memory-mapped: still readable
+        with ReachRankClient(f"127.0.0.1:{running.port}") as client:
+            for user in ("u1", "u2", "u3"):
+                assert client.recommend(user, k=5).models[0].version == 2
+            # The next repository poll sees version 2 gone and serves the newest one left.
+            assert running.registry.refresh() == ["retrieval"]
+            assert client.recommend("u1", k=5).models[0].version == 1
+            shutil.rmtree(repo / "retrieval")  # every version gone: keep what is in memory
+            assert running.registry.refresh() == []
+            assert client.recommend("u1", k=5).items
+    finally:
+        running.stop(0)
+
+
+def test_drain_lets_in_flight_calls_finish_and_refuses_new_ones(trained_repo: Path) -> None:
+    """What SIGTERM does (`RunningServer.stop`): health NOT_SERVING, new calls refused, calls
+    already inside the server finish within the grace period."""
+    running = start_server(Settings(repo=trained_repo, port=0, grace_period_s=10))
+    ctr = running.registry.get("ctr")
+    inside, release = threading.Semaphore(0), threading.Event()
+    real_predict = ctr.predict
+
+    def held_predict(cat, num):
+        inside.release()
+        release.wait(10)
+        return real_predict(cat, num)
+
+    ctr.predict = held_predict
+    outcomes: list[str] = []
+
+    def call() -> None:
+        with ReachRankClient(
+            f"127.0.0.1:{running.port}", ClientOptions(max_attempts=1, timeout=30)
+        ) as client:
+            try:
+                client.rank_ads("u1", [{"ad_id": "i1", "bid": 1.0}, {"ad_id": "i2", "bid": 2.0}])
+                outcomes.append("OK")
+            except ReachRankError as exc:
+                outcomes.append(exc.code.name)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert inside.acquire(timeout=30)  # all four are inside the model
+    stopper = threading.Thread(target=running.stop)
+    stopper.start()
+    time.sleep(0.3)
+    with ReachRankClient(
+        f"127.0.0.1:{running.port}", ClientOptions(max_attempts=1, timeout=5)
+    ) as client:
+        try:
+            client.rank_ads("u1", [{"ad_id": "i1", "bid": 1.0}])
+            late = "OK"
+        except ReachRankError as exc:
+            late = exc.code.name
+    release.set()
+    for t in threads:
+        t.join(timeout=30)
+    stopper.join(timeout=30)
+    assert outcomes == ["OK"] * 4  # every in-flight call finished on the draining server
+    assert late in {"UNAVAILABLE", "CANCELLED"}  # a new call during the drain is refused
