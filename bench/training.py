@@ -358,6 +358,37 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTIONS = ("## Training quality", "## Feature pipeline speed")
 
 
+def quality_bars(results: dict[str, Any]) -> list[str]:
+    """The issue's quality bars, met or not, with the measured figures."""
+    lines = ["### Quality bars", ""]
+    for name, r in results.get("retrieval", {}).items():
+        shipped = r["test"][r["shipped"]]
+        rivals = [m for m in ("ease", "implicit_als", "implicit_bpr", "item_knn") if m in r["test"]]
+        for metric in ("recall@20", "ndcg@10"):
+            best = max(rivals, key=lambda m: r["test"][m][metric])
+            ok = shipped[metric] >= r["test"][best][metric]
+            lines.append(
+                f"- {name} {metric}: shipped `{r['shipped']}` {shipped[metric]:.4f} vs best "
+                f"baseline `{best}` {r['test'][best][metric]:.4f}: {'met' if ok else 'MISSED'}"
+            )
+    sim = results.get("ctr", {}).get("simulator")
+    if sim:
+        best = max(sim["test"], key=lambda m: sim["test"][m]["auc"])
+        m = sim["test"][best]
+        ratio_ok = m["auc_vs_oracle"] >= 0.97
+        lines.append(
+            f"- simulator AUC >= 97% of the oracle's: best `{best}` {m['auc']:.4f} / "
+            f"{m['oracle_auc']:.4f} = {100 * m['auc_vs_oracle']:.1f}%: "
+            + ("met" if ratio_ok else f"MISSED by {100 * (0.97 - m['auc_vs_oracle']):.1f} points")
+        )
+        eces = {k: v["ece"] for k, v in sim["test"].items()}
+        lines.append(
+            f"- simulator ECE < 0.01 after calibration: {max(eces.values()):.4f} at worst "
+            f"(`{max(eces, key=eces.get)}`): {'met' if max(eces.values()) < 0.01 else 'MISSED'}"
+        )
+    return [*lines, ""]
+
+
 def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
     """The two BENCHMARKS.md sections, rendered from ``bench/results/training.json``."""
     quality = [
@@ -392,6 +423,7 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
             "",
             retrieval_table(r),
             "",
+            *([r["note"], ""] if r.get("note") else []),
         ]
     for name, r in results.get("ctr", {}).items():
         sim = r.get("simulator")
@@ -413,6 +445,7 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
             ctr_table(r),
             "",
         ]
+    quality += quality_bars(results)
     speed = [SECTIONS[1], ""]
     f = results.get("features")
     if f:
