@@ -8,6 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Shared 2-core machines stall for seconds at a time: property tests must not fail on timing.
+settings.register_profile(
+    "reachrank", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("reachrank")
 
 # Every test process compiles Numba kernels into one cache (CI starts cold, then reuses it).
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
