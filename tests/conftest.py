@@ -11,18 +11,16 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Shared 2-core machines stall for seconds at a time: property tests must not fail on timing.
-settings.register_profile(
-    "reachrank", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("reachrank", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("reachrank")
 
 # Every test process compiles Numba kernels into one cache (CI starts cold, then reuses it).
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 
-from training.models.ctr import CTRSize
-from training.pipeline import Dataset, TrainConfig, train_all
-from training.retrieval import RetrievalConfig
-from training.simulate import GroundTruth, SimulatorConfig, write_simulation
+from training.models.ctr import CTRSize  # noqa: E402
+from training.pipeline import Dataset, TrainConfig, train_all  # noqa: E402
+from training.retrieval import RetrievalConfig  # noqa: E402
+from training.simulate import GroundTruth, SimulatorConfig, write_simulation  # noqa: E402
 
 TINY_SIM = SimulatorConfig(users=300, items=120, days=14, seed=11)
 TINY_TRAIN = TrainConfig(
