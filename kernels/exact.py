@@ -101,6 +101,23 @@ def _scan(q, items, k, cosine, indptr, ex_sorted, mask, n_threads):
     return ids, scores
 
 
+def _cpu_topk(q, items, k, cosine, indptr, ex_sorted, mask) -> tuple[np.ndarray, np.ndarray]:
+    """The CPU kernels over prepared inputs, in groups of `_QUERY_GROUP` queries."""
+    n_q, n_items, d = q.shape[0], items.shape[0], q.shape[1]
+    n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
+    ids = np.empty((n_q, k), dtype=np.int64)
+    scores = np.empty((n_q, k), dtype=np.float32)
+    for g0 in range(0, n_q, _QUERY_GROUP):
+        g1 = min(n_q, g0 + _QUERY_GROUP)
+        # Each group's exclusion offsets restart at 0 so the kernels index their own slice.
+        sub_ptr = indptr[g0 : g1 + 1] - indptr[g0]
+        sub_ex = ex_sorted[indptr[g0] : indptr[g1]]
+        ids[g0:g1], scores[g0:g1] = _scan(
+            q[g0:g1], items, k, cosine, sub_ptr, sub_ex, mask, n_threads
+        )
+    return ids, scores
+
+
 def topk(
     queries: np.ndarray,
     items: np.ndarray,
@@ -122,7 +139,8 @@ def topk(
             query q must skip (see `exclusions_csr`).
         allowed: None or a bool/uint8 mask [n_items]; only rows with a true entry qualify.
         device: "auto" (the GPU when a real CUDA device is visible and REACHRANK_KERNELS_GPU
-            is not "0", else the CPU), "cpu" or "gpu" (raises RuntimeError without a device).
+            is not "0", else the CPU; a GPU failure falls back to the CPU and switches the GPU
+            path off for the process), "cpu" or "gpu" (raises RuntimeError without a device).
 
     Returns:
         `(ids int64 [n_q, k], scores float32 [n_q, k])`, best first, ties broken by the lower id;
@@ -136,20 +154,27 @@ def topk(
     if search.k == 0:
         return ids, scores
     q, indptr, ex_sorted, mask, k_eff = search[:5]
-    n_q, n_items, d = q.shape[0], items.shape[0], q.shape[1]
+    n_q, n_items = q.shape[0], items.shape[0]
     cosine = metric == "cosine"
-    n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
-    if device == "gpu" or (device == "auto" and gpu.use_gpu_by_default()):
-        ids[:, :k_eff], scores[:, :k_eff] = gpu.gpu_scan(
-            q, items, k_eff, cosine, indptr, ex_sorted, mask
-        )
-        return ids, scores
-    for g0 in range(0, n_q, _QUERY_GROUP):
-        g1 = min(n_q, g0 + _QUERY_GROUP)
-        # Each group's exclusion offsets restart at 0 so the kernels index their own slice.
-        sub_ptr = indptr[g0 : g1 + 1] - indptr[g0]
-        sub_ex = ex_sorted[indptr[g0] : indptr[g1]]
-        g_ids, g_scores = _scan(q[g0:g1], items, k_eff, cosine, sub_ptr, sub_ex, mask, n_threads)
-        ids[g0:g1, :k_eff] = g_ids
-        scores[g0:g1, :k_eff] = g_scores
+    rows = np.arange(n_q)
+    gpu_fits = k_eff <= gpu.MAX_K and n_items < 1 << 32
+    if device == "gpu" or (device == "auto" and gpu_fits and gpu.use_gpu_by_default()):
+        try:
+            ids[:, :k_eff], scores[:, :k_eff], rows = gpu.gpu_scan(
+                q, items, k_eff, cosine, indptr, ex_sorted, mask
+            )
+        except Exception as exc:
+            if device == "gpu":
+                raise
+            # A broken CUDA stack must cost one slow request, never a failed one.
+            gpu.disable(f"{type(exc).__name__}: {exc}")
+    if rows.size:  # the CPU's queries: all of them, or those the GPU left to it
+        sub_q, sub_ptr, sub_ex = q, indptr, ex_sorted
+        if rows.size < n_q:
+            sub_q = np.ascontiguousarray(q[rows])
+            parts = [ex_sorted[indptr[r] : indptr[r + 1]] for r in rows]
+            sub_ptr = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+            sub_ex = np.concatenate(parts).astype(ex_sorted.dtype) if parts else ex_sorted[:0]
+        cpu_ids, cpu_scores = _cpu_topk(sub_q, items, k_eff, cosine, sub_ptr, sub_ex, mask)
+        ids[rows, :k_eff], scores[rows, :k_eff] = cpu_ids, cpu_scores
     return ids, scores

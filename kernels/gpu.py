@@ -1,29 +1,67 @@
 """CUDA top-k (numba.cuda): the same contract and tie order as `kernels.topk`, on the GPU.
 
-Stage 1 scores a chunk of items for every query on the device; stage 2 gives each (query,
-segment) pair one thread with its own heap (the CPU kernels' sift-down, compiled for CUDA);
-the host merges the segment heaps with the CPU merge kernel. Used by `topk` automatically when
-a real CUDA device is visible; tests run it under NUMBA_ENABLE_CUDASIM=1.
+A radix select, as GPU top-k libraries do it, in five small kernels per group of queries:
+
+1. `_keys_kernel`: a shared-memory tiled product scores every (query, item) pair and stores it
+   as an order-preserving uint32 key (key 0 = "never qualifies": NaN, not allowed, excluded);
+2. `_histogram_kernel` + `_select_kernel`, up to three rounds of 11/11/10 bits: count the keys
+   under each query's current prefix, walk the bins from the top to the one holding the k-th
+   key, and stop as soon as everything from that bin up fits the candidate buffer;
+3. `_compact_kernel`: copy the keys at or above that bound (fewer than `_CAP`) with their ids;
+4. `_sort_kernel`: one block per query sorts its candidates by (score desc, id asc) with a
+   bitonic sort in shared memory and writes the first k.
+
+Only queries and the [n_q, k] answers cross the bus; the catalogue is copied to the device once
+(and its norms for cosine). A query whose k-th score is shared by more than `_CAP` items
+(degenerate ties) is answered by the CPU kernels, so answers are exact in every case.
+Used by `topk` automatically when a real CUDA device is visible; tests run it under
+NUMBA_ENABLE_CUDASIM=1, and `python -m bench.gpu` checks and times it on a real GPU.
 """
 
-import math
+import logging
 import os
+import threading
+import time
 import weakref
 
 import numpy as np
-
-from kernels._heap import EMPTY_ID, _sift_down, merge_heaps
 
 try:
     from numba import cuda
 except ImportError:  # a Numba build without the CUDA target
     cuda = None
 
-_THREADS = 128
-# Items scored per device pass: bounds the [n_q, chunk] score buffer.
-_SCORE_BUDGET = 1 << 26
-# Items per segment heap in stage 2.
-_SEGMENT = 4096
+log = logging.getLogger(__name__)
+
+# Candidate buffer per query (a power of two; shared memory of the sort: 8 bytes each). k must
+# be at most half of it, so a bin boundary never forces a refinement for k alone.
+_CAP = 4096
+MAX_K = _CAP // 2
+_SORT_THREADS = 512
+# Keys kept on the device per group of queries (uint32 each): 1 GiB.
+_KEY_BUDGET = 1 << 28
+# The product's tile: _TILE_ITEMS items x _TILE_QUERIES queries per block, _TILE_DIMS at a time.
+_TILE_ITEMS = 64
+_TILE_QUERIES = 16
+_TILE_DIMS = 32
+_TILE_STRIDE = _TILE_DIMS + 1  # padded shared rows: no bank conflicts down a column
+_Q_PER_THREAD = 4  # each of 64 x 4 threads computes one item for 4 queries
+# From this many queries on, a wider tile: 64 items x 64 queries, 16 x 16 threads each holding
+# a 4 x 4 block of scores in registers (fewer shared-memory reads per multiply-add).
+_WIDE_FROM = 32
+_W_TILE = 64
+_W_DIMS = 16
+_W_STRIDE = _W_TILE + 1
+_HIST_BINS = 2048
+_HIST_THREADS = 256
+# The three radix rounds: (shift, bins used).
+_ROUNDS = ((21, 2048), (10, 2048), (0, 1024))
+
+# Set to a dict to accumulate milliseconds per stage (synchronising after each: slower).
+stage_ms: dict[str, float] | None = None
+
+# Why the GPU path was switched off after a failure (None while it works or was never tried).
+_broken: str | None = None
 
 
 def simulated() -> bool:
@@ -42,105 +80,442 @@ def available() -> bool:
 
 def use_gpu_by_default() -> bool:
     """`topk` takes the GPU path on its own only for a real device, never the simulator."""
-    return available() and not simulated() and os.environ.get("REACHRANK_KERNELS_GPU") != "0"
+    return (
+        _broken is None
+        and available()
+        and not simulated()
+        and os.environ.get("REACHRANK_KERNELS_GPU") != "0"
+    )
 
+
+def disable(reason: str) -> None:
+    """Switch the automatic GPU path off for this process (a kernel failed to compile or run:
+    e.g. a numba-cuda release that does not support the installed NumPy). Logged once."""
+    global _broken
+    if _broken is None:
+        log.warning("GPU top-k disabled, the CPU kernels serve from now on: %s", reason)
+    _broken = reason
+
+
+def broken() -> str | None:
+    return _broken
+
+
+def to_keys(scores: np.ndarray) -> np.ndarray:
+    """NumPy reference of the kernels' key: uint32 in score order (-0.0 equal to 0.0), 0 for NaN."""
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
+    bits = np.where(bits == 0x80000000, np.uint32(0), bits)
+    keys = np.where(bits & 0x80000000, ~bits, bits | 0x80000000).astype(np.uint32)
+    keys[np.isnan(scores)] = 0
+    return keys
+
+
+def from_keys(keys: np.ndarray) -> np.ndarray:
+    """Scores back from keys (key 0 gives -inf, the padding of a short answer)."""
+    keys = np.asarray(keys, dtype=np.uint32)
+    bits = np.where(keys & 0x80000000, keys & 0x7FFFFFFF, ~keys).astype(np.uint32)
+    scores = bits.view(np.float32).copy()
+    scores[keys == 0] = -np.inf
+    return scores
+
+
+_U32 = 0xFFFFFFFF
 
 if cuda is not None:
-    _device_sift_down = cuda.jit(device=True)(_sift_down)
+    from numba import float32, int32, uint32, uint64
+
+    if simulated():
+
+        def _key(s):  # the simulator runs kernels as Python: reinterpret through NumPy
+            if s != s:
+                return np.uint32(0)
+            b = int(np.float32(s).view(np.uint32))
+            if b == 0x80000000:  # -0.0 ties with 0.0, as on the CPU
+                b = 0
+            return np.uint32((~b & _U32) if b & 0x80000000 else (b | 0x80000000))
+
+    else:
+
+        @cuda.jit(device=True, inline=True)
+        def _key(s):
+            """Order-preserving uint32 of a float32 score; 0 for NaN (never qualifies)."""
+            if s != s:
+                return uint32(0)
+            b = uint32(cuda.libdevice.float_as_int(s))
+            if b == uint32(0x80000000):  # -0.0 ties with 0.0, as on the CPU
+                b = uint32(0)
+            if b & uint32(0x80000000):
+                return uint32(~b & _U32)
+            return uint32(b | uint32(0x80000000))
 
     @cuda.jit
-    def _scores_kernel(queries, items, j0, m, cosine, out):
-        j, q = cuda.grid(2)
-        if j >= m or q >= queries.shape[0]:
+    def _keys_kernel(queries, items, inv_norm, cosine, allowed, keys):
+        """keys[q, j] for a tile of 64 items x 16 queries; threads (64, 4), each computes one
+        item for 4 queries from shared-memory tiles of 32 dimensions."""
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * _TILE_ITEMS + tx
+        i0 = cuda.blockIdx.x * _TILE_ITEMS
+        q0 = cuda.blockIdx.y * _TILE_QUERIES
+        n = items.shape[0]
+        n_q = queries.shape[0]
+        d = items.shape[1]
+        s_items = cuda.shared.array((_TILE_ITEMS, _TILE_STRIDE), float32)
+        s_q = cuda.shared.array((_TILE_QUERIES, _TILE_DIMS), float32)
+        acc = cuda.local.array(_Q_PER_THREAD, float32)
+        for r in range(_Q_PER_THREAD):
+            acc[r] = float32(0.0)
+        for t0 in range(0, d, _TILE_DIMS):
+            # Coalesced loads: consecutive threads read consecutive dimensions of a row.
+            for e in range(tid, _TILE_ITEMS * _TILE_DIMS, _TILE_ITEMS * 4):
+                row = e // _TILE_DIMS
+                col = e % _TILE_DIMS
+                ok = i0 + row < n and t0 + col < d
+                s_items[row, col] = items[i0 + row, t0 + col] if ok else float32(0.0)
+            for e in range(tid, _TILE_QUERIES * _TILE_DIMS, _TILE_ITEMS * 4):
+                row = e // _TILE_DIMS
+                col = e % _TILE_DIMS
+                ok = q0 + row < n_q and t0 + col < d
+                s_q[row, col] = queries[q0 + row, t0 + col] if ok else float32(0.0)
+            cuda.syncthreads()
+            if q0 + ty * _Q_PER_THREAD < n_q:  # the same for a whole warp: no divergence
+                for c in range(_TILE_DIMS):
+                    x = s_items[tx, c]
+                    for r in range(_Q_PER_THREAD):
+                        acc[r] += s_q[ty * _Q_PER_THREAD + r, c] * x
+            cuda.syncthreads()
+        j = i0 + tx
+        if j >= n:
             return
-        s = np.float32(0.0)
-        nn = np.float32(0.0)
-        for t in range(queries.shape[1]):
-            x = items[j0 + j, t]
-            s += queries[q, t] * x
-            nn += x * x
-        if cosine:
-            s = s / math.sqrt(nn) if nn > 0 else np.float32(0.0)
-        out[q, j] = s
+        ok = allowed.shape[0] == 0 or allowed[j] != 0
+        for r in range(_Q_PER_THREAD):
+            q = q0 + ty * _Q_PER_THREAD + r
+            if q < n_q:
+                s = acc[r] * inv_norm[j] if cosine else acc[r]
+                keys[q, j] = _key(s) if ok else uint32(0)
 
     @cuda.jit
-    def _segments_kernel(scores, j0, m, indptr, ex, allowed, seg0, part_s, part_i):
-        seg, q = cuda.grid(2)
-        n_seg_chunk = (m + _SEGMENT - 1) // _SEGMENT
-        if seg >= n_seg_chunk or q >= scores.shape[0]:
+    def _keys_kernel_wide(queries, items, inv_norm, cosine, allowed, keys):
+        """keys[q, j] for a tile of 64 items x 64 queries; threads (16, 16), thread (tx, ty)
+        computes items tx + 16a and queries ty + 16b (a, b < 4) from 16-dimension slices."""
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * 16 + tx
+        i0 = cuda.blockIdx.x * _W_TILE
+        q0 = cuda.blockIdx.y * _W_TILE
+        n = items.shape[0]
+        n_q = queries.shape[0]
+        d = items.shape[1]
+        s_i = cuda.shared.array((_W_DIMS, _W_STRIDE), float32)
+        s_q = cuda.shared.array((_W_DIMS, _W_STRIDE), float32)
+        acc = cuda.local.array((4, 4), float32)
+        x = cuda.local.array(4, float32)
+        y = cuda.local.array(4, float32)
+        for a in range(4):
+            for b in range(4):
+                acc[a, b] = float32(0.0)
+        for t0 in range(0, d, _W_DIMS):
+            for e in range(tid, _W_TILE * _W_DIMS, 256):
+                row = e // _W_DIMS
+                col = e % _W_DIMS
+                ok = i0 + row < n and t0 + col < d
+                s_i[col, row] = items[i0 + row, t0 + col] if ok else float32(0.0)
+                ok = q0 + row < n_q and t0 + col < d
+                s_q[col, row] = queries[q0 + row, t0 + col] if ok else float32(0.0)
+            cuda.syncthreads()
+            for c in range(_W_DIMS):
+                for a in range(4):
+                    x[a] = s_i[c, tx + 16 * a]
+                    y[a] = s_q[c, ty + 16 * a]
+                for a in range(4):
+                    for b in range(4):
+                        acc[a, b] += x[a] * y[b]
+            cuda.syncthreads()
+        for a in range(4):
+            j = i0 + tx + 16 * a
+            if j < n:
+                ok = allowed.shape[0] == 0 or allowed[j] != 0
+                for b in range(4):
+                    q = q0 + ty + 16 * b
+                    if q < n_q:
+                        s = acc[a, b] * inv_norm[j] if cosine else acc[a, b]
+                        keys[q, j] = _key(s) if ok else uint32(0)
+
+    @cuda.jit
+    def _init_kernel(k, need, above, prefix, bound, done, overflow, count):
+        q = cuda.grid(1)
+        if q < need.shape[0]:
+            need[q] = k
+            above[q] = 0
+            prefix[q] = uint32(0)
+            bound[q] = uint32(0)
+            done[q] = 0
+            overflow[q] = 0
+            count[q] = 0
+
+    @cuda.jit
+    def _exclude_kernel(indptr, ex, keys):
+        """Key 0 for each query's excluded items (a scatter over the CSR exclusions)."""
+        i = cuda.grid(1)
+        if i >= ex.shape[0]:
             return
-        hs = part_s[q, seg0 + seg]
-        hids = part_i[q, seg0 + seg]
-        k = hs.shape[0]
-        for r in range(k):
-            hs[r] = -np.inf
-            hids[r] = EMPTY_ID
-        lo_ex = indptr[q]
-        hi_ex = indptr[q + 1]
-        for r in range(seg * _SEGMENT, min(m, (seg + 1) * _SEGMENT)):
-            s = scores[q, r]
-            j = j0 + r
-            if not (s > hs[0] or (s == hs[0] and j < hids[0])):
-                continue
-            if allowed.shape[0] > 0 and allowed[j] == 0:
-                continue
-            a = lo_ex
-            b = hi_ex
-            while a < b:  # binary search in this query's sorted exclusions
-                mid = (a + b) // 2
-                if ex[mid] < j:
-                    a = mid + 1
-                else:
-                    b = mid
-            if a < hi_ex and ex[a] == j:
-                continue
-            _device_sift_down(hs, hids, k, s, j)
+        lo = 0
+        hi = indptr.shape[0] - 1
+        while hi - lo > 1:  # the query whose slice holds entry i: indptr[lo] <= i < indptr[hi]
+            mid = (lo + hi) // 2
+            if indptr[mid] <= i:
+                lo = mid
+            else:
+                hi = mid
+        keys[lo, ex[i]] = uint32(0)
+
+    @cuda.jit
+    def _zero_kernel(hist):
+        q = cuda.blockIdx.y
+        for b in range(cuda.threadIdx.x, hist.shape[1], cuda.blockDim.x):
+            hist[q, b] = 0
+
+    @cuda.jit
+    def _histogram_kernel(keys, prefix, mask, shift, done, hist):
+        """hist[q, bin] += keys of row q whose bits under mask equal prefix[q], by bin."""
+        q = cuda.blockIdx.y
+        if done[q]:
+            return
+        local = cuda.shared.array(_HIST_BINS, int32)
+        for b in range(cuda.threadIdx.x, _HIST_BINS, cuda.blockDim.x):
+            local[b] = 0
+        cuda.syncthreads()
+        p = prefix[q]
+        step = cuda.gridDim.x * cuda.blockDim.x
+        for j in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, keys.shape[1], step):
+            k = keys[q, j]
+            if k != 0 and (k & mask) == p:
+                cuda.atomic.add(local, (k >> shift) & (_HIST_BINS - 1), 1)
+        cuda.syncthreads()
+        for b in range(cuda.threadIdx.x, _HIST_BINS, cuda.blockDim.x):
+            if local[b] != 0:
+                cuda.atomic.add(hist, (q, b), local[b])
+
+    @cuda.jit
+    def _select_kernel(hist, bins, shift, last, need, above, prefix, bound, done, overflow):
+        """Per query (one thread): find the bin of the need-th key from the top under the
+        prefix; finish when every key from that bin up fits the buffer, else narrow to it."""
+        q = cuda.grid(1)
+        if q >= need.shape[0] or done[q]:
+            return
+        cum = 0
+        b = bins - 1
+        while b >= 0:
+            c = hist[q, b]
+            if cum + c >= need[q]:
+                break
+            cum += c
+            b -= 1
+        if b < 0:  # fewer than k keys qualify at all (only possible in the first round)
+            bound[q] = uint32(1)
+            done[q] = 1
+            return
+        low = uint32(prefix[q] | (uint32(b) << shift))
+        if above[q] + cum + hist[q, b] <= _CAP:
+            bound[q] = low
+            done[q] = 1
+        elif last:  # more than _CAP keys tie with the k-th: the CPU answers this query
+            overflow[q] = 1
+            done[q] = 1
+        else:
+            above[q] += cum
+            need[q] -= cum
+            prefix[q] = low
+
+    @cuda.jit
+    def _compact_kernel(keys, bound, overflow, count, cand):
+        """Every key >= bound[q] of row q, packed with its id as key << 32 | (2**32 - 1 - id)."""
+        q = cuda.blockIdx.y
+        if overflow[q]:
+            return
+        lo = bound[q]
+        step = cuda.gridDim.x * cuda.blockDim.x
+        for j in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, keys.shape[1], step):
+            k = keys[q, j]
+            if k != 0 and k >= lo:
+                slot = cuda.atomic.add(count, q, 1)
+                if slot < _CAP:
+                    cand[q, slot] = (uint64(k) << uint64(32)) | (uint64(_U32) - uint64(j))
+
+    @cuda.jit
+    def _sort_kernel(cand, count, k, out_keys, out_ids):
+        """One block per query: bitonic sort of its candidates, descending; the first k out."""
+        q = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        buf = cuda.shared.array(_CAP, uint64)
+        n = min(count[q], _CAP)
+        for i in range(tid, _CAP, cuda.blockDim.x):
+            buf[i] = cand[q, i] if i < n else uint64(0)
+        cuda.syncthreads()
+        size = 2
+        while size <= _CAP:
+            stride = size // 2
+            while stride > 0:
+                for i in range(tid, _CAP, cuda.blockDim.x):
+                    partner = i ^ stride
+                    if partner > i:
+                        a = buf[i]
+                        b = buf[partner]
+                        if (a < b) == ((i & size) == 0):
+                            buf[i] = b
+                            buf[partner] = a
+                cuda.syncthreads()
+                stride //= 2
+            size *= 2
+        for i in range(tid, k, cuda.blockDim.x):
+            v = buf[i]
+            out_keys[q, i] = uint32(v >> uint64(32))
+            out_ids[q, i] = uint32(uint64(_U32) - (v & uint64(_U32)))
 
 
-# Device copies of item matrices, keyed by the host array's identity (catalogues are immutable
-# once loaded: update the array object, not its contents, to refresh the copy).
-_device_items: dict[int, tuple[weakref.ref, object]] = {}
+class _DeviceCatalogue:
+    """A catalogue's device copy and its inverse norms (for cosine), made once."""
+
+    def __init__(self, items: np.ndarray) -> None:
+        self.items = cuda.to_device(np.ascontiguousarray(items))
+        norms = np.linalg.norm(items.astype(np.float64), axis=1)
+        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        self.inv_norm = cuda.to_device(inv.astype(np.float32))
+        self.workspace: _Workspace | None = None
+        self.lock = threading.Lock()  # one search at a time owns the workspace
 
 
-def _to_device(items: np.ndarray):
+# Device copies keyed by the host array's identity (catalogues are immutable once loaded:
+# replace the array object, not its contents, to refresh the copy).
+_device_items: dict[int, tuple[weakref.ref, _DeviceCatalogue]] = {}
+
+
+def _catalogue(items: np.ndarray) -> _DeviceCatalogue:
     entry = _device_items.get(id(items))
     if entry is not None and entry[0]() is items:
         return entry[1]
-    dev = cuda.to_device(np.ascontiguousarray(items))
+    for key in [key for key, (ref, _) in _device_items.items() if ref() is None]:
+        del _device_items[key]
+    dev = _DeviceCatalogue(items)
     _device_items[id(items)] = (weakref.ref(items), dev)
     return dev
 
 
-def gpu_scan(q, items, k, cosine, indptr, ex_sorted, mask) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted top-k of prepared inputs (as `kernels.exact` prepares them), k <= n_items."""
+class _Workspace:
+    """Device buffers of one catalogue's searches, reused across calls (allocating a GiB of
+    keys per call would cost more than the search); grown when a bigger group comes."""
+
+    def __init__(self, rows: int, n: int, k: int) -> None:
+        self.rows, self.n, self.k = rows, n, k
+        self.keys = cuda.device_array((rows, n), dtype=np.uint32)
+        self.hist = cuda.device_array((rows, _HIST_BINS), dtype=np.int32)
+        self.cand = cuda.device_array((rows, _CAP), dtype=np.uint64)
+        self.out_keys = cuda.device_array((rows, k), dtype=np.uint32)
+        self.out_ids = cuda.device_array((rows, k), dtype=np.uint32)
+        self.need = cuda.device_array(rows, dtype=np.int64)
+        self.above = cuda.device_array(rows, dtype=np.int64)
+        self.prefix = cuda.device_array(rows, dtype=np.uint32)
+        self.bound = cuda.device_array(rows, dtype=np.uint32)
+        self.done = cuda.device_array(rows, dtype=np.int32)
+        self.overflow = cuda.device_array(rows, dtype=np.int32)
+        self.count = cuda.device_array(rows, dtype=np.int32)
+
+    def fits(self, rows: int, k: int) -> bool:
+        return rows <= self.rows and k <= self.k
+
+
+def _workspace(cat: "_DeviceCatalogue", rows: int, k: int) -> _Workspace:
+    ws = cat.workspace
+    if ws is None or not ws.fits(rows, k):
+        cat.workspace = None  # free the old buffers before allocating bigger ones
+        ws = _Workspace(max(rows, ws.rows if ws else 0), cat.items.shape[0], max(k, 128))
+        cat.workspace = ws
+    return ws
+
+
+def gpu_scan(q, items, k, cosine, indptr, ex_sorted, mask):
+    """Sorted top-k of prepared inputs (as `kernels.exact` prepares them), k <= n_items.
+
+    Returns (ids int64 [n_q, k], scores float32 [n_q, k], overflow int64 [m]): ids -1 /
+    scores -inf pad answers with fewer than k qualifying items; `overflow` lists the queries
+    left unanswered because more than `_CAP` items tie with their k-th score (the caller
+    answers them on the CPU). Raises ValueError for k > MAX_K or a catalogue of 2**32 items
+    or more (`topk` sends those to the CPU).
+    """
     if not available():
         raise RuntimeError("no CUDA device visible: use kernels.topk (it falls back to the CPU)")
     n_q, n_items = q.shape[0], items.shape[0]
-    chunk = max(_SEGMENT, (_SCORE_BUDGET // max(n_q, 1)) // _SEGMENT * _SEGMENT)
-    n_seg = sum(-(-min(chunk, n_items - j0) // _SEGMENT) for j0 in range(0, n_items, chunk))
-    d_items = _to_device(items)
-    d_q = cuda.to_device(q)
-    d_ptr = cuda.to_device(indptr)
-    d_ex = cuda.to_device(ex_sorted if ex_sorted.size else np.zeros(1, dtype=np.int64))
-    d_mask = cuda.to_device(mask)
-    d_part_s = cuda.device_array((n_q, n_seg, k), dtype=np.float32)
-    d_part_i = cuda.device_array((n_q, n_seg, k), dtype=np.int64)
-    d_scores = cuda.device_array((n_q, min(chunk, n_items)), dtype=np.float32)
-    seg0 = 0
-    for j0 in range(0, n_items, chunk):
-        m = min(chunk, n_items - j0)
-        grid = (-(-m // _THREADS), n_q)
-        _scores_kernel[grid, (_THREADS, 1)](d_q, d_items, j0, m, cosine, d_scores)
-        segs = -(-m // _SEGMENT)
-        grid = (-(-segs // 32), n_q)
-        _segments_kernel[grid, (32, 1)](
-            d_scores, j0, m, d_ptr, d_ex, d_mask, seg0, d_part_s, d_part_i
+    if k > MAX_K or n_items >= 1 << 32:
+        raise ValueError(f"the GPU top-k takes k <= {MAX_K} and fewer than 2**32 items")
+    cat = _catalogue(items)
+    d_mask = cuda.to_device(mask if mask.size else np.zeros(0, dtype=np.uint8))
+    group = max(1, min(n_q, _KEY_BUDGET // max(n_items, 1)))
+    out_keys = np.zeros((n_q, k), dtype=np.uint32)
+    out_ids = np.zeros((n_q, k), dtype=np.uint32)
+    overflow = np.zeros(n_q, dtype=np.int32)
+    with cat.lock:
+        ws = _workspace(cat, group, k)
+        for g0 in range(0, n_q, group):
+            g1 = min(n_q, g0 + group)
+            ptr = indptr[g0 : g1 + 1] - indptr[g0]
+            ex = ex_sorted[indptr[g0] : indptr[g1]]
+            o_keys, o_ids, o_over = _scan_group(cat, ws, q[g0:g1], k, cosine, ptr, ex, d_mask)
+            out_keys[g0:g1], out_ids[g0:g1], overflow[g0:g1] = o_keys, o_ids, o_over
+    scores = from_keys(out_keys)
+    ids = np.where(out_keys == 0, -1, out_ids.astype(np.int64))
+    return ids, scores, np.flatnonzero(overflow)
+
+
+def _stage(name: str, t0: list[float]) -> None:
+    """Add the time since t0[0] to `stage_ms[name]` (only when profiling)."""
+    if stage_ms is None:
+        return
+    cuda.synchronize()
+    now = time.perf_counter()
+    stage_ms[name] = stage_ms.get(name, 0.0) + (now - t0[0]) * 1e3
+    t0[0] = now
+
+
+def _scan_group(cat, ws, q, k, cosine, indptr, ex, d_mask):
+    g, n = q.shape[0], cat.items.shape[0]
+    t0 = [time.perf_counter()]
+    keys = ws.keys[:g]
+    d_q = cuda.to_device(np.ascontiguousarray(q))
+    if g >= _WIDE_FROM:
+        grid = (-(-n // _W_TILE), -(-g // _W_TILE))
+        _keys_kernel_wide[grid, (16, 16)](d_q, cat.items, cat.inv_norm, cosine, d_mask, keys)
+    else:
+        grid = (-(-n // _TILE_ITEMS), -(-g // _TILE_QUERIES))
+        _keys_kernel[grid, (_TILE_ITEMS, 4)](d_q, cat.items, cat.inv_norm, cosine, d_mask, keys)
+    if ex.size:
+        d_ex = cuda.to_device(ex)
+        _exclude_kernel[-(-ex.size // 256), 256](cuda.to_device(indptr), d_ex, keys)
+    _stage("scores", t0)
+    need, above, prefix, bound = ws.need[:g], ws.above[:g], ws.prefix[:g], ws.bound[:g]
+    done, overflow, count = ws.done[:g], ws.overflow[:g], ws.count[:g]
+    hist, cand = ws.hist[:g], ws.cand[:g]
+    _init_kernel[-(-g // 128), 128](k, need, above, prefix, bound, done, overflow, count)
+    blocks = max(1, min(-(-n // (_HIST_THREADS * 16)), 1024))
+    fixed = 0  # the key bits the prefix has fixed so far
+    for i, (shift, bins) in enumerate(_ROUNDS):
+        _zero_kernel[(1, g), 256](hist)
+        mask = np.uint32(fixed)
+        _histogram_kernel[(blocks, g), _HIST_THREADS](keys, prefix, mask, shift, done, hist)
+        last = i == len(_ROUNDS) - 1
+        _select_kernel[-(-g // 128), 128](
+            hist, bins, shift, last, need, above, prefix, bound, done, overflow
         )
-        seg0 += segs
-    # The CPU merge wants [task, query, k]; the device wrote [query, segment, k].
-    part_s = np.ascontiguousarray(d_part_s.copy_to_host().transpose(1, 0, 2))
-    part_i = np.ascontiguousarray(d_part_i.copy_to_host().transpose(1, 0, 2))
-    ids = np.empty((n_q, k), dtype=np.int64)
-    scores = np.empty((n_q, k), dtype=np.float32)
-    merge_heaps(part_s, part_i, ids, scores)
-    return ids, scores
+        fixed |= (bins - 1) << shift
+        _stage(f"round{i + 1}", t0)
+    _compact_kernel[(blocks, g), _HIST_THREADS](keys, bound, overflow, count, cand)
+    _stage("compact", t0)
+    out_keys, out_ids = ws.out_keys[:g], ws.out_ids[:g]  # rows are contiguous; k columns used
+    _sort_kernel[g, _SORT_THREADS](cand, count, k, out_keys, out_ids)
+    _stage("sort", t0)
+    result = (
+        out_keys.copy_to_host()[:, :k],
+        out_ids.copy_to_host()[:, :k],
+        overflow.copy_to_host(),
+    )
+    _stage("copy back", t0)
+    return result
