@@ -37,9 +37,10 @@ serve: demo
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# grpc_tools.protoc over proto/reachrank/{v1,kserve/v2}/*.proto (proto/generate.py says why the
+# KServe v2 protocol compiles from its own folder).
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto \
-	  --pyi_out=proto proto/reachrank/v1/*.proto proto/inference/*.proto
+	$(BIN)/python proto/generate.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

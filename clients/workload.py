@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
-from inference import grpc_service_pb2
+from reachrank.kserve.v2 import grpc_service_pb2
 
 from clients import convert
 from clients.types import AdBid

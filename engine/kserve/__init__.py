@@ -4,7 +4,7 @@ model registry, served on the same gRPC server and port as ReachRank's own servi
 from __future__ import annotations
 
 import grpc
-from inference import grpc_service_pb2, grpc_service_pb2_grpc
+from reachrank.kserve.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 
 from engine.kserve.servicer import KServeServicer
 from engine.registry import ModelRegistry

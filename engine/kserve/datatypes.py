@@ -4,7 +4,7 @@ each one, and the names ONNX and Triton's model configuration use for them."""
 from __future__ import annotations
 
 import numpy as np
-from inference import model_config_pb2
+from reachrank.kserve.v2 import model_config_pb2
 
 from engine.errors import InvalidArgument
 

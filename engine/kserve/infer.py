@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from inference import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
 
 from engine.errors import InvalidArgument
 from engine.kserve.metadata import signature

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnxruntime as ort
-from inference import grpc_service_pb2 as pb
-from inference import model_config_pb2 as mc
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.kserve.datatypes import config_datatype, onnx_datatype
 from engine.models.base import OnnxModel

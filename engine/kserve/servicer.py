@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
 
 from engine.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound, ServingError
 from engine.kserve.infer import infer

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from inference import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
 
 
 @dataclass

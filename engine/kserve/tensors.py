@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from inference import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
 
 from engine.errors import InvalidArgument
 from engine.kserve.datatypes import CONTENTS_FIELDS, datatype_of, dtype_of

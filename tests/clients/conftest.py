@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from inference import grpc_service_pb2, grpc_service_pb2_grpc
+from reachrank.kserve.v2 import grpc_service_pb2, grpc_service_pb2_grpc
 from reachrank.v1 import (
     feedback_pb2,
     feedback_pb2_grpc,

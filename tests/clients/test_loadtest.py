@@ -261,7 +261,7 @@ def test_loadtest_score_sends_the_npy_inputs(fake_server: FakeServer, tmp_path: 
 
 
 def test_loadtest_kserve_sends_raw_inputs(fake_server: FakeServer, tmp_path: Path) -> None:
-    from inference import grpc_service_pb2
+    from reachrank.kserve.v2 import grpc_service_pb2
 
     np.save(tmp_path / "cat.npy", np.arange(6, dtype=np.int64).reshape(2, 3))
     np.save(tmp_path / "num.npy", np.ones((2, 4), np.float32))

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import grpc
 import numpy as np
 import onnxruntime as ort
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
 
 from engine.models.base import OnnxModel
 from engine.models.ctr import CTRModel

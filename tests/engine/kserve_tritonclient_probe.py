@@ -1,8 +1,7 @@
 """Drive a ReachRank server with the unchanged `tritonclient.grpc` and write what it saw.
 
-Run in its own process by test_kserve_tritonclient.py: tritonclient's bundled generated code
-and ReachRank's vendored protocol both define the `inference.*` messages, and protobuf refuses a
-second definition of a name in one process. Usage: python kserve_tritonclient_probe.py URL DIR
+Run in its own process by test_kserve_tritonclient.py, as a client apart from the server.
+Usage: python kserve_tritonclient_probe.py URL DIR
 (DIR holds inputs.npz with keys "<model>/<input>"; outputs.npz and result.json are written).
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health_pb2
-from inference import grpc_service_pb2
+from reachrank.kserve.v2 import grpc_service_pb2
 from reachrank.v1 import feedback_pb2, models_pb2, ranking_pb2
 
 TIMEOUT = 10.0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference import grpc_service_pb2 as kserve_pb
+from reachrank.kserve.v2 import grpc_service_pb2 as kserve_pb
 from reachrank.v1 import feedback_pb2, models_pb2, ranking_pb2, ranking_pb2_grpc
 
 from engine.server import RunningServer, start_server

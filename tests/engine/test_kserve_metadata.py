@@ -9,8 +9,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import pytest
-from inference import model_config_pb2 as mc
 from onnx import TensorProto, helper
+from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.kserve.metadata import model_config, model_metadata, protocol_shape, signature
 from engine.models.base import ModelId

@@ -1,6 +1,7 @@
 """The vendored `inference` protocol is exactly the schema tritonclient 2.51.0 (and the
-perf_analyzer in its wheel) speaks: every message, field number, type and RPC. Compared in child
-processes, because the two sets of generated code cannot share one process."""
+perf_analyzer in its wheel) speaks: every message, field number, type and RPC, and the file
+names. Compared in child processes, each holding one copy, so that a difference shows as a diff
+here rather than as protobuf refusing the second copy (test_kserve_one_process.py)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Prints each file's descriptor with the file name and import path normalised: tritonclient
-# generates from "grpc_service.proto", ReachRank from "inference/grpc_service.proto".
+# Prints each file's descriptor, file name and imports included: protobuf's default pool takes
+# both copies in one process only if the two are equal (proto/generate.py).
 DUMP = """
 import sys
 from google.protobuf import descriptor_pb2
 if sys.argv[1] == "tritonclient":
     from tritonclient.grpc import model_config_pb2 as config, service_pb2 as service
 else:
-    from inference import grpc_service_pb2 as service, model_config_pb2 as config
+    from reachrank.kserve.v2 import grpc_service_pb2 as service, model_config_pb2 as config
 for module in (service, config):
     proto = descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
-    proto.name = proto.name.rsplit("/", 1)[-1]
-    proto.dependency[:] = [d.rsplit("/", 1)[-1] for d in proto.dependency]
     print(proto.SerializeToString(deterministic=True).hex())
 """
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
-from inference import model_config_pb2 as mc
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
+from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.errors import InvalidArgument
 from engine.kserve.infer import infer
@@ -449,8 +449,9 @@ def test_reflection_lists_and_describes_the_service(server: RunningServer) -> No
         descriptor_pb2.FileDescriptorProto.FromString(raw)
         for raw in described.file_descriptor_response.file_descriptor_proto
     ]
-    service = next(f for f in files if f.name == "inference/grpc_service.proto")
-    assert "inference/model_config.proto" in service.dependency
+    # Triton's own file names, as tritonclient's generated code registers them.
+    service = next(f for f in files if f.name == "grpc_service.proto")
+    assert service.package == "inference" and "model_config.proto" in service.dependency
     methods = {m.name for m in service.service[0].method}
     assert {"ModelInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex"} <= methods
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inference import grpc_service_pb2 as pb
-from inference import model_config_pb2 as mc
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.errors import InvalidArgument
 from engine.kserve.datatypes import (

@@ -2,8 +2,9 @@
 Triton model configuration, raw-contents inference (tritonclient's default) checked against
 onnxruntime, statistics, the repository index, unload/load, and its view of errors.
 
-tritonclient runs in a child process (tests/engine/kserve_tritonclient_probe.py) because its
-generated code and ours cannot be imported into one process; this process holds the server.
+tritonclient runs in a child process (tests/engine/kserve_tritonclient_probe.py), a client apart
+from the server's process; test_kserve_one_process.py calls the server through tritonclient from
+within its own process.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
+from reachrank.kserve.v2 import grpc_service_pb2 as pb
+from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
 
 from engine.server import RunningServer, start_server
 from engine.settings import Settings

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from inference import grpc_service_pb2 as kserve_pb
-from inference import grpc_service_pb2_grpc as kserve_grpc
+from reachrank.kserve.v2 import grpc_service_pb2 as kserve_pb
+from reachrank.kserve.v2 import grpc_service_pb2_grpc as kserve_grpc
 
 from clients import ReachRankClient
 from clients.errors import ReachRankError
