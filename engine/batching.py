@@ -3,7 +3,8 @@ inference call at ``max_batch_rows`` rows or ``max_queue_delay_us`` after the fi
 request, whichever comes first; outputs are split back to their requests.
 
 - A full queue (``max_queue_rows``) refuses at once with RESOURCE_EXHAUSTED.
-- A request whose deadline passed while queued is dropped before inference.
+- A request whose deadline passed while queued is dropped before inference, and so is one
+  whose caller cancelled (`request_alive`).
 - A failed batch fails each of its requests with the reason.
 - A request larger than ``max_batch_rows`` runs alone; requests are never split.
 
@@ -23,13 +24,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from engine.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable
 
 Arrays = dict[str, np.ndarray]
 
 # Monotonic deadline of the RPC being served (set by the servicer), read when work is queued.
 request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "request_deadline", default=None
+)
+# Whether the caller still waits (the servicer sets the RPC context's `is_active`): work for
+# a cancelled call is dropped when its batch is cut, like work whose deadline passed.
+request_alive: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "request_alive", default=None
 )
 
 
@@ -47,6 +53,7 @@ class BatchInfo:
     compute_seconds: float
     dropped_expired: int
     failed: bool
+    dropped_cancelled: int = 0
 
 
 @dataclass
@@ -54,6 +61,7 @@ class _Pending:
     inputs: Arrays
     rows: int
     deadline: float | None
+    alive: Callable[[], bool] | None = None
     enqueued: float = field(default_factory=time.monotonic)
     future: Future[Arrays] = field(default_factory=Future)
 
@@ -100,7 +108,7 @@ class DynamicBatcher:
         rows = _rows(inputs)
         if deadline is None:
             deadline = request_deadline.get()
-        pending = _Pending(inputs, rows, deadline)
+        pending = _Pending(inputs, rows, deadline, request_alive.get())
         with self._cond:
             if self._closed:
                 raise BatcherClosed(f"model {self.name} is shutting down")
@@ -160,19 +168,23 @@ class DynamicBatcher:
     def _execute(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
         live = []
+        cancelled = 0
         for p in batch:
             if p.deadline is not None and p.deadline <= now:
                 p.future.set_exception(
                     DeadlineExceeded(f"model {self.name}: deadline passed while queued")
                 )
+            elif p.alive is not None and not p.alive():
+                cancelled += 1
+                p.future.set_exception(Cancelled(f"model {self.name}: the caller went away"))
             elif p.future.set_running_or_notify_cancel():
                 live.append(p)
-        dropped = len(batch) - len(live)
+        dropped = len(batch) - len(live) - cancelled
         if not live:
             # Still report the drops: a batch of only expired requests is the common case
             # once callers give up behind a slow batch.
-            if dropped and self._on_batch is not None:
-                self._on_batch(BatchInfo(0, 0, (), 0.0, dropped_expired=dropped, failed=False))
+            if (dropped or cancelled) and self._on_batch is not None:
+                self._on_batch(BatchInfo(0, 0, (), 0.0, dropped, False, cancelled))
             return
         queue_seconds = tuple(now - p.enqueued for p in live)
         start = time.perf_counter()
@@ -202,6 +214,7 @@ class DynamicBatcher:
                     compute_seconds=time.perf_counter() - start,
                     dropped_expired=dropped,
                     failed=failed,
+                    dropped_cancelled=cancelled,
                 )
             )
 

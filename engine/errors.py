@@ -31,6 +31,12 @@ class DeadlineExceeded(ServingError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Cancelled(ServingError):
+    """The caller cancelled the RPC (or its connection went away) before its work ran."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
 class FailedPrecondition(ServingError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

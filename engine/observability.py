@@ -89,6 +89,11 @@ DROPPED = Counter(
     "Requests dropped from a queue because their deadline passed",
     ["model"],
 )
+CANCELLED = Counter(
+    "reachrank_cancelled_dropped",
+    "Requests dropped from a queue because their caller cancelled or went away",
+    ["model"],
+)
 LOADS = Counter("reachrank_model_loads", "Model load attempts", ["model", "outcome"])
 LOAD_SECONDS = Histogram(
     "reachrank_model_load_seconds", "Time to load, validate and warm up a version", ["model"]
@@ -101,10 +106,11 @@ SERVING_VERSION = Gauge(
 def record_batch(model: str) -> Callable[[BatchInfo], None]:
     """A batcher hook that feeds the queue/batch/inference metrics of one model."""
     queue, inference = QUEUE.labels(model), INFERENCE.labels(model)
-    rows, requests, dropped = (
+    rows, requests, dropped, cancelled = (
         BATCH_ROWS.labels(model),
         BATCH_REQUESTS.labels(model),
         DROPPED.labels(model),
+        CANCELLED.labels(model),
     )
 
     def hook(info: BatchInfo) -> None:
@@ -116,6 +122,8 @@ def record_batch(model: str) -> Callable[[BatchInfo], None]:
             requests.observe(info.requests)
         if info.dropped_expired:
             dropped.inc(info.dropped_expired)
+        if info.dropped_cancelled:
+            cancelled.inc(info.dropped_cancelled)
 
     return hook
 

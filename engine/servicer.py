@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
-from engine.batching import request_deadline
+from engine.batching import request_alive, request_deadline
 from engine.errors import FailedPrecondition, InvalidArgument, ServingError
 from engine.experiments import ExperimentStore
 from engine.models.base import ModelId, OnnxModel
@@ -42,16 +43,24 @@ def grpc_errors(method: F) -> F:
         token = request_deadline.set(
             time.monotonic() + remaining if remaining is not None else None
         )
+        alive = request_alive.set(context.is_active)
         try:
             return method(self, request, context)
         except ServingError as exc:
             context.abort(exc.code, str(exc))
-        except Exception:
-            log.exception("%s failed", method.__name__)
+        except Exception as exc:
+            # The stack and the exception's type, not its message: messages of NumPy,
+            # onnxruntime or a parser may quote request values (user features), which must
+            # never reach the logs.
+            stack = "".join(traceback.format_tb(exc.__traceback__))
+            log.error(
+                "%s failed: %s (message withheld)\n%s", method.__name__, type(exc).__name__, stack
+            )
             context.abort(
                 grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
             )
         finally:
+            request_alive.reset(alive)
             request_deadline.reset(token)
 
     return wrapper  # type: ignore[return-value]

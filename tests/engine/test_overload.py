@@ -1,6 +1,7 @@
 """Overload against a real server: bounded queues refuse with RESOURCE_EXHAUSTED instead of
 queueing without bound, accepted calls all succeed, the server recovers at once, oversized
-messages are refused, and work for a caller whose deadline passed is never computed.
+messages are refused, and work for a caller whose deadline passed, or who cancelled, is never
+computed.
 
 The CTR model's batched inference call is wrapped by a gate that can hold it or slow it, so
 each test controls exactly what is running and what waits."""
@@ -192,6 +193,40 @@ def test_work_whose_deadline_passed_while_queued_is_not_computed(
     serves_normally(channel)  # the batcher took and dropped the expired request before this
     assert gate.rows == [3, 3]  # the first call and serves_normally's; never the 5 ads
     assert dropped_for_deadline() == before + 1
+
+
+def dropped_for_cancel() -> float:
+    value = REGISTRY.get_sample_value("reachrank_cancelled_dropped_total", {"model": "ctr"})
+    return value or 0.0
+
+
+def test_work_of_a_cancelled_call_is_not_computed(
+    server: RunningServer, channel: grpc.Channel, gate: Gate
+) -> None:
+    """A caller that cancels (or disconnects) without a deadline: its queued work is dropped."""
+    before = dropped_for_cancel()
+    gate.open.clear()
+    running = fire(channel, rank_ads_bytes(3))
+    assert gate.entered.wait(TIMEOUT)
+    queued_before = server.registry.get("ctr").batcher.queued_rows
+    gone = fire(channel, rank_ads_bytes(5, "u9"), timeout=None)
+    batcher = server.registry.get("ctr").batcher
+    give_up = time.monotonic() + TIMEOUT
+    while batcher.queued_rows < queued_before + 5 and time.monotonic() < give_up:
+        time.sleep(0.005)  # until the call waits in the queue
+    assert batcher.queued_rows == queued_before + 5
+
+    assert gone.cancel() or gone.cancelled()
+    # The server learns of the cancellation asynchronously: wait until the queued call's
+    # RPC context reports it, then let the held batch finish.
+    queued = list(batcher._queue)
+    while any(p.alive() for p in queued) and time.monotonic() < give_up:
+        time.sleep(0.005)
+    gate.open.set()
+    assert outcome(running)[0] == grpc.StatusCode.OK
+    serves_normally(channel)
+    assert gate.rows == [3, 3]  # the first call and serves_normally's; never the 5 ads
+    assert dropped_for_cancel() == before + 1
 
 
 def test_message_over_the_limit_is_refused(channel: grpc.Channel) -> None:
