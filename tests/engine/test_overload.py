@@ -8,6 +8,7 @@ each test controls exactly what is running and what waits."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -240,11 +241,30 @@ def test_message_over_the_limit_is_refused(channel: grpc.Channel) -> None:
     serves_normally(channel)
 
 
-def test_sustained_overload_sheds_load_and_recovers(channel: grpc.Channel, gate: Gate) -> None:
+def rss_bytes() -> int:
+    """Resident memory of this process (the server runs in it)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_sustained_overload_sheds_load_and_recovers(
+    server: RunningServer, channel: grpc.Channel, gate: Gate
+) -> None:
     # Each batch takes at least 20 ms, one at a time: at most ~50 calls/s are sustainable.
     # Offer ~5x that for a second.
     gate.delay = 0.02
     payload = rank_ads_bytes(ADS)
+    batcher = server.registry.get("ctr").batcher
+    depth: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:  # the queue's depth through the burst: memory held by waiting work
+        while not sampling.is_set():
+            depth.append(batcher.queued_rows)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    rss_before = rss_bytes()
+    sampler.start()
     futures = []
     start = time.monotonic()
     for i in range(250):
@@ -253,6 +273,12 @@ def test_sustained_overload_sheds_load_and_recovers(channel: grpc.Channel, gate:
         if pause > 0:
             time.sleep(pause)
     outcomes = [outcome(f) for f in futures]
+    sampling.set()
+    sampler.join()
+    # Waiting work never exceeded the queue's bound, and the process did not grow with the
+    # offered load (250 requests of 500 ads; an unbounded queue would hold all of them).
+    assert depth and max(depth) <= MAX_QUEUE_ROWS
+    assert rss_bytes() - rss_before < 64 << 20
     codes = [code for code, _ in outcomes]
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.errors import BundleError
@@ -123,3 +124,29 @@ def test_incomplete_versions_are_invisible(repo: Path) -> None:
     (repo / "ctr" / ".incoming-x").mkdir()
     (repo / "ctr" / "7").mkdir()  # no manifest yet
     assert versions(repo, "ctr") == [1]
+
+
+class _Planted:
+    """Unpickling this runs code: it touches a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("artefact", ["consumed_indices.npy", "popularity.npy"])
+def test_pickled_artefacts_are_refused_unopened(repo: Path, tmp_path: Path, artefact: str) -> None:
+    """No pickle on the load path: an object array (a pickle) in a bundle is refused and the
+    code it carries never runs."""
+    registry = ModelRegistry(Settings(repo=repo))
+    assert registry.load_all() == []
+    serving = registry.get("retrieval")
+    marker = tmp_path / "pwned"
+    bundle = _new_version(repo, "retrieval")
+    np.save(bundle / artefact, np.array([_Planted(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(BundleError, match="pickle"):
+        registry.load("retrieval")
+    assert not marker.exists()
+    assert registry.get("retrieval") is serving
