@@ -1,15 +1,15 @@
 """CUDA top-k (numba.cuda): the same contract and tie order as `kernels.topk`, on the GPU.
 
-A radix select, as GPU top-k libraries do it, in five small kernels per group of queries:
+A radix select, as GPU top-k libraries do it, in two kernels per group of queries:
 
-1. `_keys_kernel`: a shared-memory tiled product scores every (query, item) pair and stores it
-   as an order-preserving uint32 key (key 0 = "never qualifies": NaN, not allowed, excluded);
-2. `_histogram_kernel` + `_select_kernel`, up to three rounds of 11/11/10 bits: count the keys
-   under each query's current prefix, walk the bins from the top to the one holding the k-th
-   key, and stop as soon as everything from that bin up fits the candidate buffer;
-3. `_compact_kernel`: copy the keys at or above that bound (fewer than `_CAP`) with their ids;
-4. `_sort_kernel`: one block per query sorts its candidates by (score desc, id asc) with a
-   bitonic sort in shared memory and writes the first k.
+1. `_keys_kernel_gemv` (up to 4 queries), `_keys_kernel` or `_keys_kernel_wide` (batches of
+   32 and more): a matrix-vector or shared-memory tiled product scores every (query, item) pair and stores it as an order-preserving uint32 key (key 0 = "never
+   qualifies": NaN, not allowed, excluded by `_exclude_kernel`);
+2. `_select_kernel`, one block per query: up to three rounds of 11/11/10 bits count the keys
+   under the current prefix in a shared-memory histogram and find the bin of the k-th key,
+   stopping as soon as everything from that bin up fits the candidate buffer (`_CAP`); those
+   keys are compacted into shared memory with their ids, bitonic-sorted by (score desc, id
+   asc), and the first k written out.
 
 Only queries and the [n_q, k] answers cross the bus; the catalogue is copied to the device once
 (and its norms for cosine). A query whose k-th score is shared by more than `_CAP` items
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # be at most half of it, so a bin boundary never forces a refinement for k alone.
 _CAP = 4096
 MAX_K = _CAP // 2
-_SORT_THREADS = 512
+_SELECT_THREADS = 1024
 # Keys kept on the device per group of queries (uint32 each): 1 GiB.
 _KEY_BUDGET = 1 << 28
 # The product's tile: _TILE_ITEMS items x _TILE_QUERIES queries per block, _TILE_DIMS at a time.
@@ -46,6 +46,9 @@ _TILE_QUERIES = 16
 _TILE_DIMS = 32
 _TILE_STRIDE = _TILE_DIMS + 1  # padded shared rows: no bank conflicts down a column
 _Q_PER_THREAD = 4  # each of 64 x 4 threads computes one item for 4 queries
+# Up to this many queries (and dimensions), a matrix-vector kernel: one thread per item.
+_GEMV_MAX = 4
+_GEMV_DIMS = 256
 # From this many queries on, a wider tile: 64 items x 64 queries, 16 x 16 threads each holding
 # a 4 x 4 block of scores in registers (fewer shared-memory reads per multiply-add).
 _WIDE_FROM = 32
@@ -53,9 +56,6 @@ _W_TILE = 64
 _W_DIMS = 16
 _W_STRIDE = _W_TILE + 1
 _HIST_BINS = 2048
-_HIST_THREADS = 256
-# The three radix rounds: (shift, bins used).
-_ROUNDS = ((21, 2048), (10, 2048), (0, 1024))
 
 # Set to a dict to accumulate milliseconds per stage (synchronising after each: slower).
 stage_ms: dict[str, float] | None = None
@@ -122,7 +122,7 @@ def from_keys(keys: np.ndarray) -> np.ndarray:
 _U32 = 0xFFFFFFFF
 
 if cuda is not None:
-    from numba import float32, int32, uint32, uint64
+    from numba import float32, int32, int64, uint32, uint64
 
     if simulated():
 
@@ -195,6 +195,34 @@ if cuda is not None:
                 keys[q, j] = _key(s) if ok else uint32(0)
 
     @cuda.jit
+    def _keys_kernel_gemv(queries, items, inv_norm, cosine, allowed, keys):
+        """keys[q, j] for up to _GEMV_MAX queries: one thread per item walks its row (the
+        queries sit in shared memory), so the catalogue is read once, as a matrix-vector
+        product should."""
+        s_q = cuda.shared.array((_GEMV_MAX, _GEMV_DIMS), float32)
+        n_q = queries.shape[0]
+        d = items.shape[1]
+        for e in range(cuda.threadIdx.x, _GEMV_MAX * _GEMV_DIMS, cuda.blockDim.x):
+            r = e // _GEMV_DIMS
+            c = e % _GEMV_DIMS
+            s_q[r, c] = queries[r, c] if r < n_q and c < d else float32(0.0)
+        cuda.syncthreads()
+        j = cuda.grid(1)
+        if j >= items.shape[0]:
+            return
+        acc = cuda.local.array(_GEMV_MAX, float32)
+        for r in range(_GEMV_MAX):
+            acc[r] = float32(0.0)
+        for c in range(d):
+            x = items[j, c]
+            for r in range(_GEMV_MAX):
+                acc[r] += s_q[r, c] * x
+        ok = allowed.shape[0] == 0 or allowed[j] != 0
+        for r in range(n_q):
+            s = acc[r] * inv_norm[j] if cosine else acc[r]
+            keys[r, j] = _key(s) if ok else uint32(0)
+
+    @cuda.jit
     def _keys_kernel_wide(queries, items, inv_norm, cosine, allowed, keys):
         """keys[q, j] for a tile of 64 items x 64 queries; threads (16, 16), thread (tx, ty)
         computes items tx + 16a and queries ty + 16b (a, b < 4) from 16-dimension slices."""
@@ -242,18 +270,6 @@ if cuda is not None:
                         keys[q, j] = _key(s) if ok else uint32(0)
 
     @cuda.jit
-    def _init_kernel(k, need, above, prefix, bound, done, overflow, count):
-        q = cuda.grid(1)
-        if q < need.shape[0]:
-            need[q] = k
-            above[q] = 0
-            prefix[q] = uint32(0)
-            bound[q] = uint32(0)
-            done[q] = 0
-            overflow[q] = 0
-            count[q] = 0
-
-    @cuda.jit
     def _exclude_kernel(indptr, ex, keys):
         """Key 0 for each query's excluded items (a scatter over the CSR exclusions)."""
         i = cuda.grid(1)
@@ -269,94 +285,118 @@ if cuda is not None:
                 hi = mid
         keys[lo, ex[i]] = uint32(0)
 
-    @cuda.jit
-    def _zero_kernel(hist):
-        q = cuda.blockIdx.y
-        for b in range(cuda.threadIdx.x, hist.shape[1], cuda.blockDim.x):
-            hist[q, b] = 0
+    @cuda.jit(device=True, inline=True)
+    def _round(r):
+        """(shift, bins) of radix round r: 11, 11 and 10 bits from the top."""
+        if r == 0:
+            return 21, 2048
+        if r == 1:
+            return 10, 2048
+        return 0, 1024
 
     @cuda.jit
-    def _histogram_kernel(keys, prefix, mask, shift, done, hist):
-        """hist[q, bin] += keys of row q whose bits under mask equal prefix[q], by bin."""
-        q = cuda.blockIdx.y
-        if done[q]:
-            return
-        local = cuda.shared.array(_HIST_BINS, int32)
-        for b in range(cuda.threadIdx.x, _HIST_BINS, cuda.blockDim.x):
-            local[b] = 0
-        cuda.syncthreads()
-        p = prefix[q]
-        step = cuda.gridDim.x * cuda.blockDim.x
-        for j in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, keys.shape[1], step):
-            k = keys[q, j]
-            if k != 0 and (k & mask) == p:
-                cuda.atomic.add(local, (k >> shift) & (_HIST_BINS - 1), 1)
-        cuda.syncthreads()
-        for b in range(cuda.threadIdx.x, _HIST_BINS, cuda.blockDim.x):
-            if local[b] != 0:
-                cuda.atomic.add(hist, (q, b), local[b])
-
-    @cuda.jit
-    def _select_kernel(hist, bins, shift, last, need, above, prefix, bound, done, overflow):
-        """Per query (one thread): find the bin of the need-th key from the top under the
-        prefix; finish when every key from that bin up fits the buffer, else narrow to it."""
-        q = cuda.grid(1)
-        if q >= need.shape[0] or done[q]:
-            return
-        cum = 0
-        b = bins - 1
-        while b >= 0:
-            c = hist[q, b]
-            if cum + c >= need[q]:
-                break
-            cum += c
-            b -= 1
-        if b < 0:  # fewer than k keys qualify at all (only possible in the first round)
-            bound[q] = uint32(1)
-            done[q] = 1
-            return
-        low = uint32(prefix[q] | (uint32(b) << shift))
-        if above[q] + cum + hist[q, b] <= _CAP:
-            bound[q] = low
-            done[q] = 1
-        elif last:  # more than _CAP keys tie with the k-th: the CPU answers this query
-            overflow[q] = 1
-            done[q] = 1
-        else:
-            above[q] += cum
-            need[q] -= cum
-            prefix[q] = low
-
-    @cuda.jit
-    def _compact_kernel(keys, bound, overflow, count, cand):
-        """Every key >= bound[q] of row q, packed with its id as key << 32 | (2**32 - 1 - id)."""
-        q = cuda.blockIdx.y
-        if overflow[q]:
-            return
-        lo = bound[q]
-        step = cuda.gridDim.x * cuda.blockDim.x
-        for j in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, keys.shape[1], step):
-            k = keys[q, j]
-            if k != 0 and k >= lo:
-                slot = cuda.atomic.add(count, q, 1)
-                if slot < _CAP:
-                    cand[q, slot] = (uint64(k) << uint64(32)) | (uint64(_U32) - uint64(j))
-
-    @cuda.jit
-    def _sort_kernel(cand, count, k, out_keys, out_ids):
-        """One block per query: bitonic sort of its candidates, descending; the first k out."""
+    def _select_kernel(keys, k, out_keys, out_ids, overflow):
+        """One block per query: radix rounds over its keys (histogram in shared memory, the
+        bin of the k-th key found by one thread), stop as soon as every key from that bin up
+        fits the candidate buffer, compact them into shared memory, bitonic-sort them
+        (key desc, id asc: the packed value desc) and write the first k."""
         q = cuda.blockIdx.x
         tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        n = keys.shape[1]
+        hist = cuda.shared.array(_HIST_BINS, int32)
+        sums = cuda.shared.array(32, int32)
+        state = cuda.shared.array(4, int64)  # need, keys above the prefix, done, overflow
+        bits = cuda.shared.array(2, uint32)  # prefix, bound
+        count = cuda.shared.array(1, int32)
         buf = cuda.shared.array(_CAP, uint64)
-        n = min(count[q], _CAP)
-        for i in range(tid, _CAP, cuda.blockDim.x):
-            buf[i] = cand[q, i] if i < n else uint64(0)
+        if tid == 0:
+            state[0] = k
+            state[1] = 0
+            state[2] = 0
+            state[3] = 0
+            bits[0] = uint32(0)
+            bits[1] = uint32(0)
+            count[0] = 0
+        fixed = uint32(0)  # the key bits the prefix has fixed so far
+        for r in range(3):
+            shift, bins = _round(r)
+            for b in range(tid, _HIST_BINS, nt):
+                hist[b] = 0
+            cuda.syncthreads()
+            p = bits[0]
+            for j in range(tid, n, nt):
+                key = keys[q, j]
+                if key != 0 and (key & fixed) == p:
+                    cuda.atomic.add(hist, (key >> shift) & (_HIST_BINS - 1), 1)
+            cuda.syncthreads()
+            per = bins // 32  # 32 chunks of bins, chunk 0 the highest
+            if tid < 32:
+                total = 0
+                for i in range(per):
+                    total += hist[bins - 1 - tid * per - i]
+                sums[tid] = total
+            cuda.syncthreads()
+            if tid == 0:
+                need = state[0]
+                cum = 0
+                c = 0
+                while c < 32 and cum + sums[c] < need:
+                    cum += sums[c]
+                    c += 1
+                found = -1
+                if c < 32:
+                    b = bins - 1 - c * per
+                    while found < 0:
+                        if cum + hist[b] >= need:
+                            found = b
+                        else:
+                            cum += hist[b]
+                            b -= 1
+                if found < 0:  # fewer than k keys qualify at all (only in round 0)
+                    bits[1] = uint32(1)
+                    state[2] = 1
+                else:
+                    low = uint32(bits[0] | (uint32(found) << shift))
+                    if state[1] + cum + hist[found] <= _CAP:
+                        bits[1] = low
+                        state[2] = 1
+                    elif r == 2:  # more than _CAP keys equal the k-th: the CPU answers
+                        state[3] = 1
+                        state[2] = 1
+                    else:
+                        state[1] += cum
+                        state[0] = need - cum
+                        bits[0] = low
+            cuda.syncthreads()
+            if state[2] != 0:  # the same shared value for every thread: all leave together
+                break
+            fixed = uint32(fixed | uint32((bins - 1) << shift))
+        if state[3] != 0:
+            if tid == 0:
+                overflow[q] = 1
+            return
+        if tid == 0:
+            overflow[q] = 0
+        lo = bits[1]
+        for i in range(tid, _CAP, nt):
+            buf[i] = uint64(0)
         cuda.syncthreads()
+        for j in range(tid, n, nt):
+            key = keys[q, j]
+            if key != 0 and key >= lo:
+                slot = cuda.atomic.add(count, 0, 1)
+                if slot < _CAP:
+                    buf[slot] = (uint64(key) << uint64(32)) | (uint64(_U32) - uint64(j))
+        cuda.syncthreads()
+        m = 2  # sort the smallest power of two that holds the candidates
+        while m < count[0]:
+            m *= 2
         size = 2
-        while size <= _CAP:
+        while size <= m:
             stride = size // 2
             while stride > 0:
-                for i in range(tid, _CAP, cuda.blockDim.x):
+                for i in range(tid, m, nt):
                     partner = i ^ stride
                     if partner > i:
                         a = buf[i]
@@ -367,7 +407,7 @@ if cuda is not None:
                 cuda.syncthreads()
                 stride //= 2
             size *= 2
-        for i in range(tid, k, cuda.blockDim.x):
+        for i in range(tid, k, nt):
             v = buf[i]
             out_keys[q, i] = uint32(v >> uint64(32))
             out_ids[q, i] = uint32(uint64(_U32) - (v & uint64(_U32)))
@@ -401,6 +441,17 @@ def _catalogue(items: np.ndarray) -> _DeviceCatalogue:
     return dev
 
 
+_empty_mask = None
+
+
+def _no_mask():
+    """An empty device mask (no filter), made once."""
+    global _empty_mask
+    if _empty_mask is None:
+        _empty_mask = cuda.to_device(np.zeros(0, dtype=np.uint8))
+    return _empty_mask
+
+
 class _Workspace:
     """Device buffers of one catalogue's searches, reused across calls (allocating a GiB of
     keys per call would cost more than the search); grown when a bigger group comes."""
@@ -408,20 +459,19 @@ class _Workspace:
     def __init__(self, rows: int, n: int, k: int) -> None:
         self.rows, self.n, self.k = rows, n, k
         self.keys = cuda.device_array((rows, n), dtype=np.uint32)
-        self.hist = cuda.device_array((rows, _HIST_BINS), dtype=np.int32)
-        self.cand = cuda.device_array((rows, _CAP), dtype=np.uint64)
         self.out_keys = cuda.device_array((rows, k), dtype=np.uint32)
         self.out_ids = cuda.device_array((rows, k), dtype=np.uint32)
-        self.need = cuda.device_array(rows, dtype=np.int64)
-        self.above = cuda.device_array(rows, dtype=np.int64)
-        self.prefix = cuda.device_array(rows, dtype=np.uint32)
-        self.bound = cuda.device_array(rows, dtype=np.uint32)
-        self.done = cuda.device_array(rows, dtype=np.int32)
         self.overflow = cuda.device_array(rows, dtype=np.int32)
-        self.count = cuda.device_array(rows, dtype=np.int32)
+        self.views: dict[int, tuple] = {}
 
     def fits(self, rows: int, k: int) -> bool:
         return rows <= self.rows and k <= self.k
+
+    def rows_of(self, g: int) -> tuple:
+        """The buffers' first g rows (views made once per g: slicing costs host time)."""
+        if g not in self.views:
+            self.views[g] = (self.keys[:g], self.out_keys[:g], self.out_ids[:g], self.overflow[:g])
+        return self.views[g]
 
 
 def _workspace(cat: "_DeviceCatalogue", rows: int, k: int) -> _Workspace:
@@ -448,7 +498,7 @@ def gpu_scan(q, items, k, cosine, indptr, ex_sorted, mask):
     if k > MAX_K or n_items >= 1 << 32:
         raise ValueError(f"the GPU top-k takes k <= {MAX_K} and fewer than 2**32 items")
     cat = _catalogue(items)
-    d_mask = cuda.to_device(mask if mask.size else np.zeros(0, dtype=np.uint8))
+    d_mask = cuda.to_device(mask) if mask.size else _no_mask()
     group = max(1, min(n_q, _KEY_BUDGET // max(n_items, 1)))
     out_keys = np.zeros((n_q, k), dtype=np.uint32)
     out_ids = np.zeros((n_q, k), dtype=np.uint32)
@@ -479,9 +529,12 @@ def _stage(name: str, t0: list[float]) -> None:
 def _scan_group(cat, ws, q, k, cosine, indptr, ex, d_mask):
     g, n = q.shape[0], cat.items.shape[0]
     t0 = [time.perf_counter()]
-    keys = ws.keys[:g]
+    keys, out_keys, out_ids, overflow = ws.rows_of(g)
     d_q = cuda.to_device(np.ascontiguousarray(q))
-    if g >= _WIDE_FROM:
+    if g <= _GEMV_MAX and q.shape[1] <= _GEMV_DIMS:
+        grid = -(-n // 256)
+        _keys_kernel_gemv[grid, 256](d_q, cat.items, cat.inv_norm, cosine, d_mask, keys)
+    elif g >= _WIDE_FROM:
         grid = (-(-n // _W_TILE), -(-g // _W_TILE))
         _keys_kernel_wide[grid, (16, 16)](d_q, cat.items, cat.inv_norm, cosine, d_mask, keys)
     else:
@@ -491,27 +544,8 @@ def _scan_group(cat, ws, q, k, cosine, indptr, ex, d_mask):
         d_ex = cuda.to_device(ex)
         _exclude_kernel[-(-ex.size // 256), 256](cuda.to_device(indptr), d_ex, keys)
     _stage("scores", t0)
-    need, above, prefix, bound = ws.need[:g], ws.above[:g], ws.prefix[:g], ws.bound[:g]
-    done, overflow, count = ws.done[:g], ws.overflow[:g], ws.count[:g]
-    hist, cand = ws.hist[:g], ws.cand[:g]
-    _init_kernel[-(-g // 128), 128](k, need, above, prefix, bound, done, overflow, count)
-    blocks = max(1, min(-(-n // (_HIST_THREADS * 16)), 1024))
-    fixed = 0  # the key bits the prefix has fixed so far
-    for i, (shift, bins) in enumerate(_ROUNDS):
-        _zero_kernel[(1, g), 256](hist)
-        mask = np.uint32(fixed)
-        _histogram_kernel[(blocks, g), _HIST_THREADS](keys, prefix, mask, shift, done, hist)
-        last = i == len(_ROUNDS) - 1
-        _select_kernel[-(-g // 128), 128](
-            hist, bins, shift, last, need, above, prefix, bound, done, overflow
-        )
-        fixed |= (bins - 1) << shift
-        _stage(f"round{i + 1}", t0)
-    _compact_kernel[(blocks, g), _HIST_THREADS](keys, bound, overflow, count, cand)
-    _stage("compact", t0)
-    out_keys, out_ids = ws.out_keys[:g], ws.out_ids[:g]  # rows are contiguous; k columns used
-    _sort_kernel[g, _SORT_THREADS](cand, count, k, out_keys, out_ids)
-    _stage("sort", t0)
+    _select_kernel[g, _SELECT_THREADS](keys, k, out_keys, out_ids, overflow)
+    _stage("select", t0)
     result = (
         out_keys.copy_to_host()[:, :k],
         out_ids.copy_to_host()[:, :k],

@@ -15,11 +15,13 @@ assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 from kernels import exclusions_csr, gpu, topk  # noqa: E402
 
-# A small candidate buffer and sort block, so refinement and overflow happen on small data.
+# A small candidate buffer and select block, so refinement and overflow happen on small data.
 gpu._CAP = 256
 gpu.MAX_K = 128
-gpu._SORT_THREADS = 32
-gpu._WIDE_FROM = 3  # three queries take the wide score kernel, one or two the narrow one
+gpu._SELECT_THREADS = 64
+# Three queries take the wide score kernel, two the narrow one, one the matrix-vector one.
+gpu._WIDE_FROM = 3
+gpu._GEMV_MAX = 1
 
 
 def compare(label, queries, items, k, **case) -> bool:
@@ -47,6 +49,9 @@ def main() -> int:
     cases = [
         ("ties", q_ints, ints, 10, {}),
         ("narrow ties", q_ints[:2], ints, 10, {}),
+        ("gemv ties", q_ints[:1], ints, 10, {}),
+        ("gemv cosine", q_ints[1:2], ints, 9, {"metric": "cosine", "allowed": ints[:, 1] >= 0}),
+        ("gemv exclude", q_floats[:1], floats, 50, {"exclude": exclusions_csr([[3, 4, 5]])}),
         (
             "narrow cosine allowed",
             q_ints[:2],
