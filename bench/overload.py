@@ -57,7 +57,8 @@ def start(repo: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        # This checkout's packages and its generated code (proto/), whatever the venv installed.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "proto")]), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -42,7 +42,9 @@ def serve(repo: Path, feedback: Path, **env: str) -> Iterator[tuple[subprocess.P
         "--metrics-port",
         "0",
     ]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # This checkout's packages and its generated code (proto/), whatever the venv installed.
+    path = os.pathsep.join([str(ROOT), str(ROOT / "proto")])
+    environment = {**os.environ, "PYTHONPATH": path, **env}
     process = subprocess.Popen(
         command, cwd=ROOT, env=environment, stderr=subprocess.PIPE, text=True
     )
