@@ -39,9 +39,15 @@ class FeatureStore(Protocol):
         """Encoded (cat [user cat fields], num [user num fields]); defaults for a stranger."""
         ...
 
-    def user_item_features(self, user_id: str, rows: np.ndarray) -> np.ndarray:
+    def user_item_features(
+        self,
+        user_id: str,
+        rows: np.ndarray,
+        attributes: Mapping[str, Sequence[str | None]] | None = None,
+    ) -> np.ndarray:
         """Encoded num [n, user x item fields] of the user with each item (store rows, -1:
-        unknown item); the fields' defaults where the user has no value."""
+        unknown item); the fields' defaults where the user has no value. ``attributes``:
+        per item attribute, per row, a value that replaces the stored item's (None: keep)."""
         ...
 
 
@@ -62,7 +68,8 @@ class _UserItemTable:
         )
         vocabulary = pl.concat([values, item_values]).drop_nulls().unique().sort()
         code = {v: c for c, v in enumerate(vocabulary.to_list())}
-        missing = len(code)  # the code of "no value": never in the index
+        self.code = code
+        self.missing = missing = len(code)  # the code of "no value": never in the index
         # Item codes by store row; the last entry is the unknown item's.
         self.item_code = np.array(
             [code.get(v, missing) for v in item_values.to_list()] + [missing], dtype=np.int64
@@ -90,14 +97,20 @@ class _UserItemTable:
             self.values[:-1, j] = schema.encode_numeric(f, raw)
             self.values[-1, j] = schema.encode_numeric(f, np.array([np.nan]))[0]
 
-    def lookup(self, user_id: str, item_rows: np.ndarray) -> np.ndarray:
-        """Encoded values [n, fields] for the user and the items at ``item_rows``."""
+    def lookup(
+        self, user_id: str, item_rows: np.ndarray, values: Sequence[str | None] | None = None
+    ) -> np.ndarray:
+        """Encoded values [n, fields] for the user and the items at ``item_rows``; ``values``
+        replaces the items' attribute where not None."""
         out_rows = np.full(len(item_rows), self.default_row, dtype=np.int64)
         span = self.span.get(user_id)
         if span is not None:
             lo, hi = span
             codes = self.codes[lo:hi]
             wanted = self.item_code[np.where(item_rows < 0, len(self.item_code) - 1, item_rows)]
+            for i, v in enumerate(values or ()):
+                if v is not None:
+                    wanted[i] = self.code.get(v, self.missing)
             at = np.minimum(np.searchsorted(codes, wanted), len(codes) - 1)
             found = codes[at] == wanted
             out_rows[found] = self.rows[lo:hi][at[found]]
@@ -126,14 +139,14 @@ class EmbeddedFeatureStore:
         self.user_num = self._num_table(schema.numeric_from("user"), users)
         cross = schema.numeric_from("user_item")
         self.user_item_fields = len(cross)
-        self.user_item: list[tuple[list[int], _UserItemTable]] = []
+        self.user_item: list[tuple[str, list[int], _UserItemTable]] = []
         for by in dict.fromkeys(str(f.by) for f in cross):
             if user_item is None or by not in user_item:
                 raise ValueError(f"fields keyed by user x {by!r} need the user x {by!r} table")
             fields = [f for f in cross if f.by == by]
             positions = [j for j, f in enumerate(cross) if f.by == by]
             table = _UserItemTable(schema, fields, by, items, user_item[by])
-            self.user_item.append((positions, table))
+            self.user_item.append((by, positions, table))
 
     @property
     def n_items(self) -> int:
@@ -175,8 +188,19 @@ class EmbeddedFeatureStore:
         row = self.user_row.get(user_id, len(self.user_cat) - 1)
         return self.user_cat[row], self.user_num[row]
 
-    def user_item_features(self, user_id: str, rows: np.ndarray) -> np.ndarray:
+    @property
+    def user_item_attributes(self) -> list[str]:
+        """The item attributes that key user x item fields."""
+        return [by for by, _, _ in self.user_item]
+
+    def user_item_features(
+        self,
+        user_id: str,
+        rows: np.ndarray,
+        attributes: Mapping[str, Sequence[str | None]] | None = None,
+    ) -> np.ndarray:
         out = np.empty((len(rows), self.user_item_fields), dtype=np.float32)
-        for positions, table in self.user_item:
-            out[:, positions] = table.lookup(user_id, np.asarray(rows, dtype=np.int64))
+        rows = np.asarray(rows, dtype=np.int64)
+        for by, positions, table in self.user_item:
+            out[:, positions] = table.lookup(user_id, rows, (attributes or {}).get(by))
         return out

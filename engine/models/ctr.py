@@ -65,7 +65,9 @@ class CTRModel(OnnxModel):
         s = self.schema
         item_cat, item_num = self.store.item_features(item_rows)
         user_cat, user_num = self.store.user_features(user_id)
-        user_item_num = self.store.user_item_features(user_id, item_rows)
+        user_item_num = self.store.user_item_features(
+            user_id, item_rows, self._attribute_values(n, context, overrides)
+        )
         cat = np.empty((n, len(s.categorical)), dtype=np.int64)
         num = np.empty((n, len(s.numeric)), dtype=np.float32)
         ii = iu = 0
@@ -100,6 +102,25 @@ class CTRModel(OnnxModel):
         if overrides:
             self._apply_overrides(cat, num, overrides)
         return cat, num
+
+    def _attribute_values(
+        self,
+        n: int,
+        context: Mapping[str, str],
+        overrides: Sequence[Mapping[str, str]] | None,
+    ) -> dict[str, list[str | None]]:
+        """Per row, the item attributes keying user x item fields that the request sets (the
+        same precedence as the fields: per-item override, then context); None: stored."""
+        out: dict[str, list[str | None]] = {}
+        for by in dict.fromkeys(str(f.by) for f in self.schema.numeric_from("user_item")):
+            default = str(context[by]) if by in context else None
+            values = [default] * n
+            for row, given in enumerate(overrides or ()):
+                if by in given:
+                    values[row] = str(given[by])
+            if default is not None or overrides:
+                out[by] = values
+        return out
 
     def _apply_overrides(
         self, cat: np.ndarray, num: np.ndarray, overrides: Sequence[Mapping[str, str]]
