@@ -188,11 +188,6 @@ class EmbeddedFeatureStore:
         row = self.user_row.get(user_id, len(self.user_cat) - 1)
         return self.user_cat[row], self.user_num[row]
 
-    @property
-    def user_item_attributes(self) -> list[str]:
-        """The item attributes that key user x item fields."""
-        return [by for by, _, _ in self.user_item]
-
     def user_item_features(
         self,
         user_id: str,
