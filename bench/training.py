@@ -16,6 +16,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ RETRIEVAL_COLUMNS = ("recall@20", "ndcg@10", "hitrate@10", "coverage")
 # The simulated log for the CTR quality bar: more history per user than the demo's default, so
 # that a model can learn tastes (the oracle's AUC is the ceiling either way).
 CTR_SIM = SimulatorConfig(users=2000, items=400, days=120, seed=7)
+# What each part of the CTR set-up adds on the simulator (the last row is the bench's own).
+CTR_ABLATION: dict[str, dict[str, bool]] = {
+    "ids and attributes only": {"history": False, "position_bias": False},
+    "+ position tower": {"history": False, "position_bias": True},
+    "+ history features": {"history": True, "position_bias": False},
+    "+ both": {"history": True, "position_bias": True},
+}
 FEATURE_SIM_EVENTS = 10_000_000
 BOOTSTRAP = 1000
 
@@ -353,6 +361,40 @@ def ctr_table(result: dict[str, Any]) -> str:
     )
 
 
+def ablation_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per set-up: every model's test AUC, the best's share of the oracle's, the worst ECE."""
+    rows = []
+    for variant, r in results.items():
+        test = r["test"]
+        best = max(test, key=lambda m: test[m]["auc"])
+        rows.append(
+            {
+                "variant": variant,
+                "auc": {m: v["auc"] for m, v in test.items()},
+                "best": best,
+                "auc_vs_oracle": test[best].get("auc_vs_oracle"),
+                "worst_ece": max(v["ece"] for v in test.values()),
+            }
+        )
+    return rows
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    models = list(rows[0]["auc"]) if rows else []
+    return markdown_table(
+        ("set-up", *(f"{m} AUC" for m in models), "best / oracle", "worst ECE (Platt)"),
+        [
+            [
+                r["variant"],
+                *(r["auc"][m] for m in models),
+                f"{r['auc_vs_oracle']:.4f} (`{r['best']}`)",
+                r["worst_ece"],
+            ]
+            for r in rows
+        ],
+    )
+
+
 COMMAND = "python -m bench.training"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTIONS = ("## Training quality", "## Feature pipeline speed")
@@ -445,6 +487,26 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
             ctr_table(r),
             "",
         ]
+        if sim:
+            quality += [
+                "Features: user and item ids, item category, user attributes, device and "
+                "position (hashed), price, and the user's history before each impression "
+                "(impressions, clicks and smoothed CTR, overall and in the item's category; "
+                "`training.history`). The models are `examination(position) x relevance` "
+                "(`PositionBias`): the truth multiplies an examination probability by a "
+                "relevance, which no logit-additive model can express. What each part adds, "
+                "same log and split:",
+                "",
+            ]
+        rows = results.get("ctr_ablation", {}).get(name)
+        if rows:
+            quality += [ablation_table(rows), ""]
+        elif not sim:
+            quality += [
+                "No history features here (the reader stamps each download with its click's "
+                "time, so a past label would look known too early) and one position only.",
+                "",
+            ]
     quality += quality_bars(results)
     speed = [SECTIONS[1], ""]
     f = results.get("features")
@@ -474,7 +536,13 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
 
 
 def update_benchmarks(results: dict[str, Any], path: Path = BENCHMARKS) -> None:
-    """Replace (or append) this bench's sections of BENCHMARKS.md, keeping all others."""
+    """Replace (or append) this bench's sections of BENCHMARKS.md, keeping all others.
+
+    Within a section, a ``###`` subsection (and a quality-bar line) that ``results`` has
+    nothing for is kept as it stands: parts run separately (``--only``, ``--ctr-data``) and
+    the results file is not committed, so a partial run must not erase the tables it did not
+    remeasure.
+    """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     for heading, body in benchmarks_sections(results).items():
         lines = text.split("\n")
@@ -483,11 +551,68 @@ def update_benchmarks(results: dict[str, Any], path: Path = BENCHMARKS) -> None:
             end = next(
                 (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
             )
-            lines[start:end] = [*body.rstrip("\n").split("\n"), ""]
+            merged = merge_section(lines[start:end], body.rstrip("\n").split("\n"))
+            lines[start:end] = [*merged, ""]
             text = "\n".join(lines)
         else:
             text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
     path.write_text(text)
+
+
+def _subsections(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """(lines before the first ``###``, {``###`` heading: its lines without trailing blanks})."""
+    head: list[str] = []
+    parts: dict[str, list[str]] = {}
+    current = head
+    for line in lines:
+        if line.startswith("### "):
+            current = parts.setdefault(line, [line])
+        else:
+            current.append(line)
+    while head and not head[-1].strip():
+        head.pop()
+    for part in parts.values():
+        while part and not part[-1].strip():
+            part.pop()
+    return head, parts
+
+
+def _bar_key(line: str) -> str:
+    """What a quality-bar line is about: the text before its first colon."""
+    return line.split(":")[0]
+
+
+def _merge_bars(old: list[str], new: list[str]) -> list[str]:
+    """Quality-bar lines: the new ones, plus the old ones about things not remeasured."""
+    key = _bar_key
+    fresh = {key(line) for line in new if line.startswith("- ")}
+    kept = [line for line in old if line.startswith("- ") and key(line) not in fresh]
+    bars = [line for line in new if line.startswith("- ")]
+    # In the old order: the kept lines keep their place relative to the remeasured ones.
+    order = [key(line) for line in old if line.startswith("- ")]
+    ranked = sorted(
+        kept + bars, key=lambda line: order.index(key(line)) if key(line) in order else len(order)
+    )
+    return [new[0], "", *ranked]
+
+
+def merge_section(old: list[str], new: list[str]) -> list[str]:
+    """A ``##`` section rendered from fresh results, merged into its current text."""
+    _, old_parts = _subsections(old)
+    new_head, new_parts = _subsections(new)
+    if len(new_head) <= 1 and not new_parts:
+        # Nothing measured for this section: keep it as it is.
+        kept = list(old)
+        while kept and not kept[-1].strip():
+            kept.pop()
+        return kept
+    out = list(new_head)
+    for heading in dict.fromkeys([*old_parts, *new_parts]):
+        part = new_parts.get(heading, old_parts.get(heading, []))
+        if heading == "### Quality bars" and heading in old_parts and heading in new_parts:
+            part = _merge_bars(old_parts[heading], new_parts[heading])
+        out += ["", *part]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -544,7 +669,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 DATASETS / "talkingdata-adtracking" / "train_sample.csv", "talkingdata"
             )
             events, _ = talking.collect()
-            r = ctr_quality("talkingdata", Dataset(events=events.lazy()), ctr_config)
+            # No histories: the reader stamps a download with its click's time, not with the
+            # moment it was attributed, so a past label would look known too early.
+            r = ctr_quality(
+                "talkingdata", Dataset(events=events.lazy()), replace(ctr_config, history=False)
+            )
             results["ctr"]["talkingdata"] = r
             print(
                 f"\n### CTR: TalkingData ({r['positives_test']} test positives)\n\n{ctr_table(r)}\n"
@@ -552,10 +681,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             _save(results)
         if "simulator" in ctr_data:
             with tempfile.TemporaryDirectory() as tmp:
-                r = ctr_quality("simulator", simulator_data(Path(tmp)), ctr_config)
-            r["simulator"] = CTR_SIM.__dict__
-            results["ctr"]["simulator"] = r
-            print(f"\n### CTR: simulator\n\n{ctr_table(r)}\n")
+                data = simulator_data(Path(tmp))
+                r = ctr_quality("simulator", data, ctr_config)
+                r["simulator"] = CTR_SIM.__dict__
+                results["ctr"]["simulator"] = r
+                print(f"\n### CTR: simulator\n\n{ctr_table(r)}\n")
+                ablation = {}
+                for variant, flags in CTR_ABLATION.items():
+                    same = all(getattr(ctr_config, k) == v for k, v in flags.items())
+                    ablation[variant] = (
+                        r if same else ctr_quality("simulator", data, replace(ctr_config, **flags))
+                    )
+                results["ctr_ablation"] = {"simulator": ablation_rows(ablation)}
+                print(f"\n{ablation_table(results['ctr_ablation']['simulator'])}\n")
             _save(results)
     if "features" in parts:
         r = feature_speed(args.feature_events)

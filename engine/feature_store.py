@@ -4,12 +4,18 @@
 items (by row) and of a user, in the model's schema order. :class:`EmbeddedFeatureStore` is
 the default: the bundle's own tables, hashed once at load into per-row bucket tables, so a
 request only gathers rows. A networked store (Redis, a feature service) implements the same
-three methods and plugs in without touching the pipelines.
+four methods and plugs in without touching the pipelines.
+
+User x item fields (source ``user_item``: the user's history per value of an item attribute
+such as the category) come from one table per attribute, held as a CSR index: per user, the
+sorted codes of the values they have a row for, looked up with one ``searchsorted`` per
+request. The embedded tables are the snapshot the trainer shipped (as of the end of its log);
+a store fed by the live event stream keeps them current.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -33,11 +39,96 @@ class FeatureStore(Protocol):
         """Encoded (cat [user cat fields], num [user num fields]); defaults for a stranger."""
         ...
 
+    def user_item_features(
+        self,
+        user_id: str,
+        rows: np.ndarray,
+        attributes: Mapping[str, Sequence[str | None]] | None = None,
+    ) -> np.ndarray:
+        """Encoded num [n, user x item fields] of the user with each item (store rows, -1:
+        unknown item); the fields' defaults where the user has no value. ``attributes``:
+        per item attribute, per row, a value that replaces the stored item's (None: keep)."""
+        ...
+
+
+class _UserItemTable:
+    """The encoded rows of one (user, item attribute) table and a CSR index over them."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        fields: list[NumericField],
+        by: str,
+        items: pl.DataFrame,
+        table: pl.DataFrame,
+    ) -> None:
+        values = table[by].cast(pl.String)
+        item_values = (
+            items[by].cast(pl.String) if by in items.columns else pl.Series([None] * items.height)
+        )
+        vocabulary = pl.concat([values, item_values]).drop_nulls().unique().sort()
+        code = {v: c for c, v in enumerate(vocabulary.to_list())}
+        self.code = code
+        self.missing = missing = len(code)  # the code of "no value": never in the index
+        # Item codes by store row; the last entry is the unknown item's.
+        self.item_code = np.array(
+            [code.get(v, missing) for v in item_values.to_list()] + [missing], dtype=np.int64
+        )
+        order = pl.DataFrame(
+            {"user": table["user_id"].cast(pl.String), "code": [code[v] for v in values]}
+        ).with_row_index("row")
+        order = order.sort("user", "code")
+        users = order["user"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])[: len(users)]
+        ends = np.r_[starts[1:], len(users)][: len(starts)]
+        self.span = {
+            str(users[lo]): (int(lo), int(hi)) for lo, hi in zip(starts, ends, strict=True)
+        }
+        self.codes = order["code"].to_numpy().astype(np.int64)
+        self.rows = order["row"].to_numpy().astype(np.int64)
+        self.default_row = table.height
+        self.values = np.empty((table.height + 1, len(fields)), dtype=np.float32)
+        for j, f in enumerate(fields):
+            raw = (
+                table[f.name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                if f.name in table.columns
+                else np.full(table.height, np.nan)
+            )
+            self.values[:-1, j] = schema.encode_numeric(f, raw)
+            self.values[-1, j] = schema.encode_numeric(f, np.array([np.nan]))[0]
+
+    def lookup(
+        self, user_id: str, item_rows: np.ndarray, values: Sequence[str | None] | None = None
+    ) -> np.ndarray:
+        """Encoded values [n, fields] for the user and the items at ``item_rows``; ``values``
+        replaces the items' attribute where not None."""
+        out_rows = np.full(len(item_rows), self.default_row, dtype=np.int64)
+        span = self.span.get(user_id)
+        if span is not None:
+            lo, hi = span
+            codes = self.codes[lo:hi]
+            wanted = self.item_code[np.where(item_rows < 0, len(self.item_code) - 1, item_rows)]
+            for i, v in enumerate(values or ()):
+                if v is not None:
+                    wanted[i] = self.code.get(v, self.missing)
+            at = np.minimum(np.searchsorted(codes, wanted), len(codes) - 1)
+            found = codes[at] == wanted
+            out_rows[found] = self.rows[lo:hi][at[found]]
+        return gather_rows(self.values, out_rows)
+
 
 class EmbeddedFeatureStore:
     """The bundle's items/users tables in memory, pre-encoded."""
 
-    def __init__(self, schema: FeatureSchema, items: pl.DataFrame, users: pl.DataFrame) -> None:
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        items: pl.DataFrame,
+        users: pl.DataFrame,
+        user_item: Mapping[str, pl.DataFrame] | None = None,
+    ) -> None:
+        """``user_item``: per item attribute (``NumericField.by``), the table of user x value
+        rows (columns ``user_id``, the attribute and the fields' raw values)."""
         self.schema = schema
         self.item_row = {v: i for i, v in enumerate(items["item_id"].to_list())}
         self.user_row = {v: i for i, v in enumerate(users["user_id"].to_list())}
@@ -46,6 +137,16 @@ class EmbeddedFeatureStore:
         self.user_cat = self._cat_table(schema.categorical_from("user"), users)
         self.item_num = self._num_table(schema.numeric_from("item"), items)
         self.user_num = self._num_table(schema.numeric_from("user"), users)
+        cross = schema.numeric_from("user_item")
+        self.user_item_fields = len(cross)
+        self.user_item: list[tuple[str, list[int], _UserItemTable]] = []
+        for by in dict.fromkeys(str(f.by) for f in cross):
+            if user_item is None or by not in user_item:
+                raise ValueError(f"fields keyed by user x {by!r} need the user x {by!r} table")
+            fields = [f for f in cross if f.by == by]
+            positions = [j for j, f in enumerate(cross) if f.by == by]
+            table = _UserItemTable(schema, fields, by, items, user_item[by])
+            self.user_item.append((by, positions, table))
 
     @property
     def n_items(self) -> int:
@@ -86,3 +187,15 @@ class EmbeddedFeatureStore:
     def user_features(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         row = self.user_row.get(user_id, len(self.user_cat) - 1)
         return self.user_cat[row], self.user_num[row]
+
+    def user_item_features(
+        self,
+        user_id: str,
+        rows: np.ndarray,
+        attributes: Mapping[str, Sequence[str | None]] | None = None,
+    ) -> np.ndarray:
+        out = np.empty((len(rows), self.user_item_fields), dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        for by, positions, table in self.user_item:
+            out[:, positions] = table.lookup(user_id, rows, (attributes or {}).get(by))
+        return out

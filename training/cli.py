@@ -94,6 +94,19 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
     help="Comma-separated context columns to use as numbers (default: I1..I13 for criteo).",
 )
 @click.option(
+    "--history/--no-history",
+    default=None,
+    help="History features (each user's past impressions, clicks and CTR, overall and per "
+    "item category). Default: on, except for criteo and talkingdata, whose click events carry "
+    "the impression's time rather than the moment the label became known.",
+)
+@click.option(
+    "--position-bias/--no-position-bias",
+    default=True,
+    show_default=True,
+    help="Model pCTR as examination(position) x relevance when rows have several positions.",
+)
+@click.option(
     "--retrieval-models",
     default=",".join(RETRIEVAL_MODELS),
     show_default=True,
@@ -125,6 +138,8 @@ def train(
     n_buckets: int,
     calibration: str,
     numeric_columns: str | None,
+    history: bool | None,
+    position_bias: bool,
     retrieval_models: str,
     mf_epochs: int,
     mf_dim: int,
@@ -190,6 +205,8 @@ def train(
         calibration=calibration,  # type: ignore[arg-type]
         n_buckets=n_buckets,
         numeric_context=tuple(numeric),
+        history=history if history is not None else fmt not in AD_FORMATS,
+        position_bias=position_bias,
         retrieval=RetrievalConfig(
             models=retrieval,
             mf_epochs=mf_epochs,
@@ -210,6 +227,10 @@ def train(
         f"trained in {time.perf_counter() - start:.1f} s; report: {out / 'report.json'}, "
         f"{out / 'report.md'}"
     )
+
+
+# Readers whose click events share the impression's timestamp (see training.read_ads).
+AD_FORMATS = ("criteo", "talkingdata")
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -20,18 +20,30 @@ import numpy as np
 import polars as pl
 import torch
 
-from kernels.featurize import CategoricalField, FeatureSchema, NumericField
+from kernels.featurize import (
+    CategoricalField,
+    FeatureSchema,
+    NumericField,
+    user_item_artifact,
+)
 from training import metrics
 from training.bundle import write_bundle, write_metrics_json
 from training.examples import ctr_examples, positives
 from training.export import export_onnx, parity_max_abs_error
 from training.fit import FitConfig, fit_ctr, fit_isotonic, fit_platt, predict_logits
+from training.history import (
+    HistorySpec,
+    history_fields,
+    history_tables,
+    with_history_before,
+)
 from training.models.ctr import (
     CTR_MODELS,
     CalibratedCTR,
     CTRSize,
     IsotonicCalibration,
     PlattScaling,
+    PositionBias,
 )
 from training.profiles import RFM_SEGMENT_RULES, kmeans_segments, user_profiles
 from training.report import write_report
@@ -64,6 +76,15 @@ class TrainConfig:
     n_buckets: int = 1 << 17
     # Context columns read as numbers (log1p, standardised) instead of hashed categories.
     numeric_context: tuple[str, ...] = ()
+    # History features (each user's past impressions, clicks and smoothed CTR, overall and per
+    # item category; see training.history). Only for logs whose click events carry the time
+    # of the click: the ad readers stamp clicks with the impression's time, so a past label
+    # would look known before it was.
+    history: bool = True
+    history_strength: float = 20.0
+    # Examination x relevance (training.models.ctr.PositionBias) when rows have several
+    # positions; else the position is one more field.
+    position_bias: bool = True
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     split: SplitKind = "global"
     test_fraction: float = 0.2
@@ -281,7 +302,11 @@ def predict_pctr(model: CalibratedCTR, cat: np.ndarray, num: np.ndarray) -> np.n
 def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) -> CTRResult:
     """Fit every configured CTR model on the same split; ship the best by valid logloss."""
     examples, spec = plan.label(ctr_frame(data))
-    schema = ctr_schema(data, examples, config.n_buckets, config.numeric_context)
+    history = ctr_history(data, examples, config)
+    if history is not None:
+        # Collected once: the schema's statistics and the frame below both read it.
+        examples = with_history_before(examples, data.events, data.items, history).collect().lazy()
+    schema = ctr_schema(data, examples, config.n_buckets, config.numeric_context, history)
     keep = [c for c in ("device",) if c in examples.collect_schema().names()]
     frame = examples.select(
         *dict.fromkeys([*schema.field_names, "user_id", "item_id", "position", *keep]),
@@ -302,6 +327,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         )
     log.info("CTR examples: %d train, %d valid, %d test", tr.sum(), va.sum(), te.sum())
     y_va, y_te = label[va], label[te]
+    position_tower = config.position_bias and frame["position"].n_unique() > 1
     base_rate = float(label[tr].mean())
     baselines = {
         "base_rate": {
@@ -333,9 +359,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     for name in config.ctr_models:
         # Same seed before each model: every model starts from a reproducible draw.
         torch.manual_seed(config.seed)
-        model = CTR_MODELS[name](
-            schema.n_buckets, len(schema.categorical), len(schema.numeric), config.ctr_size
-        )
+        model = ctr_model(name, schema, config, position_tower)
         fit_ctr(model, cat[tr], num[tr], label[tr], fit, valid=(cat[va], num[va], y_va))
         logits_va = predict_logits(model, cat[va], num[va])
         calibrated = calibrate(model, logits_va, y_va, config.calibration)
@@ -369,6 +393,10 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         if data.users is not None
         else frame.select("user_id").unique().sort("user_id")
     )
+    user_item: dict[str, pl.DataFrame] = {}
+    if history is not None:
+        user_history, user_item = history_tables(data.events, data.items, history)
+        users = users.join(user_history, on="user_id", how="full", coalesce=True).sort("user_id")
     parity_rows = {"cat": cat[te][:2000], "num": num[te][:2000]}
     for name, model in fitted.items():
         manifest: dict[str, Any] = {
@@ -382,11 +410,13 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                 "outputs": [{"name": "pctr", "dtype": "float32", "shape": [-1]}],
             },
             "features": schema.to_json(),
+            **({"history": history.to_json()} if history is not None else {}),
             "calibration": {**model.calibration.to_json(), "applied": "in_graph"},
             "artifacts": {
                 "items": "items.parquet",
                 "users": "users.parquet",
                 "metrics": "metrics.json",
+                **{user_item_artifact(by): f"user_{by}.parquet" for by in user_item},
             },
             "metrics": test_metrics[name],
             "valid_metrics": valid_metrics[name],
@@ -396,6 +426,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                 "model": name,
                 "rows": int(tr.sum()),
                 "parameters": sum(p.numel() for p in model.parameters()),
+                "position_tower": position_tower,
             },
         }
         write_ctr_bundle(
@@ -408,6 +439,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             parity_rows,
             items,
             users,
+            user_item,
         )
     return CTRResult(
         test_metrics,
@@ -422,9 +454,36 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     )
 
 
+def ctr_model(
+    name: str, schema: FeatureSchema, config: TrainConfig, position_tower: bool
+) -> torch.nn.Module:
+    """A fresh CTR model of kind ``name`` over ``schema``'s fields, behind a position tower
+    (:class:`PositionBias`) when ``position_tower``."""
+    n_fields, n_numeric = len(schema.categorical), len(schema.numeric)
+    if not position_tower:
+        return CTR_MODELS[name](schema.n_buckets, n_fields, n_numeric, config.ctr_size)
+    relevance = CTR_MODELS[name](schema.n_buckets, n_fields - 1, n_numeric, config.ctr_size)
+    position = [f.name for f in schema.categorical].index("position")
+    return PositionBias(relevance, schema.n_buckets, n_fields, position)
+
+
 def _item_columns(schema: FeatureSchema) -> list[str]:
     cols = ["item_id"] + [f.name for f in schema.categorical_from("item") if f.name != "item_id"]
-    return cols + [f.name for f in schema.numeric_from("item")]
+    cols += [f.name for f in schema.numeric_from("item")]
+    # The attributes that key user x item histories: the engine looks them up per item.
+    return list(dict.fromkeys(cols + [str(f.by) for f in schema.numeric_from("user_item")]))
+
+
+def ctr_history(data: Dataset, examples: pl.LazyFrame, config: TrainConfig) -> HistorySpec | None:
+    """The histories the CTR models get: the user's own, and per item category when the
+    catalogue has one; the prior CTR is the training rows' click rate."""
+    if not config.history:
+        return None
+    by = ("category",) if data.items is not None and "category" in data.items.columns else ()
+    prior = (
+        examples.filter(pl.col("split") == "train").select(pl.col("label").mean()).collect().item()
+    )
+    return HistorySpec(by=by, prior=float(prior or 0.0), strength=config.history_strength)
 
 
 def write_ctr_bundle(
@@ -437,6 +496,7 @@ def write_ctr_bundle(
     parity_rows: dict[str, np.ndarray],
     items: pl.DataFrame,
     users: pl.DataFrame,
+    user_item: dict[str, pl.DataFrame] | None = None,
 ) -> Path:
     """Export, check parity (fails above the tolerance), write the side tables."""
 
@@ -448,6 +508,8 @@ def write_ctr_bundle(
         )
         items.write_parquet(tmp / "items.parquet")
         users.write_parquet(tmp / "users.parquet")
+        for by, table in (user_item or {}).items():
+            table.write_parquet(tmp / manifest["artifacts"][user_item_artifact(by)])
         write_metrics_json(tmp, manifest)
 
     path = write_bundle(out, name, "ctr", manifest, write)
@@ -475,11 +537,16 @@ def encode_frame(schema: FeatureSchema, frame: pl.DataFrame) -> tuple[np.ndarray
 
 
 def ctr_schema(
-    data: Dataset, examples: pl.LazyFrame, n_buckets: int, numeric_context: tuple[str, ...] = ()
+    data: Dataset,
+    examples: pl.LazyFrame,
+    n_buckets: int,
+    numeric_context: tuple[str, ...] = (),
+    history: HistorySpec | None = None,
 ) -> FeatureSchema:
     """Fields: ids, item and user attributes, context columns and position (categorical),
     price and the ``numeric_context`` columns (numeric: log1p of the value clipped at 0,
-    standardised on training rows; missing values take the median)."""
+    standardised on training rows; missing values take the median), then the history
+    statistics (:func:`training.history.history_fields`)."""
     categorical = [CategoricalField("user_id", "user"), CategoricalField("item_id", "item")]
     if data.items is not None:
         categorical += [
@@ -536,6 +603,8 @@ def ctr_schema(
         )
         for c, source in sources
     ]
+    if history is not None:
+        numeric += history_fields(examples, history)
     return FeatureSchema(tuple(categorical), tuple(numeric), n_buckets=n_buckets)
 
 

@@ -15,7 +15,7 @@ from engine.feature_store import EmbeddedFeatureStore, FeatureStore
 from engine.models.base import OnnxModel
 from engine.repository import BundleRef
 from engine.settings import Settings
-from kernels.featurize import FeatureSchema, NumericField
+from kernels.featurize import FeatureSchema, NumericField, user_item_artifact
 
 
 class CTRModel(OnnxModel):
@@ -28,9 +28,19 @@ class CTRModel(OnnxModel):
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{ref.name}/{ref.version}: bad feature schema: {exc}") from exc
         self.default_position = settings.default_position
-        self.store: FeatureStore = EmbeddedFeatureStore(
-            self.schema, pl.read_parquet(ref.file("items")), pl.read_parquet(ref.file("users"))
-        )
+        try:
+            user_item = {
+                by: pl.read_parquet(ref.file(user_item_artifact(by)))
+                for by in dict.fromkeys(str(f.by) for f in self.schema.numeric_from("user_item"))
+            }
+            self.store: FeatureStore = EmbeddedFeatureStore(
+                self.schema,
+                pl.read_parquet(ref.file("items")),
+                pl.read_parquet(ref.file("users")),
+                user_item,
+            )
+        except (KeyError, ValueError) as exc:
+            raise BundleError(f"{ref.name}/{ref.version}: bad feature tables: {exc}") from exc
         self._bucket = lru_cache(maxsize=65536)(self._bucket_uncached)
         self.warmup()
 
@@ -55,6 +65,9 @@ class CTRModel(OnnxModel):
         s = self.schema
         item_cat, item_num = self.store.item_features(item_rows)
         user_cat, user_num = self.store.user_features(user_id)
+        user_item_num = self.store.user_item_features(
+            user_id, item_rows, self._attribute_values(n, context, overrides)
+        )
         cat = np.empty((n, len(s.categorical)), dtype=np.int64)
         num = np.empty((n, len(s.numeric)), dtype=np.float32)
         ii = iu = 0
@@ -71,7 +84,7 @@ class CTRModel(OnnxModel):
                 cat[:, j] = self._bucket(f.name, f.default)
             ii += f.source == "item"
             iu += f.source == "user"
-        ii = iu = 0
+        ii = iu = ix = 0
         for j, f in enumerate(s.numeric):
             if f.name in context:
                 num[:, j] = self._numeric(f, context[f.name])
@@ -79,13 +92,35 @@ class CTRModel(OnnxModel):
                 num[:, j] = item_num[:, ii]
             elif f.source == "user":
                 num[:, j] = user_num[iu]
+            elif f.source == "user_item":
+                num[:, j] = user_item_num[:, ix]
             else:
                 num[:, j] = s.encode_numeric(f, np.array([np.nan]))[0]
             ii += f.source == "item"
             iu += f.source == "user"
+            ix += f.source == "user_item"
         if overrides:
             self._apply_overrides(cat, num, overrides)
         return cat, num
+
+    def _attribute_values(
+        self,
+        n: int,
+        context: Mapping[str, str],
+        overrides: Sequence[Mapping[str, str]] | None,
+    ) -> dict[str, list[str | None]]:
+        """Per row, the item attributes keying user x item fields that the request sets (the
+        same precedence as the fields: per-item override, then context); None: stored."""
+        out: dict[str, list[str | None]] = {}
+        for by in dict.fromkeys(str(f.by) for f in self.schema.numeric_from("user_item")):
+            default = str(context[by]) if by in context else None
+            values = [default] * n
+            for row, given in enumerate(overrides or ()):
+                if by in given:
+                    values[row] = str(given[by])
+            if default is not None or overrides:
+                out[by] = values
+        return out
 
     def _apply_overrides(
         self, cat: np.ndarray, num: np.ndarray, overrides: Sequence[Mapping[str, str]]

@@ -15,6 +15,7 @@ from training.models.ctr import (
     CTRSize,
     IsotonicCalibration,
     PlattScaling,
+    PositionBias,
 )
 from training.models.mf import EmbeddingScorer, MatrixFactorization
 
@@ -47,6 +48,24 @@ def test_ctr_export_parity_and_dynamic_batch(tmp_path, kind: str, calibration: s
         assert parity_max_abs_error(model, path, inputs) <= 1e-5
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == "batch"
+
+
+def test_position_tower_export_parity(tmp_path) -> None:
+    torch.manual_seed(0)
+    relevance = CTR_MODELS["deepfm"](512, 3, 2, CTRSize(dim=4, mlp=(8,)))
+    tower = PositionBias(relevance, 512, 4, position_field=3)
+    # Extreme examination and relevance logits: the product's logit must stay finite.
+    torch.nn.init.normal_(tower.examination.weight, std=8.0)
+    model = CalibratedCTR(tower, PlattScaling(0.9, 0.1))
+    cat, num = torch.randint(0, 512, (8, 4)), torch.randn(8, 2)
+    path = tmp_path / "pal.onnx"
+    export_onnx(model, (cat, num), ["cat", "num"], "pctr", path)
+    rng = np.random.default_rng(2)
+    inputs = {
+        "cat": rng.integers(0, 512, (300, 4)).astype(np.int64),
+        "num": (10 * rng.normal(size=(300, 2))).astype(np.float32),
+    }
+    assert parity_max_abs_error(model, path, inputs) <= 1e-5
 
 
 def test_mf_export_matches_embeddings(tmp_path) -> None:

@@ -142,6 +142,41 @@ class CrossNetworkV2(nn.Module):
         return self.head(torch.cat([x, self.deep(x0)], dim=1)).squeeze(-1)
 
 
+class PositionBias(nn.Module):
+    """Position-bias aware learning (PAL, Guo et al. 2019): pCTR = P(seen | position) x
+    P(click | seen). A one-weight-per-bucket tower gives the examination probability from the
+    position field alone; the wrapped model, which never sees the position, gives the
+    relevance. A logit-additive model cannot express a product of probabilities: with the
+    position among its inputs it over-predicts high-relevance rows in low slots and
+    under-predicts them in the first. Returns the logit of the product, so losses and
+    calibration work unchanged; the wrapped model is built for ``n_fields - 1`` fields."""
+
+    def __init__(
+        self, model: nn.Module, n_buckets: int, n_fields: int, position_field: int
+    ) -> None:
+        super().__init__()
+        if not 0 <= position_field < n_fields:
+            raise ValueError(f"position field {position_field} outside 0..{n_fields - 1}")
+        self.model = model
+        self.position_field = position_field
+        keep = [j for j in range(n_fields) if j != position_field]
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.int64))
+        self.examination = nn.Embedding(n_buckets, 1, sparse=True)
+        nn.init.zeros_(self.examination.weight)
+
+    def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        seen = self.examination(cat[:, self.position_field]).squeeze(-1)
+        relevant = self.model(cat.index_select(1, self.keep), num)
+        # log p and log(1 - p) of p = sigmoid(seen) * sigmoid(relevant), without cancellation:
+        # 1 - p = sigmoid(-seen) + sigmoid(seen) * sigmoid(-relevant).
+        log_p = nn.functional.logsigmoid(seen) + nn.functional.logsigmoid(relevant)
+        log_not_p = torch.logaddexp(
+            nn.functional.logsigmoid(-seen),
+            nn.functional.logsigmoid(seen) + nn.functional.logsigmoid(-relevant),
+        )
+        return log_p - log_not_p
+
+
 class PlattScaling(nn.Module):
     """pCTR = sigmoid(a * logit + b)."""
 
