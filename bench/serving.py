@@ -293,6 +293,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Small data and short runs (smoke).")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
+    parser.add_argument(
+        "--only", choices=("rank_ads", "recommend"), help="Run one part (default: both)."
+    )
     args = parser.parse_args()
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     sim = SimulatorConfig(
@@ -318,30 +321,43 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        small = build_repo(work, "lr", sim, replace(base, ctr_models=("lr",)), widen=False)
-        results["rank_ads"] += rank_ads_suite("LR", small, sim, seconds, env)
-        large = build_repo(
-            work,
-            "deepfm",
-            sim,
-            replace(base, ctr_models=("deepfm",), ctr_size=CTRSize(dim=16, mlp=(400, 400))),
-            widen=True,
-        )
-        results["rank_ads"] += rank_ads_suite("DeepFM", large, sim, seconds, env)
-        results["workers"] = workers_suite(large, sim, seconds, env)
-        big = SimulatorConfig(
-            users=2000 if not args.quick else 300,
-            items=100_000 if not args.quick else 5000,
-            days=7 if not args.quick else 3,
-            chunk_sessions=200,
-        )
-        catalogue = build_repo(
-            work, "catalogue", big, replace(base, ctr_models=("fm",)), widen=False
-        )
-        with serving(catalogue, env) as target:
+        if args.only in (None, "rank_ads"):
+            small = build_repo(work, "lr", sim, replace(base, ctr_models=("lr",)), widen=False)
+            results["rank_ads"] += rank_ads_suite("LR", small, sim, seconds, env)
+            large = build_repo(
+                work,
+                "deepfm",
+                sim,
+                replace(base, ctr_models=("deepfm",), ctr_size=CTRSize(dim=16, mlp=(400, 400))),
+                widen=True,
+            )
+            results["rank_ads"] += rank_ads_suite("DeepFM", large, sim, seconds, env)
+            results["workers"] = workers_suite(large, sim, seconds, env)
+        if args.only in (None, "recommend"):
+            results["recommend"] = recommend_suite(work, base, seconds, env, args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+def recommend_suite(
+    work: Path, base: TrainConfig, seconds: float, env: dict[str, str], quick: bool
+) -> list[dict[str, Any]]:
+    """Recommend end to end over a large catalogue at 32 in flight, with the retrieval top-k
+    batched across requests (the default) and searched one request at a time."""
+    big = SimulatorConfig(
+        users=2000 if not quick else 300,
+        items=100_000 if not quick else 5000,
+        days=7 if not quick else 3,
+        chunk_sessions=200,
+    )
+    catalogue = build_repo(work, "catalogue", big, replace(base, ctr_models=("fm",)), widen=False)
+    rows = []
+    for label, extra in (("batched", {}), ("one by one", {"REACHRANK_RETRIEVAL_MAX_BATCH": "1"})):
+        with serving(catalogue, {**env, **extra}) as target:
             r = loadtest(target, "recommend", 32, seconds, big.users, big.items, ["-k", "10"])
-        results["recommend"].append(
+        rows.append(
             {
+                "retrieval": label,
                 "items": big.items,
                 "concurrency": 32,
                 "requests_per_s": r["achieved_rps"],
@@ -351,12 +367,11 @@ def main() -> None:
             }
         )
         print(
-            f"Recommend over {big.items} items, c=32: {r['achieved_rps']:.0f} req/s "
-            f"p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms",
+            f"Recommend over {big.items} items, c=32, retrieval {label}: "
+            f"{r['achieved_rps']:.0f} req/s p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms",
             flush=True,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

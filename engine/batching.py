@@ -105,7 +105,7 @@ class DynamicBatcher:
 
     def submit(self, inputs: Arrays, deadline: float | None = None) -> Future[Arrays]:
         """Queue one request; its future resolves to its slice of the batch outputs."""
-        rows = _rows(inputs)
+        rows = self._size(inputs)
         if deadline is None:
             deadline = request_deadline.get()
         pending = _Pending(inputs, rows, deadline, request_alive.get())
@@ -190,16 +190,7 @@ class DynamicBatcher:
         start = time.perf_counter()
         failed = False
         try:
-            if len(live) == 1:
-                outputs = self._run(live[0].inputs)
-                live[0].future.set_result(outputs)
-            else:
-                names = live[0].inputs.keys()
-                merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
-                outputs = self._run(merged)
-                offsets = np.cumsum([0] + [p.rows for p in live])
-                for p, lo, hi in zip(live, offsets[:-1], offsets[1:], strict=True):
-                    p.future.set_result({k: v[lo:hi] for k, v in outputs.items()})
+            self._compute(live)
         except Exception as exc:  # every waiting request learns why its batch failed
             failed = True
             for p in live:
@@ -217,6 +208,22 @@ class DynamicBatcher:
                     dropped_cancelled=cancelled,
                 )
             )
+
+    def _size(self, inputs: Arrays) -> int:
+        """Rows one request counts for (against max_batch_rows and max_queue_rows)."""
+        return _rows(inputs)
+
+    def _compute(self, live: list[_Pending]) -> None:
+        """Run the batch and resolve each request's future with its slice of the outputs."""
+        if len(live) == 1:
+            live[0].future.set_result(self._run(live[0].inputs))
+            return
+        names = live[0].inputs.keys()
+        merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
+        outputs = self._run(merged)
+        offsets = np.cumsum([0] + [p.rows for p in live])
+        for p, lo, hi in zip(live, offsets[:-1], offsets[1:], strict=True):
+            p.future.set_result({k: v[lo:hi] for k, v in outputs.items()})
 
 
 def _rows(inputs: Arrays) -> int:

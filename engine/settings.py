@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     """Rows allowed to wait per model; beyond it requests are refused with RESOURCE_EXHAUSTED."""
     batch_workers: int = Field(1, ge=1)
     """Inference calls in flight per model (each uses ort_intra_op_threads threads)."""
+    retrieval_max_batch: int = Field(64, ge=1)
+    """Recommend queries searched together in one top-k pass over the item table (batched
+    like inference, under ``batching``); 1 searches each request on its own."""
+    retrieval_max_queue: int = Field(4096, ge=1)
+    """Retrieval queries allowed to wait per model; beyond it RESOURCE_EXHAUSTED."""
 
     max_concurrent_rpcs: int | None = Field(64, ge=1)
     """RPCs admitted at once (running or waiting for one of ``grpc_threads``); beyond it gRPC

@@ -8,11 +8,15 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from engine.batching import BatcherClosed
 from engine.errors import BundleError
 from engine.models.base import OnnxModel
+from engine.observability import record_batch
 from engine.repository import BundleRef
 from engine.settings import Settings
+from engine.topk_batching import TopKBatcher, TopKQuery
 from kernels import ivf_topk, load_ivf, topk
+from kernels.filters import Exclusions
 
 
 class RetrievalModel(OnnxModel):
@@ -92,7 +96,41 @@ class RetrievalModel(OnnxModel):
         self.consumers_indptr = np.concatenate(
             [[0], np.cumsum(np.bincount(self.consumed_indices, minlength=n_items))]
         ).astype(np.int64)
+        # Concurrent Recommend calls share one scan of the item table.
+        self.topk_batcher = (
+            TopKBatcher(
+                self._search_items,
+                max_batch_rows=settings.retrieval_max_batch,
+                max_queue_delay_us=settings.max_queue_delay_us,
+                max_queue_rows=settings.retrieval_max_queue,
+                name=f"{where}/topk",
+                on_batch=record_batch(f"{ref.name}.topk"),
+            )
+            if settings.batching and settings.retrieval_max_batch > 1
+            else None
+        )
         self.warmup()
+
+    def close(self) -> None:
+        super().close()
+        if self.topk_batcher is not None:
+            self.topk_batcher.close()
+
+    def _search_items(
+        self, queries: np.ndarray, k: int, exclude: Exclusions, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item rows for user-side queries: IVF when the bundle has an index, else exact."""
+        if self.ivf is not None:
+            return ivf_topk(
+                queries,
+                self.item_embeddings,
+                self.ivf,
+                k,
+                self.settings.ivf_nprobe,
+                exclude=exclude,
+                allowed=allowed,
+            )
+        return topk(queries, self.item_embeddings, k, exclude=exclude, allowed=allowed)
 
     def consumed(self, row: int) -> np.ndarray:
         return self.consumed_indices[self.consumed_indptr[row] : self.consumed_indptr[row + 1]]
@@ -141,22 +179,16 @@ class RetrievalModel(OnnxModel):
         if user_row is None:
             table = self.popularity_matrix if popularity is None else popularity
             query = np.ones((1, 1), dtype=np.float32)
+            ids, scores = topk(query, table, n, exclude=excl, allowed=allowed)
         else:
             query = np.asarray(self.user_embeddings[user_row : user_row + 1])
-            if self.ivf is not None:
-                ids, scores = ivf_topk(
-                    query,
-                    self.item_embeddings,
-                    self.ivf,
-                    n,
-                    self.settings.ivf_nprobe,
-                    exclude=excl,
-                    allowed=allowed,
-                )
-                keep = ids[0] >= 0
-                return ids[0][keep], scores[0][keep]
-            table = self.item_embeddings
-        ids, scores = topk(query, table, n, exclude=excl, allowed=allowed)
+            if self.topk_batcher is not None:
+                request = TopKQuery(query[0], n, excl[1], allowed)
+                try:
+                    return self.topk_batcher.submit(request).result()
+                except BatcherClosed:  # this version is being replaced: finish on it
+                    pass
+            ids, scores = self._search_items(query, n, excl, allowed)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
