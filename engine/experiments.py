@@ -10,17 +10,24 @@ experiments split users independently unless they share a salt on purpose.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf import json_format
 from reachrank.v1 import models_pb2
 
-from engine.errors import InvalidArgument, NotFound
+from engine.errors import InvalidArgument, NotFound, ServingError
 from kernels import hash_string, hash_strings
+
+if TYPE_CHECKING:
+    from engine.experiment_file import ExperimentFile
+
+log = logging.getLogger(__name__)
 
 RPCS = ("recommend", "rank_ads")
 _HASH_RANGE = float(2**32)
@@ -105,22 +112,84 @@ def assign(
 
 
 class ExperimentStore:
-    """The experiments a server runs, safe to read and change from many RPC threads."""
+    """The experiments a server runs, safe to read and change from many RPC threads.
 
-    def __init__(self, experiments: Sequence[models_pb2.Experiment] = ()) -> None:
+    With a `backing` file (`engine.experiment_file`), changes are written through to it and
+    `refresh` adopts what other processes wrote; `prepare` readies an experiment's models
+    before it takes traffic (experiments it refuses are not adopted, with a warning).
+    """
+
+    def __init__(
+        self,
+        experiments: Sequence[models_pb2.Experiment] = (),
+        backing: ExperimentFile | None = None,
+        prepare: Callable[[models_pb2.Experiment], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._experiments: dict[str, models_pb2.Experiment] = {}
+        self._backing = backing
+        self._prepare = prepare
+        self._stamp = backing.stamp() if backing is not None else None
         for experiment in experiments:
-            self.set(experiment)
+            validate(experiment)
+            self._experiments[experiment.name] = _copy(experiment)
 
     def set(self, experiment: models_pb2.Experiment) -> models_pb2.Experiment:
-        """Create or replace an experiment; returns the stored copy."""
+        """Create or replace an experiment (already prepared); returns the stored copy."""
         validate(experiment)
-        stored = models_pb2.Experiment()
-        stored.CopyFrom(experiment)
-        with self._lock:
-            self._experiments[stored.name] = stored
+        stored = _copy(experiment)
+        if self._backing is None:
+            with self._lock:
+                self._experiments[stored.name] = stored
+            return stored
+        with self._backing.locked():
+            current = {e.name: e for e in self._backing.read()}  # others' changes too
+            current[stored.name] = stored
+            self._backing.write(current.values())
+            self._adopt(current.values(), self._backing.stamp(), prepared=stored.name)
         return stored
+
+    def refresh(self) -> bool:
+        """Adopt the backing file's experiments if another process changed it; True if so.
+        A file that does not parse is reported and the experiments in memory stay."""
+        if self._backing is None or self._backing.stamp() == self._stamp:
+            return False
+        with self._backing.locked():  # not interleaved with this process's own writes
+            stamp = self._backing.stamp()
+            if stamp == self._stamp:
+                return False
+            try:
+                experiments = self._backing.read()
+            except ExperimentError as exc:
+                log.warning("experiments file not adopted, serving the previous ones: %s", exc)
+                self._stamp = stamp
+                return False
+            self._adopt(experiments, stamp)
+        return True
+
+    def _adopt(
+        self,
+        experiments: Iterable[models_pb2.Experiment],
+        stamp: object,
+        prepared: str | None = None,
+    ) -> None:
+        with self._lock:
+            old = dict(self._experiments)
+        ready = {}
+        for experiment in experiments:
+            name = experiment.name
+            if self._prepare is not None and name != prepared and old.get(name) != experiment:
+                try:
+                    self._prepare(experiment)
+                except ServingError as exc:
+                    log.warning("experiment %r not adopted: %s", name, exc)
+                    if name in old:
+                        ready[name] = old[name]
+                    continue
+            ready[name] = _copy(experiment)
+        with self._lock:
+            self._experiments = ready
+            self._stamp = stamp
 
     def get(self, name: str) -> models_pb2.Experiment:
         with self._lock:
@@ -134,9 +203,17 @@ class ExperimentStore:
             return [self._experiments[n] for n in sorted(self._experiments)]
 
     def delete(self, name: str) -> None:
-        with self._lock:
-            if self._experiments.pop(name, None) is None:
+        if self._backing is None:
+            with self._lock:
+                if self._experiments.pop(name, None) is None:
+                    raise NotFound(f"no experiment named {name!r}")
+            return
+        with self._backing.locked():
+            current = {e.name: e for e in self._backing.read()}
+            if current.pop(name, None) is None:
                 raise NotFound(f"no experiment named {name!r}")
+            self._backing.write(current.values())
+            self._adopt(current.values(), self._backing.stamp())
 
     def active(self, rpc: str) -> list[models_pb2.Experiment]:
         """Enabled experiments that apply to ``rpc`` ("recommend" or "rank_ads")."""
@@ -155,6 +232,12 @@ class ExperimentStore:
                     (experiment.name, next(v for v in experiment.variants if v.name == name))
                 )
         return found
+
+
+def _copy(experiment: models_pb2.Experiment) -> models_pb2.Experiment:
+    stored = models_pb2.Experiment()
+    stored.CopyFrom(experiment)
+    return stored
 
 
 def load_experiments(path: Path) -> list[models_pb2.Experiment]:

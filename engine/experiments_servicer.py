@@ -1,7 +1,7 @@
 """The ``reachrank.v1.Experiments`` servicer: create, list and delete experiments in the store.
 
-Experiments set by RPC live in memory; the ones that must survive a restart belong in the
-settings' ``experiments_file``.
+With the settings' ``experiments_file``, changes are written through to it (and every server
+process adopts them); without it, experiments set by RPC live in this process's memory only.
 """
 
 from __future__ import annotations

@@ -4,13 +4,15 @@ with what must be closed after the server has drained."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from reachrank.v1 import feedback_pb2, feedback_pb2_grpc, models_pb2, models_pb2_grpc
 
-from engine.experiments import ExperimentStore, load_experiments
+from engine.experiment_file import ExperimentFile
+from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
 from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
@@ -27,11 +29,29 @@ class ExtraServices:
     feedback: FeedbackLog | None
     # Full names of the services added, for reflection.
     service_names: tuple[str, ...]
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
-        """Flush the feedback log into Parquet; call after the server stopped taking RPCs."""
+        """Stop polling the experiments file and flush the feedback log into Parquet; call
+        after the server stopped taking RPCs."""
+        self._stop.set()
         if self.feedback is not None:
             self.feedback.close()
+
+    def poll_experiments(self, interval_s: float) -> None:
+        """Adopt changes other processes make to the experiments file, every interval."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    if self.experiments.refresh():
+                        log.info(
+                            "experiments file changed: %d experiments", len(self.experiments.list())
+                        )
+                except Exception:  # a poll must never kill the thread
+                    log.exception("experiments poll failed")
+
+        threading.Thread(target=loop, name="experiments-poll", daemon=True).start()
 
 
 def add_extra_services(
@@ -41,11 +61,12 @@ def add_extra_services(
 ) -> ExtraServices:
     """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is.
     ``prepare`` readies an experiment's models before it is stored (file or RPC)."""
-    initial = load_experiments(settings.experiments_file) if settings.experiments_file else []
+    backing = ExperimentFile(settings.experiments_file) if settings.experiments_file else None
+    initial = backing.read() if backing is not None else []
     if prepare is not None:
         for experiment in initial:
             prepare(experiment)
-    store = ExperimentStore(initial)
+    store = ExperimentStore(initial, backing, prepare)
     models_pb2_grpc.add_ExperimentsServicer_to_server(ExperimentsServicer(store, prepare), server)
     names = [EXPERIMENTS_SERVICE]
     feedback = None
@@ -68,4 +89,7 @@ def add_extra_services(
             FeedbackServicer(feedback, settings.feedback_max_events), server
         )
         names.append(FEEDBACK_SERVICE)
-    return ExtraServices(store, feedback, tuple(names))
+    extras = ExtraServices(store, feedback, tuple(names))
+    if backing is not None and settings.experiments_poll_interval_s > 0:
+        extras.poll_experiments(settings.experiments_poll_interval_s)
+    return extras

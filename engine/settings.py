@@ -119,8 +119,12 @@ class Settings(BaseSettings):
     feedback_max_events: int = Field(1000, ge=1)
     """Most events one LogEvents call may carry."""
     experiments_file: Path | None = None
-    """JSON file of A/B experiments loaded at start: ``{"experiments": [Experiment, ...]}`` in
-    the protobuf JSON mapping of ``reachrank.v1.Experiment``."""
+    """JSON file of A/B experiments: ``{"experiments": [Experiment, ...]}`` in the protobuf JSON
+    mapping of ``reachrank.v1.Experiment``. Loaded at start (it may not exist yet), written
+    through by the Experiments RPCs, and polled, so restarts and every ``--workers`` process
+    serve the same experiments. Without it, experiments set by RPC live in memory only."""
+    experiments_poll_interval_s: float = Field(2.0, ge=0)
+    """How often each process re-reads ``experiments_file`` for changes (0: never)."""
 
     tls_cert_file: Path | None = None
     """PEM server certificate (chain); with ``tls_key_file`` the server speaks TLS only."""
