@@ -148,7 +148,7 @@ if cuda is not None:
                 return uint32(~b & _U32)
             return uint32(b | uint32(0x80000000))
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _keys_kernel(queries, items, inv_norm, cosine, allowed, keys):
         """keys[q, j] for a tile of 64 items x 16 queries; threads (64, 4), each computes one
         item for 4 queries from shared-memory tiles of 32 dimensions."""
@@ -194,7 +194,7 @@ if cuda is not None:
                 s = acc[r] * inv_norm[j] if cosine else acc[r]
                 keys[q, j] = _key(s) if ok else uint32(0)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _keys_kernel_gemv(queries, items, inv_norm, cosine, allowed, keys):
         """keys[q, j] for up to _GEMV_MAX queries: one thread per item walks its row (the
         queries sit in shared memory), so the catalogue is read once, as a matrix-vector
@@ -222,7 +222,7 @@ if cuda is not None:
             s = acc[r] * inv_norm[j] if cosine else acc[r]
             keys[r, j] = _key(s) if ok else uint32(0)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _keys_kernel_wide(queries, items, inv_norm, cosine, allowed, keys):
         """keys[q, j] for a tile of 64 items x 64 queries; threads (16, 16), thread (tx, ty)
         computes items tx + 16a and queries ty + 16b (a, b < 4) from 16-dimension slices."""
@@ -269,7 +269,7 @@ if cuda is not None:
                         s = acc[a, b] * inv_norm[j] if cosine else acc[a, b]
                         keys[q, j] = _key(s) if ok else uint32(0)
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _exclude_kernel(indptr, ex, keys):
         """Key 0 for each query's excluded items (a scatter over the CSR exclusions)."""
         i = cuda.grid(1)
@@ -294,7 +294,7 @@ if cuda is not None:
             return 10, 2048
         return 0, 1024
 
-    @cuda.jit
+    @cuda.jit(cache=True)
     def _select_kernel(keys, k, out_keys, out_ids, overflow):
         """One block per query: radix rounds over its keys (histogram in shared memory, the
         bin of the k-th key found by one thread), stop as soon as every key from that bin up
