@@ -310,7 +310,6 @@ def main() -> None:
     )
     env = {
         "REACHRANK_ORT_INTRA_OP_THREADS": str(os.cpu_count() or 1),
-        "REACHRANK_GRPC_THREADS": "16",
         "OMP_NUM_THREADS": "1",
     }
     results: dict[str, Any] = {

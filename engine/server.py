@@ -18,6 +18,7 @@ from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_g
 
 import kernels
 from engine.decoding import DecodingInterceptor
+from engine.drain import DrainInterceptor
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
@@ -32,6 +33,7 @@ from engine.servicer import RankingServicer
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
+_LINGER_S = 0.5
 RANKING_SERVICE = ranking_pb2.DESCRIPTOR.services_by_name["Ranking"].full_name
 MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
@@ -45,6 +47,7 @@ class RunningServer:
     settings: Settings
     metrics_port: int | None = None
     extras: ExtraServices | None = None
+    drain: DrainInterceptor | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -56,10 +59,22 @@ class RunningServer:
             self.health.set(service, status)
 
     def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within the grace."""
+        """Health NOT_SERVING, refuse new RPCs with UNAVAILABLE, let in-flight ones finish
+        within the grace, then stop."""
+        grace = self.settings.grace_period_s if grace is None else grace
         self.set_serving(False)
         self.registry.stop_polling()
-        self.server.stop(self.settings.grace_period_s if grace is None else grace).wait()
+        if self.drain is not None and grace > 0:
+            deadline = time.monotonic() + grace
+            if not self.drain.drain(grace):
+                log.warning(
+                    "%d calls still running after the %.1f s grace", self.drain.in_flight, grace
+                )
+            # Keep answering UNAVAILABLE a moment, so callers mid-retry and balancers that
+            # have not yet read NOT_SERVING move on before the port closes.
+            time.sleep(max(0.0, min(_LINGER_S, deadline - time.monotonic())))
+            grace = 0.0
+        self.server.stop(grace).wait()
         if self.extras is not None:
             self.extras.close()  # flush the feedback log once no LogEvents can still run
 
@@ -91,6 +106,8 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(), DecodingInterceptor()]
     if auth is not None:
         interceptors.insert(0, auth)
+    drain = DrainInterceptor()  # outermost: a call refused while draining costs nothing
+    interceptors.insert(0, drain)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
         options=options,
@@ -137,7 +154,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         raise OSError(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
         ) from exc
-    running = RunningServer(server, port, registry, health_servicer, settings, metrics_port, extras)
+    running = RunningServer(
+        server, port, registry, health_servicer, settings, metrics_port, extras, drain
+    )
     running.set_serving(False)
     server.start()
     if registry.ready():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -50,8 +51,11 @@ class Settings(BaseSettings):
     pools; give each ``cores / workers`` inference threads."""
     so_reuseport: bool = False
     """Let several processes bind the port (set for each worker when ``workers > 1``)."""
-    grpc_threads: int = Field(8, ge=1)
-    """Threads serving RPCs. Python holds the GIL while decoding; a few more than cores hides I/O."""
+    grpc_threads: int = Field(default_factory=lambda: min(16, 2 * (os.cpu_count() or 1)), ge=1)
+    """Threads serving RPCs (default: two per core, at most 16). Handlers hold the GIL for their
+    Python work, so threads beyond that only contend with the batcher's thread, which feeds
+    onnxruntime: on 2 cores, RankAds of 200 ads at 32 in flight did 673 / 620 / 586 / 481
+    req/s with 2 / 4 / 8 / 16 threads (BENCHMARKS.md, Serving efficiency)."""
     ort_intra_op_threads: int = Field(1, ge=0)
     """onnxruntime threads per inference (0 = onnxruntime's default, all cores)."""
     ort_inter_op_threads: int = Field(1, ge=0)

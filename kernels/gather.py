@@ -9,14 +9,19 @@ from kernels.threads import apply_budget
 _PARALLEL_FROM = 1 << 20
 
 
-@njit(cache=True, parallel=True)
-def _gather(table, ids, out):
+def _gather_rows(table, ids, out):
     for r in prange(ids.shape[0]):
         i = ids[r]
         if i < 0:
             out[r] = 0
         else:
             out[r] = table[i]
+
+
+_gather = njit(cache=True, parallel=True)(_gather_rows)
+# Request-sized gathers: the same loop compiled without the thread pool, so a call costs no
+# pool wake-up and no per-call thread-count switch (measured: ~1/3 of a 200-row gather).
+_gather_serial = njit(cache=True)(_gather_rows)
 
 
 def gather_rows(table: np.ndarray, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -36,6 +41,9 @@ def gather_rows(table: np.ndarray, ids: np.ndarray, out: np.ndarray | None = Non
         out = np.empty(shape, dtype=table.dtype)
     elif out.shape != shape or out.dtype != table.dtype or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous {table.dtype} of shape {shape}")
-    apply_budget(out.nbytes, _PARALLEL_FROM)
-    _gather(np.ascontiguousarray(table), ids, out)
+    if out.nbytes < _PARALLEL_FROM:
+        _gather_serial(np.ascontiguousarray(table), ids, out)
+    else:
+        apply_budget(out.nbytes, _PARALLEL_FROM)
+        _gather(np.ascontiguousarray(table), ids, out)
     return out

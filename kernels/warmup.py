@@ -50,6 +50,11 @@ def warmup() -> float:
     mmr(ids, scores, frozen, 3)
     cap_per_category(ids, scores, np.arange(64, dtype=np.int64) % 3, 1, 3)
     gather_rows(np.arange(12, dtype=np.int64).reshape(4, 3), np.array([1, -1], dtype=np.int64))
+    for dtype in (np.float32, np.int64):  # gathers big enough for the thread pool
+        big = np.zeros((4, 1 << 15), dtype=dtype)
+        gather_rows(big, np.zeros(8, dtype=np.int64))
+        big.setflags(write=False)  # memory-mapped tables are read-only
+        gather_rows(big, np.zeros(8, dtype=np.int64))
     hash_strings(["warm", "up"])
     feature_buckets("warmup", ["a", None], 16)
     return time.perf_counter() - t0

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +29,11 @@ START_TIMEOUT_S = 120
 
 
 @contextmanager
-def serve(repo: Path, feedback: Path, **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Run the CLI from this checkout; yield the process and its address once SERVING."""
+def serve(
+    repo: Path, feedback: Path, log_args: Sequence[str] = (), **env: str
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Run the CLI from this checkout; yield the process and its address once SERVING. The
+    server's log lines collect in ``process.log_lines`` as it writes them."""
     command = [sys.executable, "-c", "from clients.cli import main; main()", "serve"]
     command += [
         "--repo",
@@ -41,6 +44,7 @@ def serve(repo: Path, feedback: Path, **env: str) -> Iterator[tuple[subprocess.P
         str(feedback),
         "--metrics-port",
         "0",
+        *log_args,
     ]
     # This checkout's packages and its generated code (proto/), whatever the venv installed.
     path = os.pathsep.join([str(ROOT), str(ROOT / "proto")])
@@ -64,9 +68,11 @@ def serve(repo: Path, feedback: Path, **env: str) -> Iterator[tuple[subprocess.P
 
 
 def _bound_port(process: subprocess.Popen) -> int:
-    """The port from the server's start-up log line; the rest of the log keeps draining."""
+    """The port from the server's start-up log line; the rest of the log keeps draining into
+    ``process.log_lines``."""
     assert process.stderr is not None
     lines: list[str] = []
+    process.log_lines = lines  # type: ignore[attr-defined]
     for line in process.stderr:
         lines.append(line)
         match = _PORT.search(line)

@@ -27,7 +27,7 @@ def test_warmup_compiles_serving_kernels():
     for kernel in (exact._stream_scan, exact._blocked_scan):
         assert len(kernel.signatures) >= 2
     assert hashing._hash_many.signatures and hashing._prefixed.signatures
-    assert len(gather._gather.signatures) >= 3
+    assert len(gather._gather.signatures) >= 3 and len(gather._gather_serial.signatures) >= 3
     # int8 and float16 codes (the float32 kind shares the int8 type) x writable/read-only items.
     assert len(_ivf_scan.ivf_lists_scan.signatures) >= 4
     assert len(_ivf_scan.rescore_shortlist.signatures) >= 2
