@@ -77,9 +77,12 @@ class Settings(BaseSettings):
     """Rows allowed to wait per model; beyond it requests are refused with RESOURCE_EXHAUSTED."""
     batch_workers: int = Field(1, ge=1)
     """Inference calls in flight per model (each uses ort_intra_op_threads threads)."""
-    retrieval_max_batch: int = Field(64, ge=1)
-    """Recommend queries searched together in one top-k pass over the item table (batched
-    like inference, under ``batching``); 1 searches each request on its own."""
+    retrieval_max_batch: int = Field(0, ge=0)
+    """Recommend queries searched together in one top-k pass over the item table (under
+    ``batching``). 0 (auto): 64 when retrieval runs on a GPU, where one launch serves a batch
+    for little more than one query; 1 on CPUs, where concurrent requests already scan in
+    parallel on their own threads and a shared batch thread measured no faster (BENCHMARKS.md,
+    Serving efficiency)."""
     retrieval_max_queue: int = Field(4096, ge=1)
     """Retrieval queries allowed to wait per model; beyond it RESOURCE_EXHAUSTED."""
 

@@ -15,7 +15,7 @@ from engine.observability import record_batch
 from engine.repository import BundleRef
 from engine.settings import Settings
 from engine.topk_batching import TopKBatcher, TopKQuery
-from kernels import ivf_topk, load_ivf, topk
+from kernels import gpu, ivf_topk, load_ivf, topk
 from kernels.filters import Exclusions
 
 
@@ -97,16 +97,17 @@ class RetrievalModel(OnnxModel):
             [[0], np.cumsum(np.bincount(self.consumed_indices, minlength=n_items))]
         ).astype(np.int64)
         # Concurrent Recommend calls share one scan of the item table.
+        max_batch = settings.retrieval_max_batch or (64 if gpu.use_gpu_by_default() else 1)
         self.topk_batcher = (
             TopKBatcher(
                 self._search_items,
-                max_batch_rows=settings.retrieval_max_batch,
+                max_batch_rows=max_batch,
                 max_queue_delay_us=settings.max_queue_delay_us,
                 max_queue_rows=settings.retrieval_max_queue,
                 name=f"{where}/topk",
                 on_batch=record_batch(f"{ref.name}.topk"),
             )
-            if settings.batching and settings.retrieval_max_batch > 1
+            if settings.batching and max_batch > 1
             else None
         )
         self.warmup()
