@@ -23,10 +23,15 @@ def gsp_auction(
     """Rank by pctr x bid (ties: lower ad_id first). The winner of slot i pays the lowest bid
     that would keep its rank: max(reserve, ev[i+1] / pctr[i]), never more than its bid."""
     ev = pctr.astype(np.float64) * bid
-    # lexsort: last key is primary; ids break ties so the outcome is deterministic.
-    id_rank = np.argsort(np.argsort(np.array(ad_ids, dtype=object), kind="stable"), kind="stable")
-    order = np.lexsort((id_rank, -ev))
+    order = np.argsort(-ev, kind="stable")
     ev_sorted = ev[order]
+    if len(order) > 1 and (ev_sorted[1:] == ev_sorted[:-1]).any():
+        # Equal expected values: the lower ad_id first, so the outcome is deterministic (ranking
+        # the ids, an object sort, only when a tie needs it). lexsort: last key is primary.
+        ids = np.array(ad_ids, dtype=object)
+        id_rank = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+        order = np.lexsort((id_rank, -ev))
+        ev_sorted = ev[order]
     n = len(order)
     winners = min(slots, n)
     slot = np.zeros(n, dtype=np.int32)
