@@ -9,8 +9,19 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Order: cheap and independent first; serving last (it trains its own repositories).
-SUITES = ("kernels", "feedback", "loadgen", "training", "kserve", "reload", "overload", "serving")
+# Order: cheap and independent first; serving last (it trains its own repositories). `gpu`
+# measures only where a CUDA device is visible (elsewhere it says so and passes).
+SUITES = (
+    "kernels",
+    "gpu",
+    "feedback",
+    "loadgen",
+    "training",
+    "kserve",
+    "reload",
+    "overload",
+    "serving",
+)
 
 
 def main() -> int:
