@@ -16,6 +16,7 @@ from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
 from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
+from engine.live_history import LiveHistory
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def add_extra_services(
     server: grpc.Server,
     settings: Settings,
     prepare: Callable[[models_pb2.Experiment], None] | None = None,
+    live: LiveHistory | None = None,
 ) -> ExtraServices:
     """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is.
     ``prepare`` readies an experiment's models before it is stored (file or RPC)."""
@@ -86,7 +88,7 @@ def add_extra_services(
             recovered.truncated_bytes,
         )
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            FeedbackServicer(feedback, settings.feedback_max_events), server
+            FeedbackServicer(feedback, settings.feedback_max_events, live), server
         )
         names.append(FEEDBACK_SERVICE)
     extras = ExtraServices(store, feedback, tuple(names))

@@ -10,7 +10,7 @@ User x item fields (source ``user_item``: the user's history per value of an ite
 such as the category) come from one table per attribute, held as a CSR index: per user, the
 sorted codes of the values they have a row for, looked up with one ``searchsorted`` per
 request. The embedded tables are the snapshot the trainer shipped (as of the end of its log);
-a store fed by the live event stream keeps them current.
+`CTRModel` adds the events the server logged since (`engine.live_history`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import BundleError, InvalidArgument, NotFound
+from engine.live_history import LiveHistory
 from engine.models.base import ServedModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
@@ -95,6 +96,8 @@ class ModelRegistry:
         self._on_event = on_event
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
+        # Events the server logs, handed to every CTR model it loads (None: no live histories).
+        self.live_history: LiveHistory | None = None
         for name, policy in settings.version_policies.items():
             parse_policy(policy)
             self._slot(name).policy = policy
@@ -114,6 +117,8 @@ class ModelRegistry:
         try:
             ref = read_bundle(self.settings.repo, name, version)
             model = MODEL_KINDS[ref.kind](ref, self.settings)
+            if isinstance(model, CTRModel):
+                model.live = self.live_history
         except BundleError as exc:
             slot = self._slot(name)
             slot.last_error, slot.failed_version = str(exc), version

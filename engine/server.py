@@ -23,7 +23,9 @@ from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
 from engine.kserve import add_kserve_to_server
+from engine.live_history import LiveHistory
 from engine.model_service import ModelServiceServicer
+from engine.models.ctr import CTRModel
 from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
 from engine.registry import ModelRegistry
 from engine.routing import prepare_experiment
@@ -91,6 +93,13 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     registry = registry or ModelRegistry(
         settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
     )
+    live = LiveHistory() if settings.feedback_dir is not None and settings.live_history else None
+    if live is not None:
+        registry.live_history = live
+        for name in registry.names():  # a registry passed in may hold loaded models
+            model = registry.find(name)
+            if isinstance(model, CTRModel):
+                model.live = live
     failed = registry.load_all()
     if failed:
         log.warning("models refused at start: %s", failed)
@@ -115,7 +124,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     extras = add_extra_services(
-        server, settings, prepare=functools.partial(prepare_experiment, registry, settings)
+        server, settings, functools.partial(prepare_experiment, registry, settings), live
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(
         RankingServicer(registry, settings, extras.experiments), server

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     """A log segment this large is sealed and converted to Parquet."""
     feedback_segment_age_s: float | None = Field(300.0, gt=0)
     """A non-empty segment this old is sealed too, so the trainer sees quiet hours' events."""
+    live_history: bool = True
+    """With ``feedback_dir``: the CTR models' user-history features also count the
+    impressions and clicks logged since the process started (`engine.live_history`), not only
+    those up to the training cut."""
     feedback_max_events: int = Field(1000, ge=1)
     """Most events one LogEvents call may carry."""
     experiments_file: Path | None = None

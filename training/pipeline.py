@@ -396,6 +396,8 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     user_item: dict[str, pl.DataFrame] = {}
     if history is not None:
         user_history, user_item = history_tables(data.events, data.items, history)
+        # The shipped histories count every event up to here; the engine adds later ones.
+        as_of_ms = int(data.events.select(pl.col("ts").max().dt.epoch("ms")).collect().item())
         users = users.join(user_history, on="user_id", how="full", coalesce=True).sort("user_id")
     parity_rows = {"cat": cat[te][:2000], "num": num[te][:2000]}
     for name, model in fitted.items():
@@ -410,7 +412,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                 "outputs": [{"name": "pctr", "dtype": "float32", "shape": [-1]}],
             },
             "features": schema.to_json(),
-            **({"history": history.to_json()} if history is not None else {}),
+            **({"history": {**history.to_json(), "as_of_ms": as_of_ms}} if history else {}),
             "calibration": {**model.calibration.to_json(), "applied": "in_graph"},
             "artifacts": {
                 "items": "items.parquet",

@@ -12,6 +12,7 @@ from reachrank.v1 import feedback_pb2, feedback_pb2_grpc
 from engine.errors import InvalidArgument
 from engine.feedback.log import FeedbackLog
 from engine.feedback.parquet import FIXED_COLUMNS
+from engine.live_history import LiveHistory
 from engine.servicer import grpc_errors
 
 EVENTS = ("impression", "click", "purchase")
@@ -47,9 +48,10 @@ def validate_request(request: feedback_pb2.LogEventsRequest, max_events: int) ->
 
 
 class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
-    def __init__(self, log: FeedbackLog, max_events: int) -> None:
+    def __init__(self, log: FeedbackLog, max_events: int, live: LiveHistory | None = None) -> None:
         self.log = log
         self.max_events = max_events
+        self.live = live
 
     @grpc_errors
     def LogEvents(
@@ -61,4 +63,6 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
             if event.ts_unix_ms == 0:
                 event.ts_unix_ms = now
         self.log.append(request.events)
+        if self.live is not None:  # only what is durable feeds the live features
+            self.live.observe(request.events)
         return feedback_pb2.LogEventsResponse(accepted=len(request.events))

@@ -6,16 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from engine.errors import BundleError, InvalidArgument
 from engine.feature_store import EmbeddedFeatureStore, FeatureStore
+from engine.live_history import LiveHistory
 from engine.models.base import OnnxModel
 from engine.repository import BundleRef
 from engine.settings import Settings
-from kernels.featurize import FeatureSchema, NumericField, user_item_artifact
+from kernels.featurize import (
+    HISTORY_STATS,
+    FeatureSchema,
+    NumericField,
+    history_field_name,
+    history_values,
+    user_item_artifact,
+)
 
 
 class CTRModel(OnnxModel):
@@ -42,6 +51,9 @@ class CTRModel(OnnxModel):
         except (KeyError, ValueError) as exc:
             raise BundleError(f"{ref.name}/{ref.version}: bad feature tables: {exc}") from exc
         self._bucket = lru_cache(maxsize=65536)(self._bucket_uncached)
+        # Live histories (set by the server when it logs feedback): see engine.live_history.
+        self.live: LiveHistory | None = None
+        self._history = _LiveFields.of(ref, self.schema) if "history" in ref.manifest else None
         self.warmup()
 
     def _bucket_uncached(self, field: str, value: str) -> int:
@@ -65,9 +77,8 @@ class CTRModel(OnnxModel):
         s = self.schema
         item_cat, item_num = self.store.item_features(item_rows)
         user_cat, user_num = self.store.user_features(user_id)
-        user_item_num = self.store.user_item_features(
-            user_id, item_rows, self._attribute_values(n, context, overrides)
-        )
+        attributes = self._attribute_values(n, context, overrides)
+        user_item_num = self.store.user_item_features(user_id, item_rows, attributes)
         cat = np.empty((n, len(s.categorical)), dtype=np.int64)
         num = np.empty((n, len(s.numeric)), dtype=np.float32)
         ii = iu = 0
@@ -99,6 +110,10 @@ class CTRModel(OnnxModel):
             ii += f.source == "item"
             iu += f.source == "user"
             ix += f.source == "user_item"
+        if self.live is not None and self._history is not None and n:
+            fresh = self.live.since(user_id, self._history.as_of_ms)
+            if fresh:
+                self._history.apply(num, user_id, item_rows, fresh, attributes)
         if overrides:
             self._apply_overrides(cat, num, overrides)
         return cat, num
@@ -161,3 +176,126 @@ class CTRModel(OnnxModel):
             raise BundleError(
                 f"{self.ref.name}/{self.ref.version}: warm-up produced pCTR outside [0, 1]"
             )
+
+
+class _LiveFields:
+    """Where a bundle's history features sit in ``num``, the snapshot counts behind them, and
+    how to re-derive them from counts (`kernels.featurize.history_values` + the schema)."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        spec: Mapping[str, Any],
+        users: pl.DataFrame,
+        items: pl.DataFrame,
+        user_item: Mapping[str, pl.DataFrame],
+    ) -> None:
+        self.schema = schema
+        self.as_of_ms = int(spec.get("as_of_ms", 2**62))  # no cut recorded: nothing is newer
+        self.prior, self.strength = float(spec["prior"]), float(spec["strength"])
+        self.by: list[str] = list(spec.get("by", []))
+        index = {f.name: j for j, f in enumerate(schema.numeric)}
+        # prefix -> [(column in num, field, statistic)]
+        self.fields: dict[str, list[tuple[int, NumericField, str]]] = {}
+        for prefix in ["user", *(f"user_{b}" for b in self.by)]:
+            for stat in HISTORY_STATS:
+                name = history_field_name(prefix, stat)
+                if name in index:
+                    self.fields.setdefault(prefix, []).append(
+                        (index[name], schema.numeric[index[name]], stat)
+                    )
+        self.user_counts = _counts(users, ["user_id"], "user")
+        self.pair_counts = {b: _counts(user_item[b], ["user_id", b], f"user_{b}") for b in self.by}
+        # Each item's attribute values: of the rows the store serves, and of any logged item id.
+        self.row_values = {b: _strings(items, b) for b in self.by}
+        ids = items["item_id"].cast(pl.String).to_list()
+        self.item_values = {b: dict(zip(ids, self.row_values[b], strict=True)) for b in self.by}
+
+    @classmethod
+    def of(cls, ref: BundleRef, schema: FeatureSchema) -> _LiveFields:
+        spec = ref.manifest["history"]
+        user_item = {
+            b: pl.read_parquet(ref.file(user_item_artifact(b))) for b in spec.get("by", [])
+        }
+        return cls(
+            schema,
+            spec,
+            pl.read_parquet(ref.file("users")),
+            pl.read_parquet(ref.file("items")),
+            user_item,
+        )
+
+    def _encode(
+        self, prefix: str, imp: np.ndarray, clk: np.ndarray
+    ) -> list[tuple[int, np.ndarray]]:
+        values = history_values(imp, clk, self.prior, self.strength)
+        return [
+            (j, self.schema.encode_numeric(f, np.asarray(values[stat], dtype=np.float64)))
+            for j, f, stat in self.fields.get(prefix, [])
+        ]
+
+    def apply(
+        self,
+        num: np.ndarray,
+        user_id: str,
+        item_rows: np.ndarray,
+        fresh: list[tuple[str, bool]],
+        attributes: Mapping[str, Sequence[str | None]],
+    ) -> None:
+        """Overwrite the history columns of ``num`` with snapshot + fresh counts."""
+        clicks = sum(c for _, c in fresh)
+        imp0, clk0 = self.user_counts.get((user_id,), (0.0, 0.0))
+        imp, clk = np.array([imp0 + len(fresh) - clicks]), np.array([clk0 + clicks])
+        for j, encoded in self._encode("user", imp, clk):
+            num[:, j] = encoded[0]
+        for b in self.by:
+            delta: dict[str, list[int]] = {}
+            for item, click in fresh:
+                value = self.item_values[b].get(item)
+                if value is not None:
+                    d = delta.setdefault(value, [0, 0])
+                    d[1 if click else 0] += 1
+            if not delta:
+                continue
+            given = attributes.get(b)
+            for value, (d_imp, d_clk) in delta.items():
+                rows = np.array(
+                    [
+                        i
+                        for i, r in enumerate(item_rows)
+                        if (given[i] if given and given[i] is not None else self._value(b, r))
+                        == value
+                    ],
+                    dtype=np.int64,
+                )
+                if not len(rows):
+                    continue
+                imp0, clk0 = self.pair_counts[b].get((user_id, value), (0.0, 0.0))
+                encoded = self._encode(
+                    f"user_{b}", np.array([imp0 + d_imp]), np.array([clk0 + d_clk])
+                )
+                for j, column in encoded:
+                    num[rows, j] = column[0]
+
+    def _value(self, by: str, row: int) -> str | None:
+        return self.row_values[by][row] if row >= 0 else None
+
+
+def _counts(frame: pl.DataFrame, keys: list[str], prefix: str) -> dict[tuple, tuple[float, float]]:
+    """(key values) -> (impressions, clicks) of a shipped history table."""
+    imp, clk = history_field_name(prefix, "impressions"), history_field_name(prefix, "clicks")
+    if imp not in frame.columns or clk not in frame.columns:
+        return {}
+    cols = [frame[k].cast(pl.String).to_list() for k in keys]
+    counts = zip(
+        frame[imp].cast(pl.Float64).fill_null(0).to_list(),
+        frame[clk].cast(pl.Float64).fill_null(0).to_list(),
+        strict=True,
+    )
+    return dict(zip(zip(*cols, strict=True), counts, strict=True))
+
+
+def _strings(frame: pl.DataFrame, column: str) -> list[str | None]:
+    if column not in frame.columns:
+        return [None] * frame.height
+    return frame[column].cast(pl.String).to_list()
