@@ -16,7 +16,7 @@ from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
 from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
-from engine.live_history import LiveHistory
+from engine.live_history import LiveHistory, replay_feedback
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def add_extra_services(
     settings: Settings,
     prepare: Callable[[models_pb2.Experiment], None] | None = None,
     live: LiveHistory | None = None,
+    live_since_ms: int | None = None,
 ) -> ExtraServices:
     """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is.
     ``prepare`` readies an experiment's models before it is stored (file or RPC)."""
@@ -73,6 +74,9 @@ def add_extra_services(
     names = [EXPERIMENTS_SERVICE]
     feedback = None
     if settings.feedback_dir is not None:
+        if live is not None and live_since_ms is not None:
+            replayed = replay_feedback(live, settings.feedback_dir, live_since_ms)
+            log.info("live histories: %d logged events since the training cut replayed", replayed)
         feedback = FeedbackLog(
             settings.feedback_dir,
             fsync_interval_ms=settings.feedback_fsync_interval_ms,

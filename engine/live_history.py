@@ -8,8 +8,9 @@ active user dropped); `CTRModel.features` adds the ones newer than its bundle's 
 snapshot counts and re-derives the features with the trainer's own definitions
 (`kernels.featurize.history_values`, the schema's transforms).
 
-Scope: one process. With `serve --workers N` each worker sees the events it received; events
-logged between the training cut and this process's start count from the next training run.
+Scope: one process. At start the server replays its feedback log since the oldest training
+cut (`replay_feedback`), then counts what LogEvents appends. With `serve --workers N` each
+worker counts its own log and the events it receives.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import polars as pl
 
 HISTORY_EVENTS = ("impression", "click")
 
@@ -54,3 +59,38 @@ class LiveHistory:
             if not queue:
                 return []
             return [(item, click) for ts, item, click in queue if ts > cut_ms]
+
+
+def replay_feedback(live: LiveHistory, directory: Path, since_ms: int) -> int:
+    """Feed `live` the history events of an existing feedback log newer than `since_ms` (the
+    oldest training cut among the served CTR models), so a restart neither forgets what was
+    logged since the cut nor waits for the next training run. Reads the Parquet files and the
+    WAL segments not yet converted (a segment whose Parquet file exists is counted once); call
+    it before the log is opened. Returns the number of events fed."""
+    from engine.feedback.parquet import decode
+    from engine.feedback.records import scan
+    from engine.feedback.segments import parquet_path, segments
+
+    fed = 0
+    wal = segments(directory)
+    files = sorted((directory / "parquet").glob("events-*.parquet"))
+    if files:
+        frame = (
+            pl.scan_parquet(files)
+            .select("user_id", "item_id", "event", pl.col("ts").dt.epoch("ms").alias("ts"))
+            .filter(pl.col("event").is_in(HISTORY_EVENTS) & (pl.col("ts") > since_ms))
+            .sort("ts")
+            .collect()
+        )
+        live.observe(
+            SimpleNamespace(user_id=u, item_id=i, event=e, ts_unix_ms=t)
+            for u, i, e, t in frame.iter_rows()
+        )
+        fed += frame.height
+    for seq, path in wal.items():
+        if parquet_path(directory, seq).exists():
+            continue
+        events = [e for e in decode(scan(path.read_bytes()).payloads) if e.ts_unix_ms > since_ms]
+        live.observe(events)
+        fed += sum(e.event in HISTORY_EVENTS for e in events)
+    return fed

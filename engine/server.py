@@ -81,6 +81,16 @@ class RunningServer:
             self.extras.close()  # flush the feedback log once no LogEvents can still run
 
 
+def _oldest_history_cut(registry: ModelRegistry) -> int | None:
+    """The earliest `history.as_of_ms` among the served CTR models (None: none has one)."""
+    cuts = [
+        m.history_cut_ms
+        for m in (registry.find(n) for n in registry.names())
+        if isinstance(m, CTRModel) and m.history_cut_ms is not None
+    ]
+    return min(cuts) if cuts else None
+
+
 def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
     """Load the repository, then start serving; health turns SERVING once models are loaded."""
     apply_thread_budget(settings)
@@ -124,7 +134,11 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     extras = add_extra_services(
-        server, settings, functools.partial(prepare_experiment, registry, settings), live
+        server,
+        settings,
+        functools.partial(prepare_experiment, registry, settings),
+        live,
+        _oldest_history_cut(registry),
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(
         RankingServicer(registry, settings, extras.experiments), server

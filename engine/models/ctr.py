@@ -56,6 +56,11 @@ class CTRModel(OnnxModel):
         self._history = _LiveFields.of(ref, self.schema) if "history" in ref.manifest else None
         self.warmup()
 
+    @property
+    def history_cut_ms(self) -> int | None:
+        """When the shipped user histories end (ms since the epoch); None without histories."""
+        return self._history.as_of_ms if self._history is not None else None
+
     def _bucket_uncached(self, field: str, value: str) -> int:
         spec = next(f for f in self.schema.categorical if f.name == field)
         return int(self.schema.encode_categorical(spec, [value])[0])

@@ -135,3 +135,48 @@ def test_log_events_move_the_served_features(trained_repo: Path, tmp_path: Path)
         assert plain.registry.get("ctr").live is None
     finally:
         plain.stop(0)
+
+
+def test_a_restart_replays_the_feedback_log_since_the_cut(
+    trained_repo: Path, tmp_path: Path
+) -> None:
+    """Events logged before a restart count after it: from Parquet (converted at SIGTERM) and
+    from WAL segments a crash left unconverted, once each."""
+    from engine.feedback.log import FeedbackLog
+    from engine.live_history import replay_feedback
+    from tests.engine.feedback_helpers import event as feedback_event
+
+    feedback = tmp_path / "fb"
+    settings = Settings(repo=trained_repo, port=0, feedback_dir=feedback)
+    running = start_server(settings)
+    try:
+        ctr = running.registry.get("ctr")
+        rows = ctr.item_rows(["i1", "i2", "i3"])
+        with ReachRankClient(f"127.0.0.1:{running.port}") as client:
+            client.log_events(
+                [{"user_id": "u1", "item_id": "i1", "event": k} for k in ("impression", "click")]
+            )
+        live_features = ctr.features("u1", rows, {})[1].copy()
+    finally:
+        running.stop()  # drains and converts the log to Parquet
+    assert list((feedback / "parquet").glob("*.parquet"))
+    restarted = start_server(settings)
+    try:
+        ctr = restarted.registry.get("ctr")
+        np.testing.assert_array_equal(ctr.features("u1", rows, {})[1], live_features)
+    finally:
+        restarted.stop(0)
+
+    # A crash: events only in a WAL segment; a segment already converted is not read twice.
+    crashed = tmp_path / "crashed"
+    log = FeedbackLog(crashed)
+    now = 1_900_000_000_000
+    log.append(
+        [feedback_event(1, "click", ts_unix_ms=now), feedback_event(1, "purchase", ts_unix_ms=now)]
+    )
+    live = LiveHistory()
+    assert replay_feedback(live, crashed, now - 1) == 1  # the WAL segment (log still open)
+    assert live.since("u1", now - 1) == [("i1", True)]
+    log.close()  # converts the segment to Parquet
+    assert replay_feedback(LiveHistory(), crashed, now - 1) == 1  # counted once
+    assert replay_feedback(LiveHistory(), crashed, now) == 0  # nothing after that cut
