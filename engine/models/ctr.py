@@ -212,9 +212,11 @@ class _LiveFields:
         self.user_counts = _counts(users, ["user_id"], "user")
         self.pair_counts = {b: _counts(user_item[b], ["user_id", b], f"user_{b}") for b in self.by}
         # Each item's attribute values: of the rows the store serves, and of any logged item id.
-        self.row_values = {b: _strings(items, b) for b in self.by}
+        values = {b: _strings(items, b) for b in self.by}
         ids = items["item_id"].cast(pl.String).to_list()
-        self.item_values = {b: dict(zip(ids, self.row_values[b], strict=True)) for b in self.by}
+        self.item_values = {b: dict(zip(ids, values[b], strict=True)) for b in self.by}
+        # Per store row (and a last None for row -1, an unknown item): the attribute value.
+        self.row_values = {b: np.array([*values[b], None], dtype=object) for b in self.by}
 
     @classmethod
     def of(cls, ref: BundleRef, schema: FeatureSchema) -> _LiveFields:
@@ -262,28 +264,22 @@ class _LiveFields:
                     d[1 if click else 0] += 1
             if not delta:
                 continue
+            values = self.row_values[b][np.where(item_rows < 0, -1, item_rows)]
             given = attributes.get(b)
-            for value, (d_imp, d_clk) in delta.items():
-                rows = np.array(
-                    [
-                        i
-                        for i, r in enumerate(item_rows)
-                        if (given[i] if given and given[i] is not None else self._value(b, r))
-                        == value
-                    ],
-                    dtype=np.int64,
-                )
-                if not len(rows):
-                    continue
-                imp0, clk0 = self.pair_counts[b].get((user_id, value), (0.0, 0.0))
-                encoded = self._encode(
-                    f"user_{b}", np.array([imp0 + d_imp]), np.array([clk0 + d_clk])
-                )
-                for j, column in encoded:
-                    num[rows, j] = column[0]
-
-    def _value(self, by: str, row: int) -> str | None:
-        return self.row_values[by][row] if row >= 0 else None
+            if given:
+                override = np.array(given, dtype=object)
+                values = np.where(override != None, override, values)  # noqa: E711 - elementwise
+            # One derivation for every value with new events, then scattered to its rows.
+            names = list(delta)
+            pairs = self.pair_counts[b]
+            base = [pairs.get((user_id, v), (0.0, 0.0)) for v in names]
+            imp = np.array([c[0] + delta[v][0] for c, v in zip(base, names, strict=True)])
+            clk = np.array([c[1] + delta[v][1] for c, v in zip(base, names, strict=True)])
+            code = {v: k for k, v in enumerate(names)}
+            which = np.fromiter((code.get(v, -1) for v in values), np.int64, len(values))
+            rows = np.flatnonzero(which >= 0)
+            for j, column in self._encode(f"user_{b}", imp, clk):
+                num[rows, j] = column[which[rows]]
 
 
 def _counts(frame: pl.DataFrame, keys: list[str], prefix: str) -> dict[tuple, tuple[float, float]]:
