@@ -4,8 +4,8 @@ models' history features move with the user instead of staying at the training c
 A CTR bundle ships each user's history as of the end of its training log (`history.as_of_ms`
 in the manifest). `LiveHistory` keeps the events logged here since the process started, newest
 first out when a user exceeds `per_user` or the store exceeds `max_users` (least recently
-active user dropped); `CTRModel.features` adds the ones newer than its bundle's cut to the
-snapshot counts and re-derives the features with the trainer's own definitions
+active user dropped); `LiveFields` (one per CTR model) adds the ones newer than its bundle's
+cut to the snapshot counts and re-derives the features with the trainer's own definitions
 (`kernels.featurize.history_values`, the schema's transforms).
 
 Scope: one process. At start the server replays its feedback log since the oldest training
@@ -18,12 +18,23 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import polars as pl
+
+from engine.repository import BundleRef
+from kernels.featurize import (
+    HISTORY_STATS,
+    FeatureSchema,
+    NumericField,
+    history_field_name,
+    history_values,
+    user_item_artifact,
+)
 
 HISTORY_EVENTS = ("impression", "click")
 
@@ -59,6 +70,125 @@ class LiveHistory:
             if not queue:
                 return []
             return [(item, click) for ts, item, click in queue if ts > cut_ms]
+
+
+class LiveFields:
+    """Where a bundle's history features sit in ``num``, the snapshot counts behind them, and
+    how to re-derive them from counts (`kernels.featurize.history_values` + the schema)."""
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        spec: Mapping[str, Any],
+        users: pl.DataFrame,
+        items: pl.DataFrame,
+        user_item: Mapping[str, pl.DataFrame],
+    ) -> None:
+        self.schema = schema
+        self.as_of_ms = int(spec.get("as_of_ms", 2**62))  # no cut recorded: nothing is newer
+        self.prior, self.strength = float(spec["prior"]), float(spec["strength"])
+        self.by: list[str] = list(spec.get("by", []))
+        index = {f.name: j for j, f in enumerate(schema.numeric)}
+        # prefix -> [(column in num, field, statistic)]
+        self.fields: dict[str, list[tuple[int, NumericField, str]]] = {}
+        for prefix in ["user", *(f"user_{b}" for b in self.by)]:
+            for stat in HISTORY_STATS:
+                name = history_field_name(prefix, stat)
+                if name in index:
+                    self.fields.setdefault(prefix, []).append(
+                        (index[name], schema.numeric[index[name]], stat)
+                    )
+        self.user_counts = _counts(users, ["user_id"], "user")
+        self.pair_counts = {b: _counts(user_item[b], ["user_id", b], f"user_{b}") for b in self.by}
+        # Each item's attribute values: of the rows the store serves, and of any logged item id.
+        values = {b: _strings(items, b) for b in self.by}
+        ids = items["item_id"].cast(pl.String).to_list()
+        self.item_values = {b: dict(zip(ids, values[b], strict=True)) for b in self.by}
+        # Per store row (and a last None for row -1, an unknown item): the attribute value.
+        self.row_values = {b: np.array([*values[b], None], dtype=object) for b in self.by}
+
+    @classmethod
+    def of(cls, ref: BundleRef, schema: FeatureSchema) -> LiveFields:
+        spec = ref.manifest["history"]
+        user_item = {
+            b: pl.read_parquet(ref.file(user_item_artifact(b))) for b in spec.get("by", [])
+        }
+        return cls(
+            schema,
+            spec,
+            pl.read_parquet(ref.file("users")),
+            pl.read_parquet(ref.file("items")),
+            user_item,
+        )
+
+    def _encode(
+        self, prefix: str, imp: np.ndarray, clk: np.ndarray
+    ) -> list[tuple[int, np.ndarray]]:
+        values = history_values(imp, clk, self.prior, self.strength)
+        return [
+            (j, self.schema.encode_numeric(f, np.asarray(values[stat], dtype=np.float64)))
+            for j, f, stat in self.fields.get(prefix, [])
+        ]
+
+    def apply(
+        self,
+        num: np.ndarray,
+        user_id: str,
+        item_rows: np.ndarray,
+        fresh: list[tuple[str, bool]],
+        attributes: Mapping[str, Sequence[str | None]],
+    ) -> None:
+        """Overwrite the history columns of ``num`` with snapshot + fresh counts."""
+        clicks = sum(c for _, c in fresh)
+        imp0, clk0 = self.user_counts.get((user_id,), (0.0, 0.0))
+        imp, clk = np.array([imp0 + len(fresh) - clicks]), np.array([clk0 + clicks])
+        for j, encoded in self._encode("user", imp, clk):
+            num[:, j] = encoded[0]
+        for b in self.by:
+            delta: dict[str, list[int]] = {}
+            for item, click in fresh:
+                value = self.item_values[b].get(item)
+                if value is not None:
+                    d = delta.setdefault(value, [0, 0])
+                    d[1 if click else 0] += 1
+            if not delta:
+                continue
+            values = self.row_values[b][np.where(item_rows < 0, -1, item_rows)]
+            given = attributes.get(b)
+            if given:
+                override = np.array(given, dtype=object)
+                values = np.where(override != None, override, values)  # noqa: E711 - elementwise
+            # One derivation for every value with new events, then scattered to its rows.
+            names = list(delta)
+            pairs = self.pair_counts[b]
+            base = [pairs.get((user_id, v), (0.0, 0.0)) for v in names]
+            imp = np.array([c[0] + delta[v][0] for c, v in zip(base, names, strict=True)])
+            clk = np.array([c[1] + delta[v][1] for c, v in zip(base, names, strict=True)])
+            code = {v: k for k, v in enumerate(names)}
+            which = np.fromiter((code.get(v, -1) for v in values), np.int64, len(values))
+            rows = np.flatnonzero(which >= 0)
+            for j, column in self._encode(f"user_{b}", imp, clk):
+                num[rows, j] = column[which[rows]]
+
+
+def _counts(frame: pl.DataFrame, keys: list[str], prefix: str) -> dict[tuple, tuple[float, float]]:
+    """(key values) -> (impressions, clicks) of a shipped history table."""
+    imp, clk = history_field_name(prefix, "impressions"), history_field_name(prefix, "clicks")
+    if imp not in frame.columns or clk not in frame.columns:
+        return {}
+    cols = [frame[k].cast(pl.String).to_list() for k in keys]
+    counts = zip(
+        frame[imp].cast(pl.Float64).fill_null(0).to_list(),
+        frame[clk].cast(pl.Float64).fill_null(0).to_list(),
+        strict=True,
+    )
+    return dict(zip(zip(*cols, strict=True), counts, strict=True))
+
+
+def _strings(frame: pl.DataFrame, column: str) -> list[str | None]:
+    if column not in frame.columns:
+        return [None] * frame.height
+    return frame[column].cast(pl.String).to_list()
 
 
 def replay_feedback(live: LiveHistory, directory: Path, since_ms: int) -> int:
