@@ -16,7 +16,7 @@ from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
 from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
-from engine.live_history import LiveHistory, replay_feedback
+from engine.live_history import LiveHistory, replay_feedback, sibling_logs
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ def add_extra_services(
     if settings.feedback_dir is not None:
         if live is not None and live_since_ms is not None:
             replayed = replay_feedback(live, settings.feedback_dir, live_since_ms)
+            for sibling in sibling_logs(settings.feedback_dir):  # other --workers' logs
+                replayed += replay_feedback(live, sibling, live_since_ms, wal=False)
             log.info("live histories: %d logged events since the training cut replayed", replayed)
         feedback = FeedbackLog(
             settings.feedback_dir,

@@ -9,12 +9,14 @@ cut to the snapshot counts and re-derives the features with the trainer's own de
 (`kernels.featurize.history_values`, the schema's transforms).
 
 Scope: one process. At start the server replays its feedback log since the oldest training
-cut (`replay_feedback`), then counts what LogEvents appends. With `serve --workers N` each
-worker counts its own log and the events it receives.
+cut (`replay_feedback`; with `serve --workers N`, the other workers' published Parquet too),
+then counts what its own LogEvents appends: between restarts a worker does not see the
+events the other workers receive.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -191,18 +193,20 @@ def _strings(frame: pl.DataFrame, column: str) -> list[str | None]:
     return frame[column].cast(pl.String).to_list()
 
 
-def replay_feedback(live: LiveHistory, directory: Path, since_ms: int) -> int:
+def replay_feedback(live: LiveHistory, directory: Path, since_ms: int, wal: bool = True) -> int:
     """Feed `live` the history events of an existing feedback log newer than `since_ms` (the
     oldest training cut among the served CTR models), so a restart neither forgets what was
-    logged since the cut nor waits for the next training run. Reads the Parquet files and the
-    WAL segments not yet converted (a segment whose Parquet file exists is counted once); call
-    it before the log is opened. Returns the number of events fed."""
+    logged since the cut nor waits for the next training run. Reads the Parquet files and, with
+    `wal`, the WAL segments not yet converted (a segment whose Parquet file exists is counted
+    once): call it so before the log is opened. A log another process is writing must be read
+    with `wal=False` (its published Parquet files never change; its WAL may be mid-conversion).
+    Returns the number of events fed."""
     from engine.feedback.parquet import decode
     from engine.feedback.records import scan
     from engine.feedback.segments import parquet_path, segments
 
     fed = 0
-    wal = segments(directory)
+    segments_left = segments(directory) if wal else {}
     files = sorted((directory / "parquet").glob("events-*.parquet"))
     if files:
         frame = (
@@ -217,10 +221,22 @@ def replay_feedback(live: LiveHistory, directory: Path, since_ms: int) -> int:
             for u, i, e, t in frame.iter_rows()
         )
         fed += frame.height
-    for seq, path in wal.items():
+    for seq, path in segments_left.items():
         if parquet_path(directory, seq).exists():
             continue
         events = [e for e in decode(scan(path.read_bytes()).payloads) if e.ts_unix_ms > since_ms]
         live.observe(events)
         fed += sum(e.event in HISTORY_EVENTS for e in events)
     return fed
+
+
+def sibling_logs(directory: Path) -> list[Path]:
+    """The other workers' feedback logs beside a `serve --workers` worker's own
+    (`<feedback-dir>/worker-<i>`); [] for a single process's log."""
+    if not re.fullmatch(r"worker-\d+", directory.name):
+        return []
+    return sorted(
+        p
+        for p in directory.parent.iterdir()
+        if p != directory and p.is_dir() and re.fullmatch(r"worker-\d+", p.name)
+    )

@@ -180,3 +180,28 @@ def test_a_restart_replays_the_feedback_log_since_the_cut(
     log.close()  # converts the segment to Parquet
     assert replay_feedback(LiveHistory(), crashed, now - 1) == 1  # counted once
     assert replay_feedback(LiveHistory(), crashed, now) == 0  # nothing after that cut
+
+
+def test_workers_replay_each_others_published_logs(tmp_path: Path) -> None:
+    """A `--workers` worker's log sits beside its siblings'; their published Parquet is read,
+    their WAL (maybe mid-conversion by a live sibling) is not."""
+    from engine.feedback.log import FeedbackLog
+    from engine.live_history import replay_feedback, sibling_logs
+    from tests.engine.feedback_helpers import event as feedback_event
+
+    root = tmp_path / "fb"
+    now = 1_900_000_000_000
+    for w in range(3):
+        log = FeedbackLog(root / f"worker-{w}")
+        log.append([feedback_event(w, "click", ts_unix_ms=now)])
+        if w < 2:
+            log.close()  # published; worker 2 is still writing its WAL
+    assert sibling_logs(root / "worker-0") == [root / "worker-1", root / "worker-2"]
+    assert sibling_logs(tmp_path / "fb") == []
+    live = LiveHistory()
+    assert (
+        sum(replay_feedback(live, d, now - 1, wal=False) for d in sibling_logs(root / "worker-0"))
+        == 1
+    )
+    assert live.since("u1", now - 1) == [("i1", True)] and live.since("u2", now - 1) == []
+    log.close()  # worker 2's
