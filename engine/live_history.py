@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.repository import BundleRef
+from engine.feature_store import EmbeddedFeatureStore
 from kernels.featurize import (
     HISTORY_STATS,
     FeatureSchema,
     NumericField,
     history_field_name,
     history_values,
-    user_item_artifact,
 )
 
 HISTORY_EVENTS = ("impression", "click")
@@ -82,14 +81,18 @@ class LiveFields:
         self,
         schema: FeatureSchema,
         spec: Mapping[str, Any],
+        store: EmbeddedFeatureStore,
         users: pl.DataFrame,
         items: pl.DataFrame,
         user_item: Mapping[str, pl.DataFrame],
     ) -> None:
+        """``users``, ``items``, ``user_item``: the tables ``store`` was built from (its id ->
+        row maps index them)."""
         self.schema = schema
         self.as_of_ms = int(spec.get("as_of_ms", 2**62))  # no cut recorded: nothing is newer
         self.prior, self.strength = float(spec["prior"]), float(spec["strength"])
-        self.by: list[str] = list(spec.get("by", []))
+        # Attributes the model has user x attribute fields (and so a shipped table) for.
+        self.by: list[str] = [b for b in spec.get("by", []) if b in user_item]
         index = {f.name: j for j, f in enumerate(schema.numeric)}
         # prefix -> [(column in num, field, statistic)]
         self.fields: dict[str, list[tuple[int, NumericField, str]]] = {}
@@ -100,28 +103,12 @@ class LiveFields:
                     self.fields.setdefault(prefix, []).append(
                         (index[name], schema.numeric[index[name]], stat)
                     )
-        self.user_counts = _counts(users, ["user_id"], "user")
-        self.pair_counts = {b: _counts(user_item[b], ["user_id", b], f"user_{b}") for b in self.by}
-        # Each item's attribute values: of the rows the store serves, and of any logged item id.
-        values = {b: _strings(items, b) for b in self.by}
-        ids = items["item_id"].cast(pl.String).to_list()
-        self.item_values = {b: dict(zip(ids, values[b], strict=True)) for b in self.by}
-        # Per store row (and a last None for row -1, an unknown item): the attribute value.
-        self.row_values = {b: np.array([*values[b], None], dtype=object) for b in self.by}
-
-    @classmethod
-    def of(cls, ref: BundleRef, schema: FeatureSchema) -> LiveFields:
-        spec = ref.manifest["history"]
-        user_item = {
-            b: pl.read_parquet(ref.file(user_item_artifact(b))) for b in spec.get("by", [])
-        }
-        return cls(
-            schema,
-            spec,
-            pl.read_parquet(ref.file("users")),
-            pl.read_parquet(ref.file("items")),
-            user_item,
-        )
+        self.user_row, self.item_row = store.user_row, store.item_row
+        # Snapshot counts by the store's user rows; per (user, value) for the cross tables.
+        self.user_counts = _count_columns(users, "user")
+        self.pair_counts = {b: _counts(user_item[b], b) for b in self.by}
+        # Per store item row (and a last None for row -1, an unknown item): the attribute value.
+        self.row_values = {b: np.array([*_strings(items, b), None], dtype=object) for b in self.by}
 
     def _encode(
         self, prefix: str, imp: np.ndarray, clk: np.ndarray
@@ -142,14 +129,15 @@ class LiveFields:
     ) -> None:
         """Overwrite the history columns of ``num`` with snapshot + fresh counts."""
         clicks = sum(c for _, c in fresh)
-        imp0, clk0 = self.user_counts.get((user_id,), (0.0, 0.0))
+        row = self.user_row.get(user_id)
+        imp0, clk0 = (0.0, 0.0) if row is None else self.user_counts[row]
         imp, clk = np.array([imp0 + len(fresh) - clicks]), np.array([clk0 + clicks])
         for j, encoded in self._encode("user", imp, clk):
             num[:, j] = encoded[0]
         for b in self.by:
             delta: dict[str, list[int]] = {}
             for item, click in fresh:
-                value = self.item_values[b].get(item)
+                value = self.row_values[b][self.item_row.get(item, -1)]
                 if value is not None:
                     d = delta.setdefault(value, [0, 0])
                     d[1 if click else 0] += 1
@@ -173,18 +161,23 @@ class LiveFields:
                 num[rows, j] = column[which[rows]]
 
 
-def _counts(frame: pl.DataFrame, keys: list[str], prefix: str) -> dict[tuple, tuple[float, float]]:
-    """(key values) -> (impressions, clicks) of a shipped history table."""
-    imp, clk = history_field_name(prefix, "impressions"), history_field_name(prefix, "clicks")
-    if imp not in frame.columns or clk not in frame.columns:
-        return {}
-    cols = [frame[k].cast(pl.String).to_list() for k in keys]
-    counts = zip(
-        frame[imp].cast(pl.Float64).fill_null(0).to_list(),
-        frame[clk].cast(pl.Float64).fill_null(0).to_list(),
+def _count_columns(frame: pl.DataFrame, prefix: str) -> np.ndarray:
+    """[rows, 2] impressions and clicks of a shipped history table (zeros without them)."""
+    names = [history_field_name(prefix, "impressions"), history_field_name(prefix, "clicks")]
+    if not all(n in frame.columns for n in names):
+        return np.zeros((frame.height, 2))
+    return frame.select(pl.col(n).cast(pl.Float64).fill_null(0) for n in names).to_numpy()
+
+
+def _counts(frame: pl.DataFrame, by: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """(user id, attribute value) -> (impressions, clicks) of a user x attribute table."""
+    counts = _count_columns(frame, f"user_{by}")
+    keys = zip(
+        frame["user_id"].cast(pl.String).to_list(),
+        frame[by].cast(pl.String).to_list(),
         strict=True,
     )
-    return dict(zip(zip(*cols, strict=True), counts, strict=True))
+    return {k: (float(c[0]), float(c[1])) for k, c in zip(keys, counts, strict=True)}
 
 
 def _strings(frame: pl.DataFrame, column: str) -> list[str | None]:

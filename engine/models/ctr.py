@@ -34,18 +34,19 @@ class CTRModel(OnnxModel):
                 by: pl.read_parquet(ref.file(user_item_artifact(by)))
                 for by in dict.fromkeys(str(f.by) for f in self.schema.numeric_from("user_item"))
             }
-            self.store: FeatureStore = EmbeddedFeatureStore(
-                self.schema,
-                pl.read_parquet(ref.file("items")),
-                pl.read_parquet(ref.file("users")),
-                user_item,
-            )
+            items, users = pl.read_parquet(ref.file("items")), pl.read_parquet(ref.file("users"))
+            store = EmbeddedFeatureStore(self.schema, items, users, user_item)
         except (KeyError, ValueError) as exc:
             raise BundleError(f"{ref.name}/{ref.version}: bad feature tables: {exc}") from exc
+        self.store: FeatureStore = store
         self._bucket = lru_cache(maxsize=65536)(self._bucket_uncached)
         # Live histories (set by the server when it logs feedback): see engine.live_history.
         self.live: LiveHistory | None = None
-        self._history = LiveFields.of(ref, self.schema) if "history" in ref.manifest else None
+        self._history = (
+            LiveFields(self.schema, ref.manifest["history"], store, users, items, user_item)
+            if "history" in ref.manifest
+            else None
+        )
         self.warmup()
 
     @property
