@@ -119,7 +119,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(repo: Path, env: dict[str, str], workers: int = 1):
+def serving(repo: Path, env: dict[str, str], workers: int = 1, with_pid: bool = False):
+    """A `reachrank serve` process on a free port; yields its target (and pid, with_pid)."""
     port = free_port()
     cli = [sys.executable, "-c", "from clients.cli import main; main()"]
     proc = subprocess.Popen(
@@ -156,7 +157,7 @@ def serving(repo: Path, env: dict[str, str], workers: int = 1):
                 if time.time() > deadline:
                     raise TimeoutError("server did not become ready")
                 time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
+        yield (f"127.0.0.1:{port}", proc.pid) if with_pid else f"127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

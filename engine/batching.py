@@ -8,6 +8,13 @@ request, whichever comes first; outputs are split back to their requests.
 - A failed batch fails each of its requests with the reason.
 - A request larger than ``max_batch_rows`` runs alone; requests are never split.
 
+No thread of its own: the callers run the batches (leader/follower). A caller that finds a
+free execution slot (``workers`` of them) runs the batch itself, inline, so a request on an
+idle model costs no thread hand-off at all; callers arriving meanwhile queue, and when the
+leader's own request is answered it hands its slot to the oldest waiting caller, which runs
+the next batch (everything queued by then) and answers the others in it. Under load that is
+one wake-up per request instead of two (caller to a batcher thread and back).
+
 It is a layer attached to a model at load time (``DynamicBatcher(model_run, ...)``), not code
 inside each model, and is unit-tested without a server.
 """
@@ -20,7 +27,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,14 +64,55 @@ class BatchInfo:
     dropped_cancelled: int = 0
 
 
-@dataclass
 class _Pending:
-    inputs: Arrays
-    rows: int
-    deadline: float | None
-    alive: Callable[[], bool] | None = None
-    enqueued: float = field(default_factory=time.monotonic)
-    future: Future[Arrays] = field(default_factory=Future)
+    """One queued request: its inputs, and what its waiting caller is told (answered, or
+    promoted to run the next batch)."""
+
+    __slots__ = (
+        "alive",
+        "deadline",
+        "enqueued",
+        "error",
+        "event",
+        "inputs",
+        "promoted",
+        "result",
+        "rows",
+        "settled",
+    )
+
+    def __init__(
+        self,
+        inputs: Any,
+        rows: int,
+        deadline: float | None,
+        alive: Callable[[], bool] | None,
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.deadline = deadline
+        self.alive = alive
+        self.enqueued = time.monotonic()
+        self.event = threading.Event()
+        self.settled = False  # result or error is set
+        self.promoted = False  # holds an execution slot: must run batches until settled
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def set_result(self, result: Any) -> None:
+        if not self.settled:
+            self.result, self.settled = result, True
+            self.event.set()
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self.settled:
+            self.error, self.settled = error, True
+            self.event.set()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class DynamicBatcher:
@@ -86,25 +135,49 @@ class DynamicBatcher:
         self.max_batch_rows = max_batch_rows
         self.max_queue_delay = max_queue_delay_us / 1e6
         self.max_queue_rows = max_queue_rows
+        self.workers = workers
         self.name = name
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
+        self._running = 0  # execution slots taken (leaders running or promoted)
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
 
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    def infer(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
+        """Queue one request and wait for its slice of the batch outputs (re-raising the
+        batch's error); the calling thread runs batches itself when it holds a slot."""
+        pending = self._enqueue(inputs, deadline)
+        self._wait(pending)
+        return pending.outcome()
+
     def submit(self, inputs: Arrays, deadline: float | None = None) -> Future[Arrays]:
-        """Queue one request; its future resolves to its slice of the batch outputs."""
+        """Queue one request now and wait for it on a helper thread: the asynchronous form of
+        :meth:`infer` (queue order is the order of the calls)."""
+        pending = self._enqueue(inputs, deadline)
+        future: Future[Arrays] = Future()
+
+        def wait() -> None:
+            self._wait(pending)
+            if pending.error is not None:
+                future.set_exception(pending.error)
+            else:
+                future.set_result(pending.result)
+
+        threading.Thread(target=wait, name=f"batcher-{self.name}-wait", daemon=True).start()
+        return future
+
+    def close(self) -> None:
+        """Refuse new requests; those already queued still run (their callers drive them)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _enqueue(self, inputs: Any, deadline: float | None) -> _Pending:
         rows = self._size(inputs)
         if deadline is None:
             deadline = request_deadline.get()
@@ -119,27 +192,56 @@ class DynamicBatcher:
                 )
             self._queue.append(pending)
             self._queued_rows += rows
-            self._cond.notify()
-        return pending.future
+            if self._running < self.workers:
+                self._running += 1
+                pending.promoted = True
+            elif self.max_queue_delay:
+                self._cond.notify()  # a leader may be waiting for company
+        return pending
 
-    def infer(self, inputs: Arrays, deadline: float | None = None) -> Arrays:
-        """Submit and wait for the result (re-raising the batch's error)."""
-        return self.submit(inputs, deadline).result()
+    def _wait(self, pending: _Pending) -> None:
+        """Until ``pending`` is answered: sleep, or run batches while holding a slot."""
+        while True:
+            with self._cond:
+                if pending.settled and not pending.promoted:
+                    return
+                lead = pending.promoted
+            if lead:
+                self._lead(pending)
+                continue
+            pending.event.wait()
+            pending.event.clear()
 
-    def close(self) -> None:
-        """Finish what is queued, then stop the workers."""
+    def _lead(self, pending: _Pending) -> None:
+        """Run batches from the front of the queue until ``pending`` is answered, then pass
+        the slot to the oldest waiting request (or free it)."""
+        try:
+            while not pending.settled:
+                batch = self._take_batch()
+                if not batch:
+                    break
+                try:
+                    self._execute(batch)
+                except Exception as exc:  # e.g. a metrics hook: never leave a caller waiting
+                    for p in batch:
+                        p.set_exception(exc)
+        finally:
+            with self._cond:
+                pending.promoted = False
+                # The oldest queued request not already holding a slot runs the next batch.
+                nxt = next((p for p in self._queue if not p.promoted), None)
+                if nxt is not None:
+                    nxt.promoted = True
+                    nxt.event.set()
+                else:
+                    self._running -= 1
+
+    def _take_batch(self) -> list[_Pending]:
+        """The front of the queue up to ``max_batch_rows`` rows, waiting up to
+        ``max_queue_delay`` after the first request arrived for more to join."""
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        for t in self._threads:
-            t.join(timeout=10)
-
-    def _take_batch(self) -> list[_Pending] | None:
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
+            if not self._queue:
+                return []
             batch = [self._queue.popleft()]
             rows = batch[0].rows
             cut = batch[0].enqueued + self.max_queue_delay
@@ -158,26 +260,19 @@ class DynamicBatcher:
             self._queued_rows -= rows
             return batch
 
-    def _loop(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if batch is None:
-                return
-            self._execute(batch)
-
     def _execute(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
         live = []
         cancelled = 0
         for p in batch:
             if p.deadline is not None and p.deadline <= now:
-                p.future.set_exception(
+                p.set_exception(
                     DeadlineExceeded(f"model {self.name}: deadline passed while queued")
                 )
             elif p.alive is not None and not p.alive():
                 cancelled += 1
-                p.future.set_exception(Cancelled(f"model {self.name}: the caller went away"))
-            elif p.future.set_running_or_notify_cancel():
+                p.set_exception(Cancelled(f"model {self.name}: the caller went away"))
+            else:
                 live.append(p)
         dropped = len(batch) - len(live) - cancelled
         if not live:
@@ -194,8 +289,7 @@ class DynamicBatcher:
         except Exception as exc:  # every waiting request learns why its batch failed
             failed = True
             for p in live:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                p.set_exception(exc)
         if self._on_batch is not None:
             self._on_batch(
                 BatchInfo(
@@ -209,21 +303,21 @@ class DynamicBatcher:
                 )
             )
 
-    def _size(self, inputs: Arrays) -> int:
+    def _size(self, inputs: Any) -> int:
         """Rows one request counts for (against max_batch_rows and max_queue_rows)."""
         return _rows(inputs)
 
     def _compute(self, live: list[_Pending]) -> None:
-        """Run the batch and resolve each request's future with its slice of the outputs."""
+        """Run the batch and answer each request with its slice of the outputs."""
         if len(live) == 1:
-            live[0].future.set_result(self._run(live[0].inputs))
+            live[0].set_result(self._run(live[0].inputs))
             return
         names = live[0].inputs.keys()
         merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
         outputs = self._run(merged)
         offsets = np.cumsum([0] + [p.rows for p in live])
         for p, lo, hi in zip(live, offsets[:-1], offsets[1:], strict=True):
-            p.future.set_result({k: v[lo:hi] for k, v in outputs.items()})
+            p.set_result({k: v[lo:hi] for k, v in outputs.items()})
 
 
 def _rows(inputs: Arrays) -> int:

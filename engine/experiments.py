@@ -21,7 +21,7 @@ import numpy as np
 from google.protobuf import json_format
 from reachrank.v1 import models_pb2
 
-from engine.errors import InvalidArgument, NotFound, ServingError
+from engine.errors import BundleError, InvalidArgument, NotFound, ServingError
 from kernels import hash_string, hash_strings
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class ExperimentStore:
             if self._prepare is not None and name != prepared and old.get(name) != experiment:
                 try:
                     self._prepare(experiment)
-                except ServingError as exc:
+                except (ServingError, BundleError) as exc:
                     log.warning("experiment %r not adopted: %s", name, exc)
                     if name in old:
                         ready[name] = old[name]

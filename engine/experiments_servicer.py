@@ -12,7 +12,7 @@ import grpc
 from reachrank.v1 import models_pb2, models_pb2_grpc
 
 from engine.experiments import ExperimentStore, validate
-from engine.servicer import grpc_errors
+from engine.grpc_adapter import grpc_errors
 
 
 class ExperimentsServicer(models_pb2_grpc.ExperimentsServicer):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 from reachrank.v1 import models_pb2, models_pb2_grpc
 
-from engine.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
+from engine.errors import BundleError, InvalidArgument, NotFound
+from engine.grpc_adapter import grpc_errors
 from engine.registry import ModelRegistry, ModelState
 from engine.repository import is_model_name, versions
-from engine.servicer import grpc_errors
 
 
 def model_status(state: ModelState) -> models_pb2.ModelStatus:
@@ -64,8 +64,8 @@ class ModelServiceServicer(models_pb2_grpc.ModelServiceServicer):
             )
         try:
             self.registry.load(request.name, request.version or None)
-        except BundleError as exc:
-            raise FailedPrecondition(f"load refused, the serving version stays: {exc}") from None
+        except BundleError as exc:  # FAILED_PRECONDITION, as every BundleError (grpc_adapter)
+            raise BundleError(f"load refused, the serving version stays: {exc}") from None
         return models_pb2.LoadModelResponse(model=self._status(request.name))
 
     @grpc_errors

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from reachrank.v1 import models_pb2
 
-from engine.errors import BundleError, FailedPrecondition, InvalidArgument
+from engine.errors import BundleError, InvalidArgument
 from engine.experiments import ExperimentStore, assign
 from engine.models.profiles import CLUSTER_PREFIX, ProfilesModel
 from engine.registry import ModelRegistry
@@ -71,7 +71,7 @@ def prepare_experiment(
     registry: ModelRegistry, settings: Settings, experiment: models_pb2.Experiment
 ) -> None:
     """Check every arm's models exist and load pinned versions beside the serving ones, so no
-    request ever waits for a load. Raises InvalidArgument / FailedPrecondition naming the arm."""
+    request ever waits for a load. Raises InvalidArgument / BundleError naming the arm."""
     for i, v in enumerate(experiment.variants):
         for field, name, version in (
             ("ctr", v.ctr_model or settings.ctr_model, v.ctr_version),
@@ -91,4 +91,4 @@ def prepare_experiment(
                 elif registry.find(name) is None:
                     registry.load(name)
             except BundleError as exc:
-                raise FailedPrecondition(f"{where}: cannot load {name!r}: {exc}") from None
+                raise BundleError(f"{where}: cannot load {name!r}: {exc}") from None

@@ -61,7 +61,7 @@ class TopKBatcher(DynamicBatcher):
                     try:
                         self._search_group([p])
                     except Exception as exc:
-                        p.future.set_exception(exc)
+                        p.set_exception(exc)
 
     def _search_group(self, members: list[_Pending]) -> None:
         queries = np.stack([p.inputs.query for p in members]).astype(np.float32, copy=False)
@@ -73,7 +73,7 @@ class TopKBatcher(DynamicBatcher):
         for i, p in enumerate(members):
             row_ids, row_scores = ids[i, : p.inputs.n], scores[i, : p.inputs.n]
             keep = row_ids >= 0
-            p.future.set_result((row_ids[keep], row_scores[keep]))
+            p.set_result((row_ids[keep], row_scores[keep]))
 
 
 def _no_arrays(inputs: Any) -> Any:

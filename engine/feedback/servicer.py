@@ -12,8 +12,8 @@ from reachrank.v1 import feedback_pb2, feedback_pb2_grpc
 from engine.errors import InvalidArgument
 from engine.feedback.log import FeedbackLog
 from engine.feedback.parquet import FIXED_COLUMNS
+from engine.grpc_adapter import grpc_errors
 from engine.live_history import LiveHistory
-from engine.servicer import grpc_errors
 
 EVENTS = ("impression", "click", "purchase")
 

@@ -17,14 +17,14 @@ import grpc
 from reachrank.kserve.v2 import grpc_service_pb2 as pb
 from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
 
-from engine.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound, ServingError
+from engine.errors import BundleError, InvalidArgument, NotFound, ServingError
+from engine.grpc_adapter import grpc_errors
 from engine.kserve.infer import infer
 from engine.kserve.metadata import model_config, model_metadata
 from engine.kserve.stats import StatsRecorder, statistics_message
 from engine.models.base import OnnxModel
 from engine.registry import MODEL_KINDS, ModelRegistry, ModelState
 from engine.repository import model_names
-from engine.servicer import grpc_errors
 from engine.settings import Settings
 
 SERVER_NAME = "reachrank"
@@ -189,7 +189,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             self.registry.load(request.model_name)
         except BundleError as exc:
-            raise FailedPrecondition(f"cannot load {request.model_name!r}: {exc}") from None
+            raise BundleError(f"cannot load {request.model_name!r}: {exc}") from None
         return pb.RepositoryModelLoadResponse()
 
     @grpc_errors

@@ -186,7 +186,7 @@ class RetrievalModel(OnnxModel):
             if self.topk_batcher is not None:
                 request = TopKQuery(query[0], n, excl[1], allowed)
                 try:
-                    return self.topk_batcher.submit(request).result()
+                    return self.topk_batcher.infer(request)
                 except BatcherClosed:  # this version is being replaced: finish on it
                     pass
             ids, scores = self._search_items(query, n, excl, allowed)

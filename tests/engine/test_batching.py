@@ -171,3 +171,54 @@ def test_inputs_must_agree_on_batch_size(model: Recorder) -> None:
     with pytest.raises(ValueError, match="batch size"):
         batcher.submit({"x": np.zeros((2, 2)), "w": np.zeros((3, 2))})
     batcher.close()
+
+
+def test_an_idle_batcher_runs_the_request_in_the_callers_thread() -> None:
+    ran_on: list[int] = []
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ran_on.append(threading.get_ident())
+        return {"y": inputs["x"] + 1}
+
+    batcher = DynamicBatcher(run, max_batch_rows=64, max_queue_delay_us=0, max_queue_rows=1000)
+    for _ in range(3):
+        np.testing.assert_array_equal(batcher.infer(_rows(2))["y"], _rows(2)["x"] + 1)
+    assert ran_on == [threading.get_ident()] * 3  # no hand-off to another thread
+    batcher.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_callers_each_get_their_own_rows_and_the_slots_come_back(workers: int) -> None:
+    calls: list[int] = []
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 3}
+
+    batcher = DynamicBatcher(
+        run, max_batch_rows=16, max_queue_delay_us=0, max_queue_rows=100_000, workers=workers
+    )
+    start = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def caller(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        start.wait()
+        try:
+            for _ in range(200):
+                n = int(rng.integers(1, 6))
+                x = _rows(n, start=float(rng.integers(0, 1000)))
+                np.testing.assert_array_equal(batcher.infer(x)["y"], x["x"] * 3)
+        except BaseException as exc:  # every worker's failure fails the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a caller never got its answer"
+    assert not failures, failures
+    assert sum(calls) > 0 and max(calls) <= 16  # never past max_batch_rows
+    assert batcher._running == 0 and batcher.queued_rows == 0  # every slot was handed back
+    batcher.close()

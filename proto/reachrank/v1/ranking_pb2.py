@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1areachrank/v1/ranking.proto\x12\x0creachrank.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"I\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\"i\n\x07\x46ilters\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x16\n\tmin_price\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_min_priceB\x0c\n\n_max_price\"9\n\tDiversity\x12\x18\n\x10max_per_category\x18\x01 \x01(\x05\x12\x12\n\nmmr_lambda\x18\x02 \x01(\x02\"\x81\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12<\n\x07\x63ontext\x18\x03 \x03(\x0b\x32+.reachrank.v1.RecommendRequest.ContextEntry\x12&\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x15.reachrank.v1.Filters\x12\x0f\n\x07\x65xclude\x18\x05 \x03(\t\x12*\n\tdiversity\x18\x06 \x01(\x0b\x32\x17.reachrank.v1.Diversity\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\"\x9b\x01\n\x11RecommendResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.reachrank.v1.ScoredItem\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x12\n\nexperiment\x18\x05 \x01(\t\"\x83\x01\n\x02\x41\x64\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62id\x18\x02 \x01(\x01\x12\x30\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1e.reachrank.v1.Ad.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x0eRankAdsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12:\n\x07\x63ontext\x18\x02 \x03(\x0b\x32).reachrank.v1.RankAdsRequest.ContextEntry\x12\x1d\n\x03\x61\x64s\x18\x03 \x03(\x0b\x32\x10.reachrank.v1.Ad\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x15\n\rreserve_price\x18\x05 \x01(\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x08RankedAd\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x0c\n\x04pctr\x18\x02 \x01(\x02\x12\x0b\n\x03\x62id\x18\x03 \x01(\x01\x12\x16\n\x0e\x65xpected_value\x18\x04 \x01(\x01\x12\x0c\n\x04slot\x18\x05 \x01(\x05\x12\r\n\x05price\x18\x06 \x01(\x01\"\x9a\x01\n\x0fRankAdsResponse\x12#\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32\x16.reachrank.v1.RankedAd\x12\x15\n\rbelow_reserve\x18\x02 \x01(\x05\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x12\n\nexperiment\x18\x05 \x01(\t\"Y\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12&\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x15.reachrank.v1.Filters\"g\n\x14SimilarItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.reachrank.v1.ScoredItem\x12&\n\x06models\x18\x02 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\"[\n\x0f\x41udienceRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x10\n\x08segments\x18\x03 \x03(\t\x12\x19\n\x11include_consumers\x18\x04 \x01(\x08\"V\n\x0e\x41udienceMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x13\n\x0brfm_segment\x18\x03 \x01(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\x05\"\x7f\n\x10\x41udienceResponse\x12+\n\x05users\x18\x01 \x03(\x0b\x32\x1c.reachrank.v1.AudienceMember\x12\x16\n\x0e\x65ligible_users\x18\x02 \x01(\x03\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\"!\n\x0eProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xe5\x02\n\x0fProfileResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05known\x18\x02 \x01(\x08\x12=\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32+.reachrank.v1.ProfileResponse.FeaturesEntry\x12\x41\n\nattributes\x18\x04 \x03(\x0b\x32-.reachrank.v1.ProfileResponse.AttributesEntry\x12\x13\n\x0brfm_segment\x18\x05 \x01(\t\x12\x0f\n\x07\x63luster\x18\x06 \x01(\x05\x12&\n\x06models\x18\x07 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x01\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x36\n\x06inputs\x18\x03 \x03(\x0b\x32&.reachrank.v1.ScoreRequest.InputsEntry\x1a\x43\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.reachrank.v1.Tensor:\x02\x38\x01\"\xb7\x01\n\rScoreResponse\x12\x39\n\x07outputs\x18\x01 \x03(\x0b\x32(.reachrank.v1.ScoreResponse.OutputsEntry\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.reachrank.v1.ModelRef\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.reachrank.v1.Tensor:\x02\x38\x01\x32\xcb\x03\n\x07Ranking\x12L\n\tRecommend\x12\x1e.reachrank.v1.RecommendRequest\x1a\x1f.reachrank.v1.RecommendResponse\x12\x46\n\x07RankAds\x12\x1c.reachrank.v1.RankAdsRequest\x1a\x1d.reachrank.v1.RankAdsResponse\x12@\n\x05Score\x12\x1a.reachrank.v1.ScoreRequest\x1a\x1b.reachrank.v1.ScoreResponse\x12U\n\x0cSimilarItems\x12!.reachrank.v1.SimilarItemsRequest\x1a\".reachrank.v1.SimilarItemsResponse\x12I\n\x08\x41udience\x12\x1d.reachrank.v1.AudienceRequest\x1a\x1e.reachrank.v1.AudienceResponse\x12\x46\n\x07Profile\x12\x1c.reachrank.v1.ProfileRequest\x1a\x1d.reachrank.v1.ProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1areachrank/v1/ranking.proto\x12\x0creachrank.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"I\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\"i\n\x07\x46ilters\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x16\n\tmin_price\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_min_priceB\x0c\n\n_max_price\"9\n\tDiversity\x12\x18\n\x10max_per_category\x18\x01 \x01(\x05\x12\x12\n\nmmr_lambda\x18\x02 \x01(\x02\"\x81\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12<\n\x07\x63ontext\x18\x03 \x03(\x0b\x32+.reachrank.v1.RecommendRequest.ContextEntry\x12&\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x15.reachrank.v1.Filters\x12\x0f\n\x07\x65xclude\x18\x05 \x03(\t\x12*\n\tdiversity\x18\x06 \x01(\x0b\x32\x17.reachrank.v1.Diversity\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x01\"\x9b\x01\n\x11RecommendResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.reachrank.v1.ScoredItem\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x12\n\nexperiment\x18\x05 \x01(\t\"\x83\x01\n\x02\x41\x64\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x0b\n\x03\x62id\x18\x02 \x01(\x01\x12\x30\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1e.reachrank.v1.Ad.FeaturesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\nAdFeatures\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.reachrank.v1.AdFeatures.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\tAdColumns\x12\x0e\n\x06\x61\x64_ids\x18\x01 \x03(\t\x12\x0c\n\x04\x62ids\x18\x02 \x03(\x01\x12\x37\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32%.reachrank.v1.AdColumns.FeaturesEntry\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.reachrank.v1.AdFeatures:\x02\x38\x01\"\x93\x02\n\x0eRankAdsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12:\n\x07\x63ontext\x18\x02 \x03(\x0b\x32).reachrank.v1.RankAdsRequest.ContextEntry\x12\x1d\n\x03\x61\x64s\x18\x03 \x03(\x0b\x32\x10.reachrank.v1.Ad\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x15\n\rreserve_price\x18\x05 \x01(\x01\x12+\n\ncandidates\x18\x06 \x01(\x0b\x32\x17.reachrank.v1.AdColumns\x12\x12\n\nall_ranked\x18\x07 \x01(\x08\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x0fRankedAdColumns\x12\x0e\n\x06\x61\x64_ids\x18\x01 \x03(\t\x12\x0c\n\x04pctr\x18\x02 \x03(\x02\x12\x0b\n\x03\x62id\x18\x03 \x03(\x01\x12\x16\n\x0e\x65xpected_value\x18\x04 \x03(\x01\x12\x0c\n\x04slot\x18\x05 \x03(\x05\x12\r\n\x05price\x18\x06 \x03(\x01\"i\n\x08RankedAd\x12\r\n\x05\x61\x64_id\x18\x01 \x01(\t\x12\x0c\n\x04pctr\x18\x02 \x01(\x02\x12\x0b\n\x03\x62id\x18\x03 \x01(\x01\x12\x16\n\x0e\x65xpected_value\x18\x04 \x01(\x01\x12\x0c\n\x04slot\x18\x05 \x01(\x05\x12\r\n\x05price\x18\x06 \x01(\x01\"\xc9\x01\n\x0fRankAdsResponse\x12#\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32\x16.reachrank.v1.RankedAd\x12\x15\n\rbelow_reserve\x18\x02 \x01(\x05\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\x12\n\nexperiment\x18\x05 \x01(\t\x12-\n\x06ranked\x18\x06 \x01(\x0b\x32\x1d.reachrank.v1.RankedAdColumns\"Y\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12&\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x15.reachrank.v1.Filters\"g\n\x14SimilarItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.reachrank.v1.ScoredItem\x12&\n\x06models\x18\x02 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\"[\n\x0f\x41udienceRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x10\n\x08segments\x18\x03 \x03(\t\x12\x19\n\x11include_consumers\x18\x04 \x01(\x08\"V\n\x0e\x41udienceMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x13\n\x0brfm_segment\x18\x03 \x01(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\x05\"\x7f\n\x10\x41udienceResponse\x12+\n\x05users\x18\x01 \x03(\x0b\x32\x1c.reachrank.v1.AudienceMember\x12\x16\n\x0e\x65ligible_users\x18\x02 \x01(\x03\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\"!\n\x0eProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xe5\x02\n\x0fProfileResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05known\x18\x02 \x01(\x08\x12=\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32+.reachrank.v1.ProfileResponse.FeaturesEntry\x12\x41\n\nattributes\x18\x04 \x03(\x0b\x32-.reachrank.v1.ProfileResponse.AttributesEntry\x12\x13\n\x0brfm_segment\x18\x05 \x01(\t\x12\x0f\n\x07\x63luster\x18\x06 \x01(\x05\x12&\n\x06models\x18\x07 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xab\x01\n\x0cScoreRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x36\n\x06inputs\x18\x03 \x03(\x0b\x32&.reachrank.v1.ScoreRequest.InputsEntry\x1a\x43\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.reachrank.v1.Tensor:\x02\x38\x01\"\xb7\x01\n\rScoreResponse\x12\x39\n\x07outputs\x18\x01 \x03(\x0b\x32(.reachrank.v1.ScoreResponse.OutputsEntry\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.reachrank.v1.ModelRef\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.reachrank.v1.Tensor:\x02\x38\x01\x32\xcb\x03\n\x07Ranking\x12L\n\tRecommend\x12\x1e.reachrank.v1.RecommendRequest\x1a\x1f.reachrank.v1.RecommendResponse\x12\x46\n\x07RankAds\x12\x1c.reachrank.v1.RankAdsRequest\x1a\x1d.reachrank.v1.RankAdsResponse\x12@\n\x05Score\x12\x1a.reachrank.v1.ScoreRequest\x1a\x1b.reachrank.v1.ScoreResponse\x12U\n\x0cSimilarItems\x12!.reachrank.v1.SimilarItemsRequest\x1a\".reachrank.v1.SimilarItemsResponse\x12I\n\x08\x41udience\x12\x1d.reachrank.v1.AudienceRequest\x1a\x1e.reachrank.v1.AudienceResponse\x12\x46\n\x07Profile\x12\x1c.reachrank.v1.ProfileRequest\x1a\x1d.reachrank.v1.ProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_AD_FEATURESENTRY']._loaded_options = None
   _globals['_AD_FEATURESENTRY']._serialized_options = b'8\001'
+  _globals['_ADFEATURES_VALUESENTRY']._loaded_options = None
+  _globals['_ADFEATURES_VALUESENTRY']._serialized_options = b'8\001'
+  _globals['_ADCOLUMNS_FEATURESENTRY']._loaded_options = None
+  _globals['_ADCOLUMNS_FEATURESENTRY']._serialized_options = b'8\001'
   _globals['_RANKADSREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_RANKADSREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_PROFILERESPONSE_FEATURESENTRY']._loaded_options = None
@@ -65,40 +69,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AD']._serialized_end=993
   _globals['_AD_FEATURESENTRY']._serialized_start=946
   _globals['_AD_FEATURESENTRY']._serialized_end=993
-  _globals['_RANKADSREQUEST']._serialized_start=996
-  _globals['_RANKADSREQUEST']._serialized_end=1206
+  _globals['_ADFEATURES']._serialized_start=995
+  _globals['_ADFEATURES']._serialized_end=1108
+  _globals['_ADFEATURES_VALUESENTRY']._serialized_start=1063
+  _globals['_ADFEATURES_VALUESENTRY']._serialized_end=1108
+  _globals['_ADCOLUMNS']._serialized_start=1111
+  _globals['_ADCOLUMNS']._serialized_end=1284
+  _globals['_ADCOLUMNS_FEATURESENTRY']._serialized_start=1211
+  _globals['_ADCOLUMNS_FEATURESENTRY']._serialized_end=1284
+  _globals['_RANKADSREQUEST']._serialized_start=1287
+  _globals['_RANKADSREQUEST']._serialized_end=1562
   _globals['_RANKADSREQUEST_CONTEXTENTRY']._serialized_start=551
   _globals['_RANKADSREQUEST_CONTEXTENTRY']._serialized_end=597
-  _globals['_RANKEDAD']._serialized_start=1208
-  _globals['_RANKEDAD']._serialized_end=1313
-  _globals['_RANKADSRESPONSE']._serialized_start=1316
-  _globals['_RANKADSRESPONSE']._serialized_end=1470
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=1472
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=1561
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1563
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1666
-  _globals['_AUDIENCEREQUEST']._serialized_start=1668
-  _globals['_AUDIENCEREQUEST']._serialized_end=1759
-  _globals['_AUDIENCEMEMBER']._serialized_start=1761
-  _globals['_AUDIENCEMEMBER']._serialized_end=1847
-  _globals['_AUDIENCERESPONSE']._serialized_start=1849
-  _globals['_AUDIENCERESPONSE']._serialized_end=1976
-  _globals['_PROFILEREQUEST']._serialized_start=1978
-  _globals['_PROFILEREQUEST']._serialized_end=2011
-  _globals['_PROFILERESPONSE']._serialized_start=2014
-  _globals['_PROFILERESPONSE']._serialized_end=2371
-  _globals['_PROFILERESPONSE_FEATURESENTRY']._serialized_start=2273
-  _globals['_PROFILERESPONSE_FEATURESENTRY']._serialized_end=2320
-  _globals['_PROFILERESPONSE_ATTRIBUTESENTRY']._serialized_start=2322
-  _globals['_PROFILERESPONSE_ATTRIBUTESENTRY']._serialized_end=2371
-  _globals['_SCOREREQUEST']._serialized_start=2374
-  _globals['_SCOREREQUEST']._serialized_end=2545
-  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_start=2478
-  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_end=2545
-  _globals['_SCORERESPONSE']._serialized_start=2548
-  _globals['_SCORERESPONSE']._serialized_end=2731
-  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_start=2663
-  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_end=2731
-  _globals['_RANKING']._serialized_start=2734
-  _globals['_RANKING']._serialized_end=3193
+  _globals['_RANKEDADCOLUMNS']._serialized_start=1564
+  _globals['_RANKEDADCOLUMNS']._serialized_end=1677
+  _globals['_RANKEDAD']._serialized_start=1679
+  _globals['_RANKEDAD']._serialized_end=1784
+  _globals['_RANKADSRESPONSE']._serialized_start=1787
+  _globals['_RANKADSRESPONSE']._serialized_end=1988
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1990
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=2079
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=2081
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=2184
+  _globals['_AUDIENCEREQUEST']._serialized_start=2186
+  _globals['_AUDIENCEREQUEST']._serialized_end=2277
+  _globals['_AUDIENCEMEMBER']._serialized_start=2279
+  _globals['_AUDIENCEMEMBER']._serialized_end=2365
+  _globals['_AUDIENCERESPONSE']._serialized_start=2367
+  _globals['_AUDIENCERESPONSE']._serialized_end=2494
+  _globals['_PROFILEREQUEST']._serialized_start=2496
+  _globals['_PROFILEREQUEST']._serialized_end=2529
+  _globals['_PROFILERESPONSE']._serialized_start=2532
+  _globals['_PROFILERESPONSE']._serialized_end=2889
+  _globals['_PROFILERESPONSE_FEATURESENTRY']._serialized_start=2791
+  _globals['_PROFILERESPONSE_FEATURESENTRY']._serialized_end=2838
+  _globals['_PROFILERESPONSE_ATTRIBUTESENTRY']._serialized_start=2840
+  _globals['_PROFILERESPONSE_ATTRIBUTESENTRY']._serialized_end=2889
+  _globals['_SCOREREQUEST']._serialized_start=2892
+  _globals['_SCOREREQUEST']._serialized_end=3063
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_start=2996
+  _globals['_SCOREREQUEST_INPUTSENTRY']._serialized_end=3063
+  _globals['_SCORERESPONSE']._serialized_start=3066
+  _globals['_SCORERESPONSE']._serialized_end=3249
+  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_start=3181
+  _globals['_SCORERESPONSE_OUTPUTSENTRY']._serialized_end=3249
+  _globals['_RANKING']._serialized_start=3252
+  _globals['_RANKING']._serialized_end=3711
 # @@protoc_insertion_point(module_scope)

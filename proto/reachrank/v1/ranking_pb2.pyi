@@ -114,8 +114,38 @@ class Ad(_message.Message):
     features: _containers.ScalarMap[str, str]
     def __init__(self, ad_id: _Optional[str] = ..., bid: _Optional[float] = ..., features: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
+class AdFeatures(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, str]
+    def __init__(self, values: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class AdColumns(_message.Message):
+    __slots__ = ("ad_ids", "bids", "features")
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: AdFeatures
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[_Union[AdFeatures, _Mapping]] = ...) -> None: ...
+    AD_IDS_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ad_ids: _containers.RepeatedScalarFieldContainer[str]
+    bids: _containers.RepeatedScalarFieldContainer[float]
+    features: _containers.MessageMap[int, AdFeatures]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., bids: _Optional[_Iterable[float]] = ..., features: _Optional[_Mapping[int, AdFeatures]] = ...) -> None: ...
+
 class RankAdsRequest(_message.Message):
-    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price")
+    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price", "candidates", "all_ranked")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,12 +158,32 @@ class RankAdsRequest(_message.Message):
     ADS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RESERVE_PRICE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ALL_RANKED_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     context: _containers.ScalarMap[str, str]
     ads: _containers.RepeatedCompositeFieldContainer[Ad]
     slots: int
     reserve_price: float
-    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ...) -> None: ...
+    candidates: AdColumns
+    all_ranked: bool
+    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ..., candidates: _Optional[_Union[AdColumns, _Mapping]] = ..., all_ranked: _Optional[bool] = ...) -> None: ...
+
+class RankedAdColumns(_message.Message):
+    __slots__ = ("ad_ids", "pctr", "bid", "expected_value", "slot", "price")
+    AD_IDS_FIELD_NUMBER: _ClassVar[int]
+    PCTR_FIELD_NUMBER: _ClassVar[int]
+    BID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    ad_ids: _containers.RepeatedScalarFieldContainer[str]
+    pctr: _containers.RepeatedScalarFieldContainer[float]
+    bid: _containers.RepeatedScalarFieldContainer[float]
+    expected_value: _containers.RepeatedScalarFieldContainer[float]
+    slot: _containers.RepeatedScalarFieldContainer[int]
+    price: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., pctr: _Optional[_Iterable[float]] = ..., bid: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., slot: _Optional[_Iterable[int]] = ..., price: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankedAd(_message.Message):
     __slots__ = ("ad_id", "pctr", "bid", "expected_value", "slot", "price")
@@ -152,18 +202,20 @@ class RankedAd(_message.Message):
     def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ...) -> None: ...
 
 class RankAdsResponse(_message.Message):
-    __slots__ = ("ads", "below_reserve", "models", "variant", "experiment")
+    __slots__ = ("ads", "below_reserve", "models", "variant", "experiment", "ranked")
     ADS_FIELD_NUMBER: _ClassVar[int]
     BELOW_RESERVE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    RANKED_FIELD_NUMBER: _ClassVar[int]
     ads: _containers.RepeatedCompositeFieldContainer[RankedAd]
     below_reserve: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     variant: str
     experiment: str
-    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ...) -> None: ...
+    ranked: RankedAdColumns
+    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., ranked: _Optional[_Union[RankedAdColumns, _Mapping]] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_id", "k", "filters")
