@@ -113,12 +113,19 @@ class AsyncReachRankClient:
         slots: int = 1,
         reserve_price: float = 0.0,
         context: Mapping[str, Any] | None = None,
+        all_ranked: bool = False,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> AdAuction:
-        """Run a pCTR x bid auction over `ads` (AdBid or dicts) for `slots` slots."""
+        """Run a pCTR x bid auction over `ads` (AdBid or dicts) for `slots` slots. The result
+        holds the winners, or with `all_ranked` every eligible ad by expected value."""
         request = convert.rank_ads_request(
-            user_id, ads, slots=slots, reserve_price=reserve_price, context=context
+            user_id,
+            ads,
+            slots=slots,
+            reserve_price=reserve_price,
+            context=context,
+            all_ranked=all_ranked,
         )
         request_id = request_id or new_request_id()
         response = await self._invoke(self._ranking.RankAds, request, timeout, request_id)

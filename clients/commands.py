@@ -232,7 +232,10 @@ def rank_ads(
 ) -> None:
     """Run an ad auction for a user."""
     with connection.client() as sdk:
-        result = sdk.rank_ads(user_id, ads, slots=slots, reserve_price=reserve, context=context)
+        # Every eligible ad: the table shows the losers too (slot "-").
+        result = sdk.rank_ads(
+            user_id, ads, slots=slots, reserve_price=reserve, context=context, all_ranked=True
+        )
 
     def render() -> str:
         rows = [

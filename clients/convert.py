@@ -128,18 +128,26 @@ def rank_ads_request(
     slots: int = 1,
     reserve_price: float = 0.0,
     context: Mapping[str, Any] | None = None,
+    all_ranked: bool = False,
 ) -> ranking_pb2.RankAdsRequest:
-    wire_ads = [
-        ranking_pb2.Ad(ad_id=bid.ad_id, bid=bid.bid, features=_text_map(bid.features))
-        for bid in map(as_ad_bid, ads)
-    ]
-    return ranking_pb2.RankAdsRequest(
+    """The candidates as columns (`RankAdsRequest.candidates`): ids, packed bids, and feature
+    overrides only for the ads that carry any."""
+    bids = list(map(as_ad_bid, ads))
+    request = ranking_pb2.RankAdsRequest(
         user_id=user_id,
         context=_text_map(context),
-        ads=wire_ads,
         slots=slots,
         reserve_price=reserve_price,
+        all_ranked=all_ranked,
     )
+    columns = request.candidates
+    columns.SetInParent()  # an empty auction is still the columnar form (and refused as empty)
+    columns.ad_ids.extend([b.ad_id for b in bids])
+    columns.bids.extend([b.bid for b in bids])
+    for index, bid in enumerate(bids):
+        if bid.features:
+            columns.features[index].values.update(_text_map(bid.features))
+    return request
 
 
 def score_request(
@@ -213,8 +221,17 @@ def profile(response: ranking_pb2.ProfileResponse) -> Profile:
 
 
 def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> AdAuction:
-    return AdAuction(
-        ads=tuple(
+    """Columns (`ranked`, the answer to `candidates`) or one message per ad (`ads`)."""
+    if response.HasField("ranked"):
+        r = response.ranked
+        ads = tuple(
+            RankedAd(ad_id=a, pctr=p, bid=b, expected_value=e, slot=s, price=c)
+            for a, p, b, e, s, c in zip(
+                r.ad_ids, r.pctr, r.bid, r.expected_value, r.slot, r.price, strict=True
+            )
+        )
+    else:
+        ads = tuple(
             RankedAd(
                 ad_id=ad.ad_id,
                 pctr=ad.pctr,
@@ -224,7 +241,9 @@ def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> A
                 price=ad.price,
             )
             for ad in response.ads
-        ),
+        )
+    return AdAuction(
+        ads=ads,
         below_reserve=response.below_reserve,
         models=tuple(map(model_info, response.models)),
         experiment=response.experiment,

@@ -129,7 +129,8 @@ class RankedAd:
 
 @dataclass(frozen=True, slots=True)
 class AdAuction:
-    """Every eligible ad by expected value, descending."""
+    """The auction's winners in slot order (`rank_ads(..., all_ranked=True)`: every eligible
+    ad by expected value, descending, the winners first)."""
 
     ads: tuple[RankedAd, ...]
     below_reserve: int

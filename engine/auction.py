@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ class AuctionResult:
 
 
 def gsp_auction(
-    pctr: np.ndarray, bid: np.ndarray, ad_ids: list[str], slots: int, reserve: float
+    pctr: np.ndarray, bid: np.ndarray, ad_ids: Sequence[str], slots: int, reserve: float
 ) -> AuctionResult:
     """Rank by pctr x bid (ties: lower ad_id first). The winner of slot i pays the lowest bid
     that would keep its rank: max(reserve, ev[i+1] / pctr[i]), never more than its bid."""

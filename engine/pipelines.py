@@ -186,9 +186,11 @@ def rank_ads(
     slots: int,
     reserve_price: float,
     context: Mapping[str, str],
+    winners_only: bool = False,
 ) -> Auction:
     """pCTR for every ad bidding at least the reserve, then a GSP auction over ``slots``.
-    ``overrides`` maps an ad's index to its feature overrides (most ads have none)."""
+    ``overrides`` maps an ad's index to its feature overrides (most ads have none). The result
+    holds every eligible ad, or with ``winners_only`` the winners (in slot order)."""
     if not user_id:
         raise InvalidArgument("user_id is required")
     n = len(ad_ids)
@@ -224,15 +226,16 @@ def rank_ads(
     per_row = [overrides.get(j, {}) for j in range(len(ad_ids))] if overrides else None
     cat, num = ctr.features(user_id, ctr.item_rows(ad_ids), context, per_row)
     pctr = ctr.predict(cat, num)
-    result = gsp_auction(pctr, bids, list(ad_ids), slots, reserve_price)
-    order = result.order
+    result = gsp_auction(pctr, bids, ad_ids, slots, reserve_price)
+    keep = min(slots, len(result.order)) if winners_only else len(result.order)
+    order = result.order[:keep]
     return Auction(
         ad_ids=[ad_ids[j] for j in order],
         pctr=pctr[order],
         bid=bids[order],
-        expected_value=result.expected_value,
-        slot=result.slot,
-        price=result.price,
+        expected_value=result.expected_value[:keep],
+        slot=result.slot[:keep],
+        price=result.price[:keep],
         below_reserve=below,
         models=[ctr.id],
     )

@@ -1,17 +1,13 @@
 """The `reachrank.v1.Ranking` servicer: converts messages to pipeline calls and back.
 
-Domain errors become gRPC statuses in one place (:func:`grpc_errors`); anything unexpected
-is logged with its traceback and answered INTERNAL without taking the server down.
+Domain errors become gRPC statuses in one place (:mod:`engine.grpc_adapter`). Candidates and
+results travel as columns where a request carries many (RankAds' `candidates`): reading or
+building one message per ad costs more than the model does.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import time
-import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -19,9 +15,9 @@ from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
-from engine.batching import request_alive, request_deadline
-from engine.errors import FailedPrecondition, InvalidArgument, ServingError
+from engine.errors import FailedPrecondition, InvalidArgument
 from engine.experiments import ExperimentStore
+from engine.grpc_adapter import grpc_errors
 from engine.models.base import ModelId, OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
@@ -29,41 +25,6 @@ from engine.models.retrieval import RetrievalModel
 from engine.registry import ModelRegistry
 from engine.routing import route
 from engine.settings import Settings
-
-log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def grpc_errors(method: F) -> F:
-    """Map ServingError to its status code; log and answer INTERNAL for anything else."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        remaining = context.time_remaining()
-        token = request_deadline.set(
-            time.monotonic() + remaining if remaining is not None else None
-        )
-        alive = request_alive.set(context.is_active)
-        try:
-            return method(self, request, context)
-        except ServingError as exc:
-            context.abort(exc.code, str(exc))
-        except Exception as exc:
-            # The stack and the exception's type, not its message: messages of NumPy,
-            # onnxruntime or a parser may quote request values (user features), which must
-            # never reach the logs.
-            stack = "".join(traceback.format_tb(exc.__traceback__))
-            log.error(
-                "%s failed: %s (message withheld)\n%s", method.__name__, type(exc).__name__, stack
-            )
-            context.abort(
-                grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
-            )
-        finally:
-            request_alive.reset(alive)
-            request_deadline.reset(token)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def scored_items(items: list[pipelines.Recommended]) -> list[ranking_pb2.ScoredItem]:
@@ -77,6 +38,44 @@ def scored_items(items: list[pipelines.Recommended]) -> list[ranking_pb2.ScoredI
         )
         for i in items
     ]
+
+
+def candidate_columns(
+    columns: ranking_pb2.AdColumns,
+) -> tuple[list[str], np.ndarray, dict[int, dict[str, str]]]:
+    """(ad ids, bids, overrides by index) of columnar candidates."""
+    ad_ids = list(columns.ad_ids)
+    bids = np.array(columns.bids, dtype=np.float64)
+    if len(bids) != len(ad_ids):
+        raise InvalidArgument(
+            f"candidates carry {len(ad_ids)} ad_ids but {len(bids)} bids; give one bid per ad"
+        )
+    overrides = {}
+    for index, given in columns.features.items():
+        if index >= len(ad_ids):
+            raise InvalidArgument(
+                f"candidates.features[{index}] names no ad (there are {len(ad_ids)})"
+            )
+        overrides[index] = dict(given.values)
+    return ad_ids, bids, overrides
+
+
+def candidate_messages(
+    ads: Sequence[ranking_pb2.Ad],
+) -> tuple[list[str], np.ndarray, dict[int, dict[str, str]]]:
+    """The same columns from one `Ad` message per candidate (the older, slower form)."""
+    ad_ids = [a.ad_id for a in ads]
+    bids = np.fromiter((a.bid for a in ads), dtype=np.float64, count=len(ads))
+    return ad_ids, bids, {i: dict(a.features) for i, a in enumerate(ads) if a.features}
+
+
+def fill_ranked_columns(out: ranking_pb2.RankedAdColumns, auction: pipelines.Auction) -> None:
+    out.ad_ids.extend(auction.ad_ids)
+    out.pctr.extend(auction.pctr.tolist())
+    out.bid.extend(auction.bid.tolist())
+    out.expected_value.extend(auction.expected_value.tolist())
+    out.slot.extend(auction.slot.tolist())
+    out.price.extend(auction.price.tolist())
 
 
 def model_ref(model_id: ModelId) -> ranking_pb2.ModelRef:
@@ -154,21 +153,35 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
         ctr = self._ctr(*chosen.ctr, required=True)
         assert ctr is not None
-        ads = request.ads
+        columnar = request.HasField("candidates")
+        if columnar and len(request.ads):
+            raise InvalidArgument("send the ads either as `ads` or as `candidates`, not both")
+        ad_ids, bids, overrides = (
+            candidate_columns(request.candidates) if columnar else candidate_messages(request.ads)
+        )
         result = pipelines.rank_ads(
             ctr,
             self.settings,
             user_id=request.user_id,
-            ad_ids=[a.ad_id for a in ads],
-            bids=np.fromiter((a.bid for a in ads), dtype=np.float64, count=len(ads)),
-            overrides={i: dict(a.features) for i, a in enumerate(ads) if a.features},
+            ad_ids=ad_ids,
+            bids=bids,
+            overrides=overrides,
             slots=request.slots,
             reserve_price=request.reserve_price,
             context=dict(request.context),
+            winners_only=columnar and not request.all_ranked,
         )
-        ranked = ranking_pb2.RankedAd
-        return ranking_pb2.RankAdsResponse(
-            ads=[
+        response = ranking_pb2.RankAdsResponse(
+            below_reserve=result.below_reserve,
+            models=[model_ref(m) for m in result.models],
+            experiment=chosen.experiment,
+            variant=chosen.variant,
+        )
+        if columnar:
+            fill_ranked_columns(response.ranked, result)
+        else:
+            ranked = ranking_pb2.RankedAd
+            response.ads.extend(
                 ranked(ad_id=a, pctr=p, bid=b, expected_value=e, slot=s, price=c)
                 for a, p, b, e, s, c in zip(
                     result.ad_ids,
@@ -179,12 +192,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
                     result.price.tolist(),
                     strict=True,
                 )
-            ],
-            below_reserve=result.below_reserve,
-            models=[model_ref(m) for m in result.models],
-            experiment=chosen.experiment,
-            variant=chosen.variant,
-        )
+            )
+        return response
 
     @grpc_errors
     def Score(

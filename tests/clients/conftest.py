@@ -84,31 +84,31 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
 
     def RankAds(self, request, context):
         self._receive("RankAds", request, context)
-        # pCTR 0.1 for every ad: the auction reduces to bids, enough to check the mapping.
-        eligible = sorted(
-            (ad for ad in request.ads if ad.bid >= request.reserve_price), key=lambda ad: -ad.bid
-        )
-        ranked = []
-        for position, ad in enumerate(eligible):
-            wins = position < request.slots
-            runner_up = eligible[position + 1].bid if position + 1 < len(eligible) else 0.0
-            ranked.append(
-                ranking_pb2.RankedAd(
-                    ad_id=ad.ad_id,
-                    pctr=0.1,
-                    bid=ad.bid,
-                    expected_value=0.1 * ad.bid,
-                    slot=position + 1 if wins else 0,
-                    price=max(request.reserve_price, runner_up) if wins else 0.0,
-                )
-            )
-        return ranking_pb2.RankAdsResponse(
-            ads=ranked,
-            below_reserve=len(request.ads) - len(eligible),
+        # The SDK sends columns; pCTR 0.1 for every ad: the auction reduces to bids, enough to
+        # check the mapping.
+        c = request.candidates
+        bids = list(zip(c.ad_ids, c.bids, strict=True))
+        eligible = sorted((b for b in bids if b[1] >= request.reserve_price), key=lambda b: -b[1])
+        response = ranking_pb2.RankAdsResponse(
+            below_reserve=len(bids) - len(eligible),
             models=[MODEL],
             experiment="exp1",
             variant="control",
         )
+        response.ranked.SetInParent()
+        for position, (ad_id, bid) in enumerate(eligible):
+            wins = position < request.slots
+            if not wins and not request.all_ranked:
+                break
+            runner_up = eligible[position + 1][1] if position + 1 < len(eligible) else 0.0
+            r = response.ranked
+            r.ad_ids.append(ad_id)
+            r.pctr.append(0.1)
+            r.bid.append(bid)
+            r.expected_value.append(0.1 * bid)
+            r.slot.append(position + 1 if wins else 0)
+            r.price.append(max(request.reserve_price, runner_up) if wins else 0.0)
+        return response
 
     def SimilarItems(self, request, context):
         self._receive("SimilarItems", request, context)

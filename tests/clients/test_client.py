@@ -68,6 +68,7 @@ def test_rank_ads_accepts_dataclasses_and_dicts(
         slots=2,
         reserve_price=0.5,
         context={"device": "web"},
+        all_ranked=True,
     )
     assert [ad.ad_id for ad in auction.ads] == ["a2", "a3", "a1"]
     assert auction.below_reserve == 1
@@ -83,7 +84,13 @@ def test_rank_ads_accepts_dataclasses_and_dicts(
     assert request.slots == 2
     assert request.reserve_price == 0.5
     assert dict(request.context) == {"device": "web"}
-    assert dict(request.ads[1].features) == {"price": "9.5"}
+    assert not request.ads  # the columnar form: ids, packed bids, overrides only where given
+    assert list(request.candidates.ad_ids) == ["a1", "a2", "a3", "a4"]
+    assert list(request.candidates.bids) == [1.0, 3.0, 2.0, 0.1]
+    assert {i: dict(f.values) for i, f in request.candidates.features.items()} == {
+        1: {"price": "9.5"}
+    }
+    assert request.all_ranked
 
 
 def test_winners_are_in_slot_order() -> None:

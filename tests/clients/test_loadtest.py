@@ -196,7 +196,7 @@ def test_loadtest_command_writes_table_json_and_png(
     assert payload["config"]["rpc"] == "rank-ads"
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     request = fake_server.servicer.calls[-1].request
-    assert {ad.ad_id for ad in request.ads} <= {f"i{n}" for n in range(40)}
+    assert set(request.candidates.ad_ids) <= {f"i{n}" for n in range(40)}
 
 
 @pytest.mark.parametrize(

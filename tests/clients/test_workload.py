@@ -62,16 +62,19 @@ def test_rank_ads_requests_sample_distinct_items_and_bids_in_range() -> None:
     workload = rank_ads_workload(synthetic_ids("u", 10), items, mix)
     for raw in workload.requests:
         request = ranking_pb2.RankAdsRequest.FromString(raw)
-        ad_ids = [ad.ad_id for ad in request.ads]
+        ad_ids = list(request.candidates.ad_ids)
         assert len(set(ad_ids)) == 5
         assert set(ad_ids) <= set(items)
-        assert all(0.5 <= ad.bid <= 1.5 for ad in request.ads)
+        assert all(0.5 <= bid <= 1.5 for bid in request.candidates.bids)
         assert request.slots == 2
 
 
 def test_rank_ads_with_fewer_items_than_candidates() -> None:
     workload = rank_ads_workload(["u0"], ["i0", "i1"], MixSettings(ads_per_request=20, pool_size=4))
-    assert all(len(ranking_pb2.RankAdsRequest.FromString(r).ads) == 2 for r in workload.requests)
+    assert all(
+        len(ranking_pb2.RankAdsRequest.FromString(r).candidates.ad_ids) == 2
+        for r in workload.requests
+    )
 
 
 def test_score_workload_carries_the_arrays() -> None:

@@ -80,7 +80,7 @@ def test_rank_ads_orders_by_expected_value_and_charges_gsp(client: ReachRankClie
     ads = [
         {"ad_id": f"i{j}", "bid": b} for j, b in [(1, 1.0), (2, 2.5), (3, 0.2), (4, 4.0), (5, 1.5)]
     ]
-    auction = client.rank_ads("u7", ads, slots=2, reserve_price=0.5)
+    auction = client.rank_ads("u7", ads, slots=2, reserve_price=0.5, all_ranked=True)
     assert auction.below_reserve == 1  # i3 bids 0.2 < 0.5
     assert {a.ad_id for a in auction.ads} == {"i1", "i2", "i4", "i5"}
     ev = [a.expected_value for a in auction.ads]
@@ -95,6 +95,70 @@ def test_rank_ads_orders_by_expected_value_and_charges_gsp(client: ReachRankClie
         assert w.price == pytest.approx(max(0.5, nxt.expected_value / w.pctr), rel=1e-6)
         assert 0.5 <= w.price <= w.bid
     assert all(a.slot == 0 and a.price == 0 for a in auction.ads[2:])
+
+
+def test_rank_ads_answers_the_winners_unless_asked_for_every_ad(client: ReachRankClient) -> None:
+    ads = [{"ad_id": f"i{j}", "bid": 0.5 + 0.25 * j} for j in range(1, 30)]
+    every = client.rank_ads("u7", ads, slots=3, all_ranked=True)
+    winners = client.rank_ads("u7", ads, slots=3)
+    assert len(every.ads) == 29 and len(winners.ads) == 3
+    assert winners.ads == every.ads[:3] == tuple(every.winners)
+    assert [a.slot for a in winners.ads] == [1, 2, 3]
+
+
+def test_rank_ads_one_message_per_ad_still_works_and_agrees_with_columns(
+    client: ReachRankClient, server
+) -> None:
+    """Callers of the older form (`ads`, one message each) get every eligible ad as before,
+    with the same numbers the columnar form gives."""
+    import grpc
+    from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+
+    ads = [{"ad_id": f"i{j}", "bid": 0.3 * j} for j in range(1, 12)]
+    columns = client.rank_ads("u7", ads, slots=2, reserve_price=0.5, all_ranked=True)
+    request = ranking_pb2.RankAdsRequest(
+        user_id="u7",
+        ads=[ranking_pb2.Ad(ad_id=a["ad_id"], bid=a["bid"]) for a in ads],
+        slots=2,
+        reserve_price=0.5,
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        response = ranking_pb2_grpc.RankingStub(channel).RankAds(request, timeout=10)
+        assert not response.HasField("ranked")
+        got = [(a.ad_id, a.pctr, a.bid, a.slot, a.price) for a in response.ads]
+        assert got == [(a.ad_id, a.pctr, a.bid, a.slot, a.price) for a in columns.ads]
+        assert response.below_reserve == columns.below_reserve == 1
+        both = ranking_pb2.RankAdsRequest(user_id="u7", ads=request.ads, slots=1)
+        both.candidates.ad_ids.append("i1")
+        both.candidates.bids.append(1.0)
+        stub = ranking_pb2_grpc.RankingStub(channel)
+        for bad, words in [
+            (both, "not both"),
+            (
+                ranking_pb2.RankAdsRequest(
+                    user_id="u7",
+                    slots=1,
+                    candidates=ranking_pb2.AdColumns(ad_ids=["i1", "i2"], bids=[1.0]),
+                ),
+                "one bid per ad",
+            ),
+            (
+                ranking_pb2.RankAdsRequest(
+                    user_id="u7",
+                    slots=1,
+                    candidates=ranking_pb2.AdColumns(
+                        ad_ids=["i1"],
+                        bids=[1.0],
+                        features={3: ranking_pb2.AdFeatures(values={"price": "2"})},
+                    ),
+                ),
+                "names no ad",
+            ),
+        ]:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.RankAds(bad, timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert words in err.value.details()
 
 
 def test_rank_ads_feature_overrides_change_pctr(client: ReachRankClient) -> None:
