@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from engine.auction import gsp_auction
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.models.base import ModelId
 from engine.models.ctr import CTRModel
-from engine.models.profiles import Profile, ProfilesModel
+from engine.models.profiles import Profile, ProfilesModel, UserSegment
 from engine.models.retrieval import RetrievalModel
 from engine.settings import Settings
 from kernels import cap_per_category, mmr
@@ -68,6 +69,7 @@ def recommend(
     profiles: ProfilesModel | None = None,
     max_per_category: int = 0,
     mmr_lambda: float = 0.0,
+    segment: UserSegment | None = None,
 ) -> Recommendation:
     """The k items to show ``user_id``: retrieve candidates by embedding (for a user the
     retrieval model doesn't know: the favourites of the user's K-means segment when profiled,
@@ -87,7 +89,8 @@ def recommend(
     models = [retrieval.id]
     if row is None:
         strategy = COLD_START
-        cluster = profiles.segment_of(user_id)[1] if profiles is not None else -1
+        segment = segment or UserSegment(profiles, user_id)
+        cluster = segment.value[1]
         if profiles is not None and cluster >= 0:
             popularity = _cluster_popularity(retrieval, profiles, cluster)
             if popularity.any():
@@ -102,8 +105,7 @@ def recommend(
     n = max(k, settings.retrieval_candidates)
     rows, retrieval_scores = retrieval.retrieve(row, n, excluded, allowed, popularity)
     if ctr is not None and len(rows):
-        item_ids = [retrieval.item_ids[r] for r in rows]
-        cat, num = ctr.features(user_id, ctr.item_rows(item_ids), context)
+        cat, num = ctr.features(user_id, ctr_rows_of(retrieval, ctr)[rows], context)
         scores = ctr.predict(cat, num)
         # Highest pCTR first; the retrieval order (already deterministic) breaks ties.
         order = np.lexsort((np.arange(len(rows)), -scores))
@@ -340,41 +342,33 @@ def audience(
     return AudienceResult(users=users, eligible_users=eligible, models=models)
 
 
-_ALIGNMENTS: dict[tuple[int, int], np.ndarray] = {}
+def ctr_rows_of(retrieval: RetrievalModel, ctr: CTRModel) -> np.ndarray:
+    """For each retrieval item row, the CTR model's item row (-1: unknown to it); built once
+    per pair of loaded models and owned by the retrieval model."""
+    return retrieval.derived.get(ctr, "ctr_rows", lambda: ctr.item_rows(retrieval.item_ids))
 
 
 def _profile_rows(retrieval: RetrievalModel, profiles: ProfilesModel) -> np.ndarray:
-    """For each retrieval user row, the user's profile row (-1: no profile). Cached per pair
-    of loaded models; a reload builds new objects and so a new entry."""
-    key = (id(retrieval), id(profiles))
-    rows = _ALIGNMENTS.get(key)
-    if rows is None:
+    """For each retrieval user row, the user's profile row (-1: no profile)."""
+
+    def build() -> np.ndarray:
         get = profiles.user_row.get
-        rows = np.fromiter(
-            (get(u, -1) for u in retrieval.user_ids), dtype=np.int64, count=len(retrieval.user_ids)
+        return np.fromiter(
+            map(get, retrieval.user_ids, repeat(-1)), dtype=np.int64, count=len(retrieval.user_ids)
         )
-        if len(_ALIGNMENTS) > 16:
-            _ALIGNMENTS.clear()
-        _ALIGNMENTS[key] = rows
-    return rows
 
-
-_CLUSTER_POPULARITY: dict[tuple[int, int, int], np.ndarray] = {}
+    return retrieval.derived.get(profiles, "profile_rows", build)
 
 
 def _cluster_popularity(
     retrieval: RetrievalModel, profiles: ProfilesModel, cluster: int
 ) -> np.ndarray:
-    key = (id(retrieval), id(profiles), cluster)
-    table = _CLUSTER_POPULARITY.get(key)
-    if table is None:
+    def build() -> np.ndarray:
         profile_of = _profile_rows(retrieval, profiles)
         in_cluster = (profile_of >= 0) & (profiles.cluster[np.maximum(profile_of, 0)] == cluster)
-        table = retrieval.popularity_among(np.flatnonzero(in_cluster))
-        if len(_CLUSTER_POPULARITY) > 256:
-            _CLUSTER_POPULARITY.clear()
-        _CLUSTER_POPULARITY[key] = table
-    return table
+        return retrieval.popularity_among(np.flatnonzero(in_cluster))
+
+    return retrieval.derived.get(profiles, ("cluster_popularity", cluster), build)
 
 
 def profile(profiles: ProfilesModel, user_id: str) -> Profile:

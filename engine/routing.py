@@ -9,7 +9,7 @@ from reachrank.v1 import models_pb2
 
 from engine.errors import BundleError, InvalidArgument
 from engine.experiments import ExperimentStore, assign
-from engine.models.profiles import CLUSTER_PREFIX, ProfilesModel
+from engine.models.profiles import CLUSTER_PREFIX, UserSegment
 from engine.registry import ModelRegistry
 from engine.repository import versions
 from engine.settings import Settings
@@ -29,11 +29,9 @@ def default_route(settings: Settings) -> Route:
     return Route(ctr=(settings.ctr_model, None), retrieval=(settings.retrieval_model, None))
 
 
-def user_segments(profiles: ProfilesModel | None, user_id: str) -> list[str] | None:
+def user_segments(segment: UserSegment) -> list[str] | None:
     """The segment names a user belongs to (RFM name and ``cluster:<k>``); None if unknown."""
-    if profiles is None:
-        return None
-    rfm, cluster = profiles.segment_of(user_id)
+    rfm, cluster = segment.value
     if not rfm and cluster < 0:
         return None
     return [s for s in (rfm, f"{CLUSTER_PREFIX}{cluster}" if cluster >= 0 else "") if s]
@@ -44,16 +42,17 @@ def route(
     settings: Settings,
     rpc: str,
     user_id: str,
-    profiles: ProfilesModel | None,
+    segment: UserSegment,
 ) -> Route:
-    """The first active experiment for ``rpc`` that takes the user decides; else defaults."""
+    """The first active experiment for ``rpc`` that takes the user decides; else defaults.
+    ``segment`` is the request's own lookup, shared with the pipeline."""
     base = default_route(settings)
     if store is None:
         return base
     segments = None
     for experiment in store.active(rpc):
         if experiment.segments and segments is None:
-            segments = user_segments(profiles, user_id) or []
+            segments = user_segments(segment) or []
         name = assign(experiment, user_id, segments)
         if name is None:
             continue

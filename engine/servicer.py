@@ -20,7 +20,7 @@ from engine.experiments import ExperimentStore
 from engine.grpc_adapter import grpc_errors
 from engine.models.base import ModelId, OnnxModel
 from engine.models.ctr import CTRModel
-from engine.models.profiles import ProfilesModel
+from engine.models.profiles import ProfilesModel, UserSegment
 from engine.models.retrieval import RetrievalModel
 from engine.registry import ModelRegistry
 from engine.routing import route
@@ -119,7 +119,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RecommendResponse:
         profiles = self._profiles()
-        chosen = route(self.experiments, self.settings, "recommend", request.user_id, profiles)
+        segment = UserSegment(profiles, request.user_id)  # looked up once, if at all
+        chosen = route(self.experiments, self.settings, "recommend", request.user_id, segment)
         f = request.filters
         result = pipelines.recommend(
             self._retrieval(*chosen.retrieval),
@@ -133,6 +134,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             max_price=f.max_price if f.HasField("max_price") else None,
             exclude=list(request.exclude),
             profiles=profiles,
+            segment=segment,
             max_per_category=request.diversity.max_per_category,
             mmr_lambda=request.diversity.mmr_lambda,
         )
@@ -148,9 +150,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     def RankAds(
         self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RankAdsResponse:
-        chosen = route(
-            self.experiments, self.settings, "rank_ads", request.user_id, self._profiles()
-        )
+        segment = UserSegment(self._profiles(), request.user_id)
+        chosen = route(self.experiments, self.settings, "rank_ads", request.user_id, segment)
         ctr = self._ctr(*chosen.ctr, required=True)
         assert ctr is not None
         columnar = request.HasField("candidates")

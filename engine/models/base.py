@@ -3,8 +3,11 @@ manifest."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +25,29 @@ _DTYPES = {
     "tensor(double)": "float64",
     "tensor(int32)": "int32",
 }
+
+
+class DerivedTables:
+    """Tables a model derives from another loaded model, built once per pair on first use and
+    owned by this model: keyed weakly by the other model object, so an entry dies with either
+    model and a reloaded model (a new object) never gets its predecessor's tables, as a cache
+    keyed by ``id()`` could once CPython reuses the id."""
+
+    def __init__(self) -> None:
+        self._tables: weakref.WeakKeyDictionary[object, dict[Hashable, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.RLock()  # a build may derive another table of the same model
+
+    def get(self, other: object, key: Hashable, build: Callable[[], Any]) -> Any:
+        tables = self._tables.get(other)
+        if tables is not None and key in tables:
+            return tables[key]
+        with self._lock:  # concurrent first requests build it once
+            tables = self._tables.setdefault(other, {})
+            if key not in tables:
+                tables[key] = build()
+            return tables[key]
 
 
 @dataclass(frozen=True)
@@ -42,6 +68,8 @@ class ServedModel:
     def __init__(self, ref: BundleRef, settings: Settings) -> None:
         self.ref = ref
         self.settings = settings
+        # Tables derived from this model and another (row alignments, per-segment popularity).
+        self.derived = DerivedTables()
 
     def close(self) -> None:
         """Release resources early; in-flight requests holding the model still finish."""

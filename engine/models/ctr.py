@@ -4,7 +4,8 @@ gathers stored rows and hashes only the few context values it carries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -40,6 +41,7 @@ class CTRModel(OnnxModel):
             raise BundleError(f"{ref.name}/{ref.version}: bad feature tables: {exc}") from exc
         self.store: FeatureStore = store
         self._bucket = lru_cache(maxsize=65536)(self._bucket_uncached)
+        self._layout = _Layout.plan(self.schema, self._bucket, self.default_position)
         # Live histories (set by the server when it logs feedback): see engine.live_history.
         self.live: LiveHistory | None = None
         self._history = (
@@ -70,44 +72,32 @@ class CTRModel(OnnxModel):
         overrides: Sequence[Mapping[str, str]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(cat, num) model inputs for one user and n items. Precedence: per-item overrides,
-        then the request context, then stored user/item features, then the schema default."""
+        then the request context, then stored user/item features, then the schema default.
+        Columns are filled by source, as planned at load (:class:`_Layout`), not field by
+        field."""
         n = len(item_rows)
-        s = self.schema
+        lay = self._layout
         item_cat, item_num = self.store.item_features(item_rows)
         user_cat, user_num = self.store.user_features(user_id)
-        attributes = self._attribute_values(n, context, overrides)
-        user_item_num = self.store.user_item_features(user_id, item_rows, attributes)
-        cat = np.empty((n, len(s.categorical)), dtype=np.int64)
-        num = np.empty((n, len(s.numeric)), dtype=np.float32)
-        ii = iu = 0
-        for j, f in enumerate(s.categorical):
-            if f.name in context:
-                cat[:, j] = self._bucket(f.name, str(context[f.name]))
-            elif f.source == "item":
-                cat[:, j] = item_cat[:, ii]
-            elif f.source == "user":
-                cat[:, j] = user_cat[iu]
-            elif f.name == "position":
-                cat[:, j] = self._bucket(f.name, self.default_position)
-            else:
-                cat[:, j] = self._bucket(f.name, f.default)
-            ii += f.source == "item"
-            iu += f.source == "user"
-        ii = iu = ix = 0
-        for j, f in enumerate(s.numeric):
-            if f.name in context:
-                num[:, j] = self._numeric(f, context[f.name])
-            elif f.source == "item":
-                num[:, j] = item_num[:, ii]
-            elif f.source == "user":
-                num[:, j] = user_num[iu]
-            elif f.source == "user_item":
-                num[:, j] = user_item_num[:, ix]
-            else:
-                num[:, j] = s.encode_numeric(f, np.array([np.nan]))[0]
-            ii += f.source == "item"
-            iu += f.source == "user"
-            ix += f.source == "user_item"
+        attributes = self._attribute_values(n, context, overrides) if lay.cross_by else {}
+        cat = np.empty((n, lay.n_cat), dtype=np.int64)
+        num = np.empty((n, lay.n_num), dtype=np.float32)
+        cat[:, lay.cat_item] = item_cat
+        cat[:, lay.cat_user] = user_cat
+        cat[:, lay.cat_fixed] = lay.cat_fixed_values
+        num[:, lay.num_item] = item_num
+        num[:, lay.num_user] = user_num
+        num[:, lay.num_fixed] = lay.num_fixed_values
+        if lay.num_cross.size:
+            num[:, lay.num_cross] = self.store.user_item_features(user_id, item_rows, attributes)
+        if context:
+            for name, value in context.items():
+                j = lay.cat_index.get(name)
+                if j is not None:
+                    cat[:, j] = self._bucket(name, str(value))
+                j = lay.num_index.get(name)
+                if j is not None:
+                    num[:, j] = self._numeric(self.schema.numeric[j], value)
         if self.live is not None and self._history is not None and n:
             fresh = self.live.since(user_id, self._history.as_of_ms)
             if fresh:
@@ -125,7 +115,7 @@ class CTRModel(OnnxModel):
         """Per row, the item attributes keying user x item fields that the request sets (the
         same precedence as the fields: per-item override, then context); None: stored."""
         out: dict[str, list[str | None]] = {}
-        for by in dict.fromkeys(str(f.by) for f in self.schema.numeric_from("user_item")):
+        for by in self._layout.cross_by:
             default = str(context[by]) if by in context else None
             values = [default] * n
             for row, given in enumerate(overrides or ()):
@@ -139,8 +129,7 @@ class CTRModel(OnnxModel):
         self, cat: np.ndarray, num: np.ndarray, overrides: Sequence[Mapping[str, str]]
     ) -> None:
         s = self.schema
-        cat_index = {f.name: j for j, f in enumerate(s.categorical)}
-        num_index = {f.name: j for j, f in enumerate(s.numeric)}
+        cat_index, num_index = self._layout.cat_index, self._layout.num_index
         for row, values in enumerate(overrides):
             for name, value in values.items():
                 if name in cat_index:
@@ -174,3 +163,63 @@ class CTRModel(OnnxModel):
             raise BundleError(
                 f"{self.ref.name}/{self.ref.version}: warm-up produced pCTR outside [0, 1]"
             )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each source's values go in the (cat, num) inputs, planned once per model: the
+    stored item and user columns land in their fields with one assignment each, and fields no
+    table holds (defaults, the position) are constants."""
+
+    n_cat: int
+    n_num: int
+    cat_item: np.ndarray  # input columns of the item table's categorical columns, in order
+    cat_user: np.ndarray
+    cat_fixed: np.ndarray
+    cat_fixed_values: np.ndarray
+    num_item: np.ndarray
+    num_user: np.ndarray
+    num_cross: np.ndarray  # user x item fields, in the store's order
+    num_fixed: np.ndarray
+    num_fixed_values: np.ndarray
+    cat_index: dict[str, int]
+    num_index: dict[str, int]
+    cross_by: tuple[str, ...]  # item attributes keying user x item fields
+
+    @staticmethod
+    def plan(schema: FeatureSchema, bucket: Callable[[str, str], int], position: str) -> _Layout:
+        def where(fields: Sequence[object], source: str) -> np.ndarray:
+            return np.array(
+                [j for j, f in enumerate(fields) if f.source == source],  # type: ignore[attr-defined]
+                dtype=np.intp,
+            )
+
+        stored = ("item", "user")
+        cat_fixed = [j for j, f in enumerate(schema.categorical) if f.source not in stored]
+        cat_values = [
+            bucket(f.name, position if f.name == "position" else f.default)
+            for f in (schema.categorical[j] for j in cat_fixed)
+        ]
+        num_fixed = [
+            j for j, f in enumerate(schema.numeric) if f.source not in (*stored, "user_item")
+        ]
+        num_values = [
+            float(schema.encode_numeric(schema.numeric[j], np.array([np.nan]))[0])
+            for j in num_fixed
+        ]
+        return _Layout(
+            n_cat=len(schema.categorical),
+            n_num=len(schema.numeric),
+            cat_item=where(schema.categorical, "item"),
+            cat_user=where(schema.categorical, "user"),
+            cat_fixed=np.array(cat_fixed, dtype=np.intp),
+            cat_fixed_values=np.array(cat_values, dtype=np.int64),
+            num_item=where(schema.numeric, "item"),
+            num_user=where(schema.numeric, "user"),
+            num_cross=where(schema.numeric, "user_item"),
+            num_fixed=np.array(num_fixed, dtype=np.intp),
+            num_fixed_values=np.array(num_values, dtype=np.float32),
+            cat_index={f.name: j for j, f in enumerate(schema.categorical)},
+            num_index={f.name: j for j, f in enumerate(schema.numeric)},
+            cross_by=tuple(dict.fromkeys(str(f.by) for f in schema.numeric_from("user_item"))),
+        )

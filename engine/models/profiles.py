@@ -111,3 +111,23 @@ class ProfilesModel(ServedModel):
                     f"segments: unknown segment {segment!r}; known: {self.segments} or cluster:<k>"
                 )
         return mask
+
+
+class UserSegment:
+    """One user's (RFM segment, K-means cluster), looked up at most once per request however
+    many stages ask (experiment targeting, cold-start fallback); ("", -1) without profiles or
+    for an unknown user."""
+
+    __slots__ = ("_profiles", "_user_id", "_value")
+
+    def __init__(self, profiles: ProfilesModel | None, user_id: str) -> None:
+        self._profiles = profiles
+        self._user_id = user_id
+        self._value: tuple[str, int] | None = None
+
+    @property
+    def value(self) -> tuple[str, int]:
+        if self._value is None:
+            p = self._profiles
+            self._value = p.segment_of(self._user_id) if p is not None else ("", -1)
+        return self._value
