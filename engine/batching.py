@@ -66,7 +66,9 @@ class BatchInfo:
 
 class _Pending:
     """One queued request: its inputs, and what its waiting caller is told (answered, or
-    promoted to run the next batch)."""
+    promoted to run the next batch). State changes happen under the batcher's lock; the
+    caller's wake-up event exists only once it has to sleep (an idle model's request, run
+    inline, never needs one)."""
 
     __slots__ = (
         "alive",
@@ -75,6 +77,7 @@ class _Pending:
         "error",
         "event",
         "inputs",
+        "lock",
         "promoted",
         "result",
         "rows",
@@ -87,27 +90,37 @@ class _Pending:
         rows: int,
         deadline: float | None,
         alive: Callable[[], bool] | None,
+        lock: threading.Lock,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
         self.deadline = deadline
         self.alive = alive
+        self.lock = lock  # the batcher's
         self.enqueued = time.monotonic()
-        self.event = threading.Event()
+        self.event: threading.Event | None = None
         self.settled = False  # result or error is set
         self.promoted = False  # holds an execution slot: must run batches until settled
         self.result: Any = None
         self.error: BaseException | None = None
 
     def set_result(self, result: Any) -> None:
-        if not self.settled:
+        with self.lock:
+            if self.settled:
+                return
             self.result, self.settled = result, True
-            self.event.set()
+            event = self.event
+        if event is not None:
+            event.set()
 
     def set_exception(self, error: BaseException) -> None:
-        if not self.settled:
+        with self.lock:
+            if self.settled:
+                return
             self.error, self.settled = error, True
-            self.event.set()
+            event = self.event
+        if event is not None:
+            event.set()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -140,7 +153,8 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._running = 0  # execution slots taken (leaders running or promoted)
         self._closed = False
 
@@ -181,7 +195,7 @@ class DynamicBatcher:
         rows = self._size(inputs)
         if deadline is None:
             deadline = request_deadline.get()
-        pending = _Pending(inputs, rows, deadline, request_alive.get())
+        pending = _Pending(inputs, rows, deadline, request_alive.get(), self._lock)
         with self._cond:
             if self._closed:
                 raise BatcherClosed(f"model {self.name} is shutting down")
@@ -206,11 +220,15 @@ class DynamicBatcher:
                 if pending.settled and not pending.promoted:
                     return
                 lead = pending.promoted
+                if not lead:
+                    if pending.event is None:
+                        pending.event = threading.Event()
+                    event = pending.event
             if lead:
                 self._lead(pending)
                 continue
-            pending.event.wait()
-            pending.event.clear()
+            event.wait()
+            event.clear()
 
     def _lead(self, pending: _Pending) -> None:
         """Run batches from the front of the queue until ``pending`` is answered, then pass
@@ -232,7 +250,8 @@ class DynamicBatcher:
                 nxt = next((p for p in self._queue if not p.promoted), None)
                 if nxt is not None:
                     nxt.promoted = True
-                    nxt.event.set()
+                    if nxt.event is not None:  # else it has not gone to sleep yet
+                        nxt.event.set()
                 else:
                     self._running -= 1
 

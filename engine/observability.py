@@ -1,7 +1,7 @@
 """What the server tells its operators: Prometheus metrics, request ids and structured logs.
 
-One server interceptor times every RPC and counts it by method, status code, model,
-version and experiment variant; the batcher and the registry report queue time, batch
+The server's interceptor (:mod:`engine.interceptor`) times every RPC and counts it by
+method, status code, model, version and experiment variant with the metrics declared here; the batcher and the registry report queue time, batch
 sizes, inference time and load events. Metrics live in the process's default Prometheus
 registry and are served over HTTP on ``metrics_port``.
 """
@@ -12,12 +12,8 @@ import contextvars
 import logging
 import os
 import socket
-import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
-import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from engine.batching import BatchInfo
@@ -27,7 +23,7 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 # Which server process answered (host:pid), for debugging load balancing across workers.
 SERVED_BY_HEADER = "x-served-by"
-_SERVED_BY = f"{socket.gethostname()}:{os.getpid()}"
+SERVED_BY = f"{socket.gethostname()}:{os.getpid()}"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 _LATENCY_BUCKETS = (
@@ -139,64 +135,6 @@ def start_metrics_server(host: str, port: int) -> int:
     """Serve /metrics over HTTP; returns the bound port."""
     server, _thread = start_http_server(port, addr=host)
     return int(server.server_address[1])
-
-
-class ObservabilityInterceptor(grpc.ServerInterceptor):
-    """Times and counts every unary RPC, and carries the caller's request id (metadata
-    ``x-request-id``, generated when absent) into the logs and back in trailing metadata."""
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        rpc = handler_call_details.method.rsplit("/", 1)[-1]
-        header = next(
-            (
-                v
-                for k, v in (handler_call_details.invocation_metadata or ())
-                if k == REQUEST_ID_HEADER
-            ),
-            None,
-        )
-        inner = handler.unary_unary
-        latency = LATENCY.labels(rpc)
-
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            rid = header or uuid.uuid4().hex
-            token = request_id.set(rid)
-            context.set_trailing_metadata(
-                ((REQUEST_ID_HEADER, rid), (SERVED_BY_HEADER, _SERVED_BY))
-            )
-            start = time.perf_counter()
-            response = None
-            try:
-                response = inner(request, context)
-                return response
-            finally:
-                elapsed = time.perf_counter() - start
-                latency.observe(elapsed)
-                code = context.code()
-                if isinstance(code, grpc.StatusCode):
-                    name = code.name
-                else:  # no status set: OK if it answered, else an unexpected exception escaped
-                    name = "OK" if response is not None else "UNKNOWN"
-                variant = getattr(response, "variant", "")
-                REQUESTS.labels(rpc, name, variant).inc()
-                for model in getattr(response, "models", ()):
-                    MODEL_REQUESTS.labels(rpc, model.name, str(model.version), name).inc()
-                if log.isEnabledFor(logging.DEBUG):  # the access log, off by default
-                    log.debug("%s %s %.2f ms", rpc, name, elapsed * 1000)
-                request_id.reset(token)
-
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
 
 class RequestIdFilter(logging.Filter):

@@ -17,16 +17,15 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import kernels
-from engine.decoding import DecodingInterceptor
-from engine.drain import DrainInterceptor
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
+from engine.interceptor import ServingInterceptor
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
 from engine.kserve import add_kserve_to_server
 from engine.live_history import LiveHistory
 from engine.model_service import ModelServiceServicer
 from engine.models.ctr import CTRModel
-from engine.observability import ObservabilityInterceptor, record_load, start_metrics_server
+from engine.observability import record_load, start_metrics_server
 from engine.registry import ModelRegistry
 from engine.routing import prepare_experiment
 from engine.runtime import apply_thread_budget
@@ -49,7 +48,7 @@ class RunningServer:
     settings: Settings
     metrics_port: int | None = None
     extras: ExtraServices | None = None
-    drain: DrainInterceptor | None = None
+    drain: ServingInterceptor | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -120,13 +119,13 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         # server on a busy port must fail instead of silently splitting the traffic.
         ("grpc.so_reuseport", 1 if settings.so_reuseport else 0),
     ]
-    # Access control first: a refused call costs no decoding, metrics or model work. Decoding
-    # runs inside observability so undecodable requests are counted too.
-    interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(), DecodingInterceptor()]
+    # One interceptor for drain, request ids, metrics and decoding, outermost: a call refused
+    # while draining costs nothing. Access control inside it: a call without a valid token is
+    # counted, then refused before any decoding or model work.
+    drain = ServingInterceptor()
+    interceptors: list[grpc.ServerInterceptor] = [drain]
     if auth is not None:
-        interceptors.insert(0, auth)
-    drain = DrainInterceptor()  # outermost: a call refused while draining costs nothing
-    interceptors.insert(0, drain)
+        interceptors.append(auth)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
         options=options,

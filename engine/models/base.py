@@ -93,6 +93,14 @@ class OnnxModel(ServedModel):
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._check_signature()
+        # Per input: the NumPy dtype and each axis's fixed size (None: dynamic), read once.
+        self._input_specs = {
+            name: (
+                np.dtype(_DTYPES.get(node.type, "object")),
+                tuple(d if isinstance(d, int) else None for d in node.shape),
+            )
+            for name, node in self.inputs.items()
+        }
         self.batcher = (
             DynamicBatcher(
                 self._session_run,
@@ -139,33 +147,35 @@ class OnnxModel(ServedModel):
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw scoring: named inputs in, named outputs out (validated against the graph)."""
-        unknown = set(inputs) - set(self.inputs)
-        missing = set(self.inputs) - set(inputs)
-        if unknown or missing:
+        specs = self._input_specs
+        if inputs.keys() != specs.keys():
+            unknown, missing = set(inputs) - set(specs), set(specs) - set(inputs)
             raise InvalidArgument(
-                f"model {self.ref.name} takes inputs {sorted(self.inputs)}; "
+                f"model {self.ref.name} takes inputs {sorted(specs)}; "
                 f"missing {sorted(missing)}, unknown {sorted(unknown)}"
             )
         batch = None
         for name, array in inputs.items():
-            node = self.inputs[name]
-            want = _DTYPES.get(node.type, node.type)
-            if array.dtype.name != want:
-                raise InvalidArgument(f"input {name!r} must be {want}, got {array.dtype.name}")
-            if array.ndim != len(node.shape):
+            dtype, dims = specs[name]
+            if array.dtype != dtype:
                 raise InvalidArgument(
-                    f"input {name!r} must have {len(node.shape)} dimensions, got shape {list(array.shape)}"
+                    f"input {name!r} must be {dtype.name}, got {array.dtype.name}"
                 )
-            for axis, dim in enumerate(node.shape):
-                if isinstance(dim, int) and array.shape[axis] != dim:
+            shape = array.shape
+            if len(shape) != len(dims):
+                raise InvalidArgument(
+                    f"input {name!r} must have {len(dims)} dimensions, got shape {list(shape)}"
+                )
+            for axis, dim in enumerate(dims):
+                if dim is not None and shape[axis] != dim:
                     raise InvalidArgument(
-                        f"input {name!r} axis {axis} must be {dim}, got shape {list(array.shape)}"
+                        f"input {name!r} axis {axis} must be {dim}, got shape {list(shape)}"
                     )
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
+            if dtype.kind == "f" and not np.isfinite(array).all():
                 raise InvalidArgument(f"input {name!r} contains NaN or infinity")
-            if batch is not None and array.shape[0] != batch:
+            if batch is not None and shape[0] != batch:
                 raise InvalidArgument("all inputs must have the same batch size")
-            batch = array.shape[0]
+            batch = shape[0]
         try:
             return self.infer(inputs)
         except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
