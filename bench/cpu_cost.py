@@ -21,8 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.serving import loadtest, serving
-
 RESULTS = Path(__file__).resolve().parent / "results"
 # (label, loadtest --rpc, extra loadtest options)
 CALLS: tuple[tuple[str, str, list[str]], ...] = (
@@ -57,6 +55,8 @@ def measure(
     repo: Path, seconds: float, concurrency: int, users: int, items: int, env: dict[str, str]
 ) -> list[dict[str, Any]]:
     """Every call of CALLS against one server process, one after another."""
+    from bench.serving import loadtest, serving  # bench.serving imports this module
+
     rows = []
     with serving(repo, env, with_pid=True) as (target, pid):
         for label, rpc, extra in CALLS:

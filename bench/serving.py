@@ -1,4 +1,5 @@
-"""Serving efficiency: RankAds (200 candidates) through the real gRPC server vs the in-process
+"""Serving efficiency: server CPU per request against a health check on the demo repository
+(`bench.cpu_cost`), RankAds (200 candidates) through the real gRPC server vs the in-process
 onnxruntime ceiling on the same model file, plus Recommend end to end over 100k items.
 
 Run: ``python -m bench.serving [--quick]``. Builds its own repositories with the real trainer
@@ -27,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
+from bench import cpu_cost
 from training.models.ctr import CTRSize
 from training.pipeline import Dataset, TrainConfig, train_all
 from training.retrieval import RetrievalConfig
@@ -295,7 +297,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     parser.add_argument(
-        "--only", choices=("rank_ads", "recommend"), help="Run one part (default: both)."
+        "--only",
+        choices=("cpu", "rank_ads", "recommend"),
+        help="Run one part (default: all three).",
     )
     args = parser.parse_args()
     seconds = args.seconds or (2.0 if args.quick else 10.0)
@@ -321,6 +325,11 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.only in (None, "cpu"):
+            # The demo repository `make serve` builds, on the engine's defaults.
+            cpu = cpu_cost.measure(cpu_cost.demo_repository(work), seconds * 0.8, 8, 2000, 400, {})
+            results["cpu_per_request"] = cpu
+            print(cpu_cost.table(cpu), flush=True)
         if args.only in (None, "rank_ads"):
             small = build_repo(work, "lr", sim, replace(base, ctr_models=("lr",)), widen=False)
             results["rank_ads"] += rank_ads_suite("LR", small, sim, seconds, env)
