@@ -77,7 +77,7 @@ def heap_sort(hs, hi):
             hs[j] = -np.inf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def merge_heaps(part_s, part_i, out_ids, out_scores):
     """Merge per-task heaps part[task, query] into sorted out[query].
 

@@ -53,7 +53,7 @@ def _longest(ptr):
     return n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def ivf_lists_scan(
     queries, items, ordered, codes, scales, ids, offsets, list_ptr, list_queries, kind, cosine,
     indptr, ex_sorted, allowed, part_s, part_i,
@@ -115,7 +115,7 @@ def _exact_score(q, items, row, cosine):
     return s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def rescore_shortlist(queries, items, shortlist, cosine, out_ids, out_scores):
     """Exact scores of each query's shortlist ids (-1 skipped); keep the best k, sorted."""
     for q in prange(queries.shape[0]):

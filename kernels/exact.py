@@ -31,7 +31,7 @@ _BLOCK_ITEMS = 1024
 _NO_IDMAP = np.empty(0, dtype=np.int64)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _stream_scan(queries, items, cosine, indptr, ex_sorted, allowed, n_chunks, part_s, part_i):
     """Task (chunk c, query q) scans chunk c of the items for query q into heap part[c, q]."""
     n_q = queries.shape[0]
@@ -51,7 +51,7 @@ def _stream_scan(queries, items, cosine, indptr, ex_sorted, allowed, n_chunks, p
             push_scores(buf, m, j0, _NO_IDMAP, ex, allowed, hs, hids)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _blocked_scan(queries, items, cosine, indptr, ex_sorted, allowed, block, part_s, part_i):
     """Task c owns item chunk c: block products queries @ items[block].T feed its heaps part[c, :]."""
     n_tasks = part_s.shape[0]

@@ -72,3 +72,24 @@ def test_overlapping_blas_limits_restore_the_original(restore_threads):
     second.__exit__(None, None, None)
     assert set(still_inside) == {1}
     assert blas_threads() == original
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        "kernels.exact._stream_scan",
+        "kernels.exact._blocked_scan",
+        "kernels._ivf_scan.ivf_lists_scan",
+        "kernels._ivf_scan.rescore_shortlist",
+        "kernels._heap.merge_heaps",
+    ],
+)
+def test_scan_kernels_release_the_gil(kernel: str) -> None:
+    """A retrieval scan of a large catalogue takes milliseconds: holding the GIL through it
+    would stop every other request's Python work (gRPC threads, feature gathers) meanwhile,
+    so two Recommend calls could never scan on two cores at once."""
+    import importlib
+
+    module, name = kernel.rsplit(".", 1)
+    dispatcher = getattr(importlib.import_module(module), name)
+    assert dispatcher.targetoptions.get("nogil") is True
