@@ -50,12 +50,20 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# perf_analyzer (tritonclient 2.51.0's wheel; bench.kserve, bench.peers) links Debian's libb64.so.0d.
+# Installed with apt-get (as root, or through sudo where there is one) when it is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo))
+LIBB64 = dpkg -s libb64-0d >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libb64-0d)
+
 bench: $(STAMP)
+	$(LIBB64)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench
 
-# Triton's perf_analyzer over the KServe v2 endpoint (needs Debian's libb64-0d; see bench/kserve.py).
+# Triton's perf_analyzer over the KServe v2 endpoint (see bench/kserve.py).
 bench-kserve: $(STAMP)
+	$(LIBB64)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.kserve $(if $(wildcard $(REPO)),--repo $(REPO))
 

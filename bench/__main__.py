@@ -20,6 +20,7 @@ SUITES = (
     "kserve",
     "reload",
     "overload",
+    "peers",
     "serving",
 )
 
