@@ -313,10 +313,8 @@ def main() -> None:
         progress=False,
         retrieval=RetrievalConfig(models=("mf",), mf_epochs=2, progress=False),
     )
-    env = {
-        "REACHRANK_ORT_INTRA_OP_THREADS": str(os.cpu_count() or 1),
-        "OMP_NUM_THREADS": "1",
-    }
+    # The engine's default configuration (no REACHRANK_* overrides).
+    env = {"OMP_NUM_THREADS": "1"}
     results: dict[str, Any] = {
         "candidates": CANDIDATES,
         "env": env,

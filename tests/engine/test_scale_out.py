@@ -89,3 +89,17 @@ def test_client_round_robin_over_two_servers(tmp_path: Path, trained_repo: Path)
     # Each server answers with its own pinned version: both took a share of the calls.
     assert set(versions) == {1, 2}
     assert min(versions.count(1), versions.count(2)) >= 5
+
+
+def test_workers_split_the_cores_between_their_inference_threads(monkeypatch) -> None:
+    from engine.settings import Settings
+    from engine.workers import worker_settings
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    split = worker_settings(Settings(workers=4), 0, 5000)
+    assert split.ort_intra_op_threads == 2 and split.workers == 1 and split.so_reuseport
+    assert worker_settings(Settings(workers=16), 0, 5000).ort_intra_op_threads == 1
+    # A count the operator set is theirs to keep.
+    assert (
+        worker_settings(Settings(workers=4, ort_intra_op_threads=3), 0, 1).ort_intra_op_threads == 3
+    )
