@@ -119,8 +119,18 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
 @click.option(
     "--split", type=click.Choice(["global", "per-user"]), default="global", show_default=True
 )
-@click.option("--test-fraction", type=float, default=0.2, show_default=True)
-@click.option("--valid-fraction", type=float, default=0.1, show_default=True)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+)
+@click.option(
+    "--valid-fraction",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.1,
+    show_default=True,
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(
@@ -151,11 +161,15 @@ def train(
     quiet: bool,
 ) -> None:
     """Train, evaluate and export models from an event log into a model repository."""
+    if test_fraction + valid_fraction >= 1.0:
+        raise click.UsageError("--test-fraction + --valid-fraction must leave some training data")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    import polars as pl
     import torch
 
+    from training.errors import InputError
     from training.models.ctr import CTRSize
     from training.pipeline import Dataset, TrainConfig, train_all
     from training.read_ads import CRITEO_INT_COLUMNS
@@ -182,18 +196,23 @@ def train(
     # The machine's cores, no more: oversubscribed intra-op threads slow small batches down.
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
-    read = read_events(events_path, fmt)
-    events, read_report = read.collect()
+    try:
+        read = read_events(events_path, fmt)
+        events, read_report = read.collect()
+        items = read.items.collect() if read.items is not None else None
+        users = read.users.collect() if read.users is not None else None
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        # Not a file of that format at all (binary, truncated Parquet, ...): say so in a line.
+        raise click.ClickException(
+            f"{events_path}: cannot read it as --format {fmt}: {_first_line(exc)}"
+        ) from None
     click.echo(str(read_report))
     truth = None
     if fmt == "simulator" and (events_path / "ground_truth.npz").exists():
         truth = GroundTruth.load(events_path)
-    data = Dataset(
-        events=events.lazy(),
-        items=read.items.collect() if read.items is not None else None,
-        users=read.users.collect() if read.users is not None else None,
-        ground_truth=truth,
-    )
+    data = Dataset(events=events.lazy(), items=items, users=users, ground_truth=truth)
     config = TrainConfig(
         ctr_models=models,
         ctr_size=CTRSize(
@@ -221,7 +240,10 @@ def train(
         seed=seed,
         progress=not quiet,
     )
-    report = train_all(data, out, config)
+    try:
+        report = train_all(data, out, config)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report["models"], indent=2))
     click.echo(
         f"trained in {time.perf_counter() - start:.1f} s; report: {out / 'report.json'}, "
@@ -231,6 +253,11 @@ def train(
 
 # Readers whose click events share the impression's timestamp (see training.read_ads).
 AD_FORMATS = ("criteo", "talkingdata")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from kernels.featurize import (
 )
 from training import metrics
 from training.bundle import write_bundle, write_metrics_json
+from training.errors import NotEnoughData
 from training.examples import ctr_examples, positives
 from training.export import export_onnx, parity_max_abs_error
 from training.fit import FitConfig, fit_ctr, fit_isotonic, fit_platt, predict_logits
@@ -45,7 +46,7 @@ from training.models.ctr import (
     PlattScaling,
     PositionBias,
 )
-from training.profiles import RFM_SEGMENT_RULES, kmeans_segments, user_profiles
+from training.profiles import RFM_SEGMENT_RULES, KMeansSegments, kmeans_segments, user_profiles
 from training.report import write_report
 from training.retrieval import RetrievalConfig, interactions, train_retrieval
 from training.simulate import DEVICES, GroundTruth, item_index, user_index
@@ -197,8 +198,15 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
     has_impressions = (
         data.events.filter(pl.col("event") == "impression").select(pl.len()).collect().item() > 0
     )
+    ctr = None
     if has_impressions:
-        ctr = train_ctr(data, plan, out, config)
+        try:
+            ctr = train_ctr(data, plan, out, config)
+        except NotEnoughData as exc:
+            log.warning("skipping the CTR models: %s", exc)
+    else:
+        log.info("no impressions in the log: skipping the CTR models")
+    if ctr is not None:
         report["split"]["ctr"] = ctr.sizes
         for name, m in ctr.models.items():
             report["models"][f"ctr_{name}"] = m
@@ -207,8 +215,6 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
         report["chosen"]["ctr"] = ctr.best
         report["other_calibration"] = {f"ctr_{k}": v for k, v in ctr.other_calibration.items()}
         curves = ctr.curves
-    else:
-        log.info("no impressions in the log: skipping the CTR models")
     report["profiles"] = train_profiles(data, out, config)
 
     pos, spec = plan.label(positives(data.events).with_columns(pl.lit("positive").alias("event")))
@@ -320,10 +326,16 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     label = frame["label"].to_numpy().astype(np.float32)
     part = frame["split"].to_numpy()
     tr, va, te = part == "train", part == "valid", part == "test"
-    if not (tr.any() and va.any() and te.any()):
-        raise ValueError(
-            f"CTR needs impressions in train, valid and test; got {tr.sum()}, {va.sum()}, {te.sum()}"
-            " (raise --valid-fraction / --test-fraction)"
+    # AUC and calibration need both labels in every part.
+    both = [bool(m.any() and 0 < label[m].sum() < m.sum()) for m in (tr, va, te)]
+    if not all(both):
+        counts = ", ".join(
+            f"{int(m.sum())} ({int(label[m].sum())} clicked) in {n}"
+            for n, m in (("train", tr), ("valid", va), ("test", te))
+        )
+        raise NotEnoughData(
+            "CTR needs impressions with and without clicks in each of train, valid and test; "
+            f"got {counts}"
         )
     log.info("CTR examples: %d train, %d valid, %d test", tr.sum(), va.sum(), te.sum())
     y_va, y_te = label[va], label[te]
@@ -631,10 +643,23 @@ def train_profiles(data: Dataset, out: Path, config: TrainConfig) -> dict[str, A
         data.items.lazy() if data.items is not None and "category" in data.items.columns else None
     )
     profiles = user_profiles(data.events, as_of, items=items)
-    segments = kmeans_segments(profiles, seed=config.seed)
-    table = profiles.join(
-        segments.assignments.rename({"segment": "cluster"}), on="user_id", how="left"
-    ).with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%z"))
+    try:
+        segments: KMeansSegments | None = kmeans_segments(profiles, seed=config.seed)
+    except NotEnoughData as exc:
+        # The engine reads a null cluster as "no segment" and falls back to popularity.
+        log.warning("skipping the K-means segments: %s", exc)
+        segments = None
+    clusters = (
+        segments.assignments.rename({"segment": "cluster"})
+        if segments is not None
+        else pl.DataFrame(
+            {"user_id": profiles["user_id"], "cluster": pl.Series([None] * profiles.height)},
+            schema={"user_id": pl.String, "cluster": pl.Int32},
+        )
+    )
+    table = profiles.join(clusters, on="user_id", how="left").with_columns(
+        pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%z")
+    )
     if data.users is not None:
         attrs = [
             c for c, t in data.users.schema.items() if t == pl.String and c not in table.columns
@@ -643,13 +668,13 @@ def train_profiles(data: Dataset, out: Path, config: TrainConfig) -> dict[str, A
     summary = {
         "users": table.height,
         "rfm_segments": dict(table.group_by("rfm_segment").len().sort("rfm_segment").iter_rows()),
-        "kmeans_k": segments.k,
+        "kmeans_k": segments.k if segments is not None else None,
     }
     manifest: dict[str, Any] = {
         "as_of": as_of.isoformat(),
         "artifacts": {"profiles": "profiles.parquet"},
         "rfm_segment_rules": dict(RFM_SEGMENT_RULES),
-        "kmeans": segments.to_dict(),
+        "kmeans": segments.to_dict() if segments is not None else None,
         "summary": summary,
     }
     path = write_bundle(

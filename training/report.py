@@ -162,7 +162,12 @@ def write_report(
         lines += [
             "## Profiles",
             "",
-            f"{profiles['users']} users; K-means k = {profiles['kmeans_k']}.",
+            f"{profiles['users']} users; "
+            + (
+                f"K-means k = {profiles['kmeans_k']}."
+                if profiles.get("kmeans_k")
+                else "no K-means segments (too few users)."
+            ),
             "",
             markdown_table(("RFM segment", "users"), rows),
             "",

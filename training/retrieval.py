@@ -322,7 +322,10 @@ def train_retrieval(
     )
     if not len(test_task.users):
         # E.g. an ad log keyed by request: nobody has history to retrieve from.
-        log.warning("no user has both training history and new test positives: no retrieval")
+        log.warning(
+            "skipping the retrieval models: they need at least one user with positives both "
+            "before the test part and new ones in it; this log has none"
+        )
         return RetrievalResult({}, {}, {}, None, {})
     names = [m for m in config.models if m not in DENSE or dense_fits(data)]
     skipped = [m for m in config.models if m not in names]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from training.errors import InputError
+
 EVENT_TYPES: tuple[str, ...] = ("impression", "click", "purchase", "rating")
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
@@ -38,7 +40,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "event")
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """An input does not match the event-log schema; the message names the column."""
 
 

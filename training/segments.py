@@ -20,6 +20,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
+from training.errors import NotEnoughData
+
 DEFAULT_FEATURES: tuple[str, ...] = (
     "recency_days",
     "frequency",
@@ -28,6 +30,8 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "days_since_first_seen",
 )
 DEFAULT_K_RANGE: tuple[int, ...] = tuple(range(2, 9))
+# Choosing k by silhouette needs 2 <= k < users: the default range needs three users.
+MIN_USERS = 3
 # Silhouette is quadratic in rows: score k on a seeded sample of at most this many users.
 SILHOUETTE_SAMPLE = 5_000
 
@@ -97,7 +101,15 @@ def kmeans_segments(
     z = _standardise(raw, fill, mean, std)
     candidates = [k] if k is not None else [c for c in k_range if 2 <= c < n_users]
     if not candidates or (k is not None and not 1 <= k <= n_users):
-        raise ValueError(f"cannot cluster {n_users} users into {k or list(k_range)} segments")
+        raise NotEnoughData(
+            f"cannot cluster {n_users} users into {k or list(k_range)} segments"
+            + (
+                ""
+                if k is not None
+                else f" (k = {min(k_range, default=2)} needs "
+                f"{max(2, min(k_range, default=2)) + 1} users)"
+            )
+        )
     # One thread per pool: sklearn's OpenMP and OpenBLAS pools fought over 2 cores and made
     # K-means on 4k users ~50x slower (2.4 s vs 0.04 s per fit).
     with threadpool_limits(limits=1):

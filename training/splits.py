@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from training.errors import NotEnoughData
 from training.event_time import require_aware
 
 # Ties in time are broken by these columns so that splits are deterministic.
@@ -188,7 +189,7 @@ def _time_quantiles(events: pl.LazyFrame, qs: list[float]) -> list[datetime]:
         *[micros.quantile(q, interpolation="lower").alias(f"q{i}") for i, q in enumerate(qs)]
     ).collect()
     if row.is_empty() or row[0, 0] is None:
-        raise ValueError("cannot split an empty event log")
+        raise NotEnoughData("cannot split an empty event log: no events left to train on")
     return [
         pl.select(pl.from_epoch(pl.lit(int(v)), time_unit="us").dt.replace_time_zone("UTC")).item()
         for v in row.row(0)

@@ -3,6 +3,7 @@ command line starts without importing torch), and bad choices fail before any wo
 
 from __future__ import annotations
 
+import polars as pl
 from click.testing import CliRunner
 
 from training import cli
@@ -66,3 +67,58 @@ def test_history_features_default_off_for_logs_that_date_clicks_by_impression(
     assert not ads.history
     (forced,) = _configs(monkeypatch, runner, [*args, "--history", "--no-position-bias"])
     assert forced.history and not forced.position_bias
+
+
+def _log(path, rows: list[str]) -> str:
+    path.write_text("\n".join(["user_id,item_id,ts,event,request_id", *rows]) + "\n")
+    return str(path)
+
+
+def test_user_errors_are_one_line_and_a_non_zero_exit(tmp_path) -> None:
+    runner = CliRunner()
+    out = ["--out", str(tmp_path / "r"), "--quiet"]
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("customer,product,when\nc1,p1,2024-01-01\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user_id,item_id,ts,event\n")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not a parquet file at all")
+    for path, says in (
+        (wrong, "wrong.csv: missing required column(s) ['user_id', 'item_id', 'ts', 'event']"),
+        (empty, "cannot split an empty event log"),
+        (junk, "junk.parquet: cannot read it as --format events"),
+    ):
+        result = runner.invoke(cli.train, ["--events", str(path), *out])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+        (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
+        assert says in line
+    result = runner.invoke(
+        cli.train,
+        ["--events", str(wrong), *out, "--test-fraction", "0.6", "--valid-fraction", ".5"],
+    )
+    assert result.exit_code == 2 and "leave some training data" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_tiny_log_trains_what_it_can(tmp_path, caplog) -> None:
+    """One user left after bad rows: profiles ship without K-means, retrieval and CTR are
+    skipped, each with a warning that names what it needs."""
+    rows = [f"u1,i{d % 4},2024-01-{d:02d}T10:00:00,click,r{d}" for d in range(1, 20)]
+    rows += ["u2,,2024-01-03T10:00:00,click,", "u3,i1,yesterday,click,"]
+    # Impressions, but no click after the test cut: nothing to score a CTR model on.
+    rows += [f"u1,i{d % 4},2024-01-{d:02d}T09:00:00,impression,r{d}" for d in range(1, 10)]
+    repo = tmp_path / "r"
+    result = CliRunner().invoke(
+        cli.train, ["--events", _log(tmp_path / "tiny.csv", rows), "--out", str(repo), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "dropped 1: missing_item_id" in result.output
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("K-means" in w and "needs 3 users" in w for w in warnings), warnings
+    assert any("CTR" in w and "with and without clicks" in w for w in warnings), warnings
+    assert any("retrieval" in w and "at least one user" in w for w in warnings), warnings
+    profiles = pl.read_parquet(repo / "profiles" / "1" / "profiles.parquet")
+    assert profiles["user_id"].to_list() == ["u1"] and profiles["cluster"].null_count() == 1
+    assert not (repo / "ctr").exists() and not (repo / "retrieval").exists()
+    assert "no K-means segments" in (repo / "report.md").read_text()
