@@ -857,13 +857,23 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def settings() -> dict[str, int]:
-    """ReachRank's effective thread and batch settings (environment included)."""
+def settings(model: Path) -> dict[str, int]:
+    """ReachRank's effective thread and batch settings for ``model`` (environment included;
+    the automatic intra-op thread count is the one ReachRank picks for this graph)."""
+    import onnxruntime as ort
+
+    from engine.runtime import auto_intra_threads
     from engine.settings import Settings
 
     s = Settings()
+    intra = s.ort_intra_op_threads
+    if intra is None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        one = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        intra = auto_intra_threads(one, model)
     return {
-        "intra_op_threads": s.ort_intra_op_threads,
+        "intra_op_threads": intra,
         "inter_op_threads": s.ort_inter_op_threads,
         "max_batch_size": s.max_batch_rows,
     }
@@ -932,7 +942,6 @@ def main() -> int:
     from bench.kserve import perf_analyzer, train_repository
 
     binary, env = perf_analyzer()
-    config = settings()
     RESULTS.mkdir(exist_ok=True)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -946,6 +955,7 @@ def main() -> int:
             args.repo = demo if demo.is_dir() else train_repository(workdir)
         args.repo = args.repo.resolve()
         model = load_model(args.repo, args.model)
+        config = settings(model.path)
         results, launches = prepare(args, workdir, model, config)
         perf = PerfAnalyzer(binary, env, int(args.seconds * 1000), workdir)
         (workdir / "perf_analyzer.log").write_text("")

@@ -56,11 +56,12 @@ class Settings(BaseSettings):
     Python work, so threads beyond that only contend with the batcher's thread, which feeds
     onnxruntime: on 2 cores, RankAds of 200 ads at 32 in flight did 673 / 620 / 586 / 481
     req/s with 2 / 4 / 8 / 16 threads (BENCHMARKS.md, Serving efficiency)."""
-    ort_intra_op_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
-    """onnxruntime threads per inference (default: one per core; 0 = onnxruntime's own
-    default). Callers run the batches themselves (engine.batching), so these threads are the
-    only ones besides the gRPC handlers: DeepFM of 200-ad RankAds on 2 cores did +10-35% with
-    2 than with 1, the demo FM no worse (BENCHMARKS.md, Serving efficiency)."""
+    ort_intra_op_threads: int | None = Field(None, ge=0)
+    """onnxruntime threads per inference. None (the default) decides per model at load: one
+    thread, or one per core for a compute-heavy graph (engine.runtime.create_session; on 2
+    cores DeepFM's 200-ad RankAds served +10-35% with 2 threads, the demo FM spent more CPU per
+    request with 2 than with 1; BENCHMARKS.md, Serving efficiency). 0: onnxruntime's own
+    default (all cores)."""
     ort_inter_op_threads: int = Field(1, ge=0)
     """onnxruntime threads across graph nodes."""
     numba_threads: int = Field(1, ge=1)

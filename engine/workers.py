@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 def worker_settings(settings: Settings, index: int, port: int) -> Settings:
     """The settings of worker ``index`` of ``settings.workers``."""
     update: dict[str, Any] = {"port": port, "so_reuseport": True, "workers": 1}
-    if "ort_intra_op_threads" not in settings.model_fields_set:
-        # The default is one inference thread per core for one process: split the cores.
+    if settings.ort_intra_op_threads is None:
+        # The automatic choice gives a heavy model one thread per core in each process:
+        # split the cores between the workers instead.
         update["ort_intra_op_threads"] = max(1, (os.cpu_count() or 1) // settings.workers)
     if settings.metrics_port:
         update["metrics_port"] = settings.metrics_port + index
