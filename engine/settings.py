@@ -53,9 +53,10 @@ class Settings(BaseSettings):
     """Let several processes bind the port (set for each worker when ``workers > 1``)."""
     grpc_threads: int = Field(default_factory=lambda: min(16, 2 * (os.cpu_count() or 1)), ge=1)
     """Threads serving RPCs (default: two per core, at most 16). Handlers hold the GIL for their
-    Python work, so threads beyond that only contend with the batcher's thread, which feeds
-    onnxruntime: on 2 cores, RankAds of 200 ads at 32 in flight did 673 / 620 / 586 / 481
-    req/s with 2 / 4 / 8 / 16 threads (BENCHMARKS.md, Serving efficiency)."""
+    Python work and run the inference batches themselves (engine.batching); a request waiting
+    for its batch sleeps without the GIL. On 2 cores the demo's RankAds spent no less CPU per
+    request with 16 threads than with 4, DeepFM's did up to +25% with 16 and two onnxruntime
+    threads, within the machine's noise (BENCHMARKS.md, Serving efficiency)."""
     ort_intra_op_threads: int | None = Field(None, ge=0)
     """onnxruntime threads per inference. None (the default) decides per model at load: one
     thread, or one per core for a compute-heavy graph (engine.runtime.create_session; on 2
