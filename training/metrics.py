@@ -180,8 +180,7 @@ RelevantItems = Relevance | Sequence[npt.ArrayLike]
 
 def precision_at_k(top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None) -> float:
     """Mean over users of hits / k."""
-    hits, _, k = _hits(top_k, relevant, k)
-    return float(np.mean(hits.sum(axis=1) / k))
+    return float(np.mean(precision_per_user(top_k, relevant, k)))
 
 
 def recall_at_k(top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None) -> float:
@@ -189,14 +188,12 @@ def recall_at_k(top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = N
 
     Not hits / min(k, |relevant|): a user with more relevant items than k cannot reach 1.
     """
-    hits, n_relevant, _ = _hits(top_k, relevant, k)
-    return float(np.mean(hits.sum(axis=1) / n_relevant))
+    return float(np.mean(recall_per_user(top_k, relevant, k)))
 
 
 def hitrate_at_k(top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None) -> float:
     """Share of users with at least one relevant item in their top k."""
-    hits, _, _ = _hits(top_k, relevant, k)
-    return float(np.mean(hits.any(axis=1)))
+    return float(np.mean(hitrate_per_user(top_k, relevant, k)))
 
 
 def ndcg_at_k(top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None) -> float:
@@ -204,11 +201,75 @@ def ndcg_at_k(top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = Non
 
     The ideal ranking puts min(k, |relevant|) relevant items first.
     """
+    return float(np.mean(ndcg_per_user(top_k, relevant, k)))
+
+
+# The per-user values the means above average (users with relevant items, in row order): what
+# a bootstrap over users resamples.
+
+
+def precision_per_user(
+    top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None
+) -> FloatArray:
+    hits, _, k = _hits(top_k, relevant, k)
+    return hits.sum(axis=1) / k
+
+
+def recall_per_user(
+    top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None
+) -> FloatArray:
+    hits, n_relevant, _ = _hits(top_k, relevant, k)
+    return hits.sum(axis=1) / n_relevant
+
+
+def hitrate_per_user(
+    top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None
+) -> FloatArray:
+    hits, _, _ = _hits(top_k, relevant, k)
+    return hits.any(axis=1).astype(np.float64)
+
+
+def ndcg_per_user(
+    top_k: npt.ArrayLike, relevant: RelevantItems, k: int | None = None
+) -> FloatArray:
     hits, n_relevant, k = _hits(top_k, relevant, k)
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = hits @ discount
     ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1]
-    return float(np.mean(dcg / ideal))
+    values: FloatArray = (hits @ discount) / ideal
+    return values
+
+
+def bootstrap_means(values: npt.ArrayLike, resamples: int = 1000, seed: int = 0) -> FloatArray:
+    """Means of ``resamples`` bootstrap resamples of ``values`` (rows drawn with replacement);
+    a paired comparison passes per-row differences."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("bootstrap needs a non-empty 1-D array")
+    rng = np.random.default_rng(seed)
+    # In chunks of about 10M draws: a million users must not need 8 GB of indices.
+    chunk = max(1, 10_000_000 // x.size)
+    return np.concatenate(
+        [
+            x[rng.integers(0, x.size, (min(chunk, resamples - start), x.size))].mean(axis=1)
+            for start in range(0, resamples, chunk)
+        ]
+    )
+
+
+def bootstrap_interval(
+    values: npt.ArrayLike, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    tail = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(bootstrap_means(values, resamples, seed), [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_se(values: npt.ArrayLike, resamples: int = 1000, seed: int = 0) -> float:
+    """Bootstrap standard error of the mean of ``values``."""
+    return float(np.std(bootstrap_means(values, resamples, seed)))
 
 
 def coverage(top_k: npt.ArrayLike, n_items: int, k: int | None = None) -> float:
@@ -283,6 +344,12 @@ METRICS: dict[str, Callable[..., Any]] = {
     "coverage": coverage,
 }
 _RANKING = ("precision", "recall", "ndcg", "hitrate")
+PER_USER: dict[str, Callable[..., FloatArray]] = {
+    "precision": precision_per_user,
+    "recall": recall_per_user,
+    "ndcg": ndcg_per_user,
+    "hitrate": hitrate_per_user,
+}
 _CLASSIFICATION = ("auc", "logloss", "ece")
 
 

@@ -15,15 +15,22 @@ from training.metrics import (
     METRICS,
     Relevance,
     auc,
+    bootstrap_interval,
+    bootstrap_means,
+    bootstrap_se,
     coverage,
     ece,
     evaluate_classification,
     evaluate_ranking,
     hitrate_at_k,
+    hitrate_per_user,
     logloss,
     ndcg_at_k,
+    ndcg_per_user,
     precision_at_k,
+    precision_per_user,
     recall_at_k,
+    recall_per_user,
     reliability_curve,
 )
 
@@ -246,3 +253,27 @@ def test_ranking_metrics_match_reference(
     assert hitrate_at_k(top, relevant, k) == pytest.approx(expected["hitrate"])
     assert ndcg_at_k(top, relevant, k) == pytest.approx(expected["ndcg"])
     assert 0.0 <= ndcg_at_k(top, relevant, k) <= 1.0
+
+
+def test_bootstrap_of_a_mean() -> None:
+    constant = np.full(50, 0.25)
+    assert bootstrap_interval(constant) == (0.25, 0.25) and bootstrap_se(constant) == 0.0
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, 400)
+    lo, hi = bootstrap_interval(x, resamples=2000, seed=3)
+    assert lo < x.mean() < hi
+    # The standard error of a mean of 400 unit-variance draws is about 1/20.
+    assert abs(bootstrap_se(x, resamples=2000, seed=3) - x.std() / 20) < 0.01
+    assert bootstrap_means(x, resamples=7).shape == (7,)
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_se([])
+
+
+def test_per_user_values_average_to_the_report_metrics() -> None:
+    top = np.array([[1, 2, 3], [4, 5, 6]])
+    relevant = [[1, 9], [6]]
+    assert np.allclose(recall_per_user(top, relevant, 3), [0.5, 1.0])
+    assert recall_at_k(top, relevant, 3) == 0.75
+    assert np.allclose(ndcg_per_user(top, relevant, 3).mean(), ndcg_at_k(top, relevant, 3))
+    assert hitrate_per_user(top, relevant, 1).tolist() == [1.0, 0.0]
+    assert np.allclose(precision_per_user(top, relevant, 3), [1 / 3, 1 / 3])
