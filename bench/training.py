@@ -29,10 +29,10 @@ from training import metrics
 from training.examples import positives
 from training.item_stats import item_stats
 from training.models.ctr import CTRSize
-from training.pipeline import Dataset, SplitPlan, TrainConfig, train_ctr
+from training.pipeline import Dataset, SplitPlan, TrainConfig, train_all, train_ctr
 from training.profiles import user_profiles
 from training.readers import read_events
-from training.report import markdown_table
+from training.report import format_params, markdown_table
 from training.retrieval import (
     Fitted,
     Interactions,
@@ -59,6 +59,11 @@ CTR_ABLATION: dict[str, dict[str, bool]] = {
     "+ both": {"history": True, "position_bias": True},
 }
 FEATURE_SIM_EVENTS = 10_000_000
+# (name, folder under the shared data sets, reader format) of the retrieval logs.
+RETRIEVAL_DATA: tuple[tuple[str, str, str], ...] = (
+    ("movielens-100k", "ml-100k", "movielens"),
+    ("online-retail", "online-retail", "online-retail"),
+)
 BOOTSTRAP = 1000
 
 log = logging.getLogger("bench.training")
@@ -136,6 +141,117 @@ def retrieval_quality(name: str, path: Path, fmt: str, config: RetrievalConfig) 
         "valid": result.valid,
         "test": rows,
         "seconds": time.perf_counter() - start,
+    }
+
+
+# Anchors of the default-command bar: what a shop could run without ReachRank, each tuned on
+# the same validation part (issue 13: windows of 1-30 days, EASE's lambdas, a small ALS grid).
+ANCHOR_WINDOWS_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0)
+ANCHOR_ALS_GRID = tuple((alpha, reg) for alpha in (1.0, 5.0, 20.0) for reg in (0.01, 0.1, 1.0))
+DEFAULT_BAR = 1.1
+
+
+def _window_popularity(data: Interactions, parts: tuple[str, ...], days: float) -> Fitted:
+    """Positives per item in the last ``days`` before the parts' latest time (ties: all-time),
+    computed here rather than with the trainer's code: an independent anchor."""
+    _, i = data.pairs(*parts)
+    t = data.pair_times(*parts)
+    recent = t > t.max() - days * 86_400.0
+    counts = np.bincount(i[recent], minlength=data.n_items).astype(np.float64)
+    counts += 0.5 * np.bincount(i, minlength=data.n_items) / (len(i) + 1.0)
+    return Fitted(np.ones((data.n_users, 1), np.float32), counts.astype(np.float32)[:, None], 1)
+
+
+def default_anchors(data: Interactions, seed: int) -> dict[str, dict[str, Any]]:
+    """popularity, trailing-window popularity, EASE and implicit's ALS, each with its
+    parameters chosen by valid Recall@20 (fitted on train), refitted on train + valid and
+    scored on test: the same tasks the trainer's report uses."""
+    valid = eval_task(data, ("train",), "valid")
+    test = eval_task(data, ("train", "valid"), "test")
+    config = RetrievalConfig(progress=False)
+
+    def tuned(name: str, grid: Sequence[Any], fit: Callable[[tuple[str, ...], Any], Fitted]):
+        scores = {str(g): evaluate(fit(("train",), g), valid, 20)["recall@20"] for g in grid}
+        best = max(grid, key=lambda g: scores[str(g)])
+        t = time.perf_counter()
+        result = {**evaluate(fit(("train", "valid"), best), test, 20), "chosen": str(best)}
+        log.info("anchor %s: %s (%.1f s)", name, result, time.perf_counter() - t)
+        return {**result, "valid_by_setting": scores}
+
+    def popularity(parts: tuple[str, ...], _: Any) -> Fitted:
+        _, i = data.pairs(*parts)
+        counts = np.bincount(i, minlength=data.n_items).astype(np.float32)
+        return Fitted(np.ones((data.n_users, 1), np.float32), counts[:, None], 1)
+
+    def ease_fit(parts: tuple[str, ...], reg: float) -> Fitted:
+        from training.retrieval import ease
+
+        u, i = data.pairs(*parts)
+        return ease(data, u, i, config, reg)
+
+    def als_fit(parts: tuple[str, ...], grid: tuple[float, float]) -> Fitted:
+        import scipy.sparse as sp
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        u, i = data.pairs(*parts)
+        matrix = sp.csr_matrix(
+            (np.ones(len(u), np.float32), (u, i)), shape=(data.n_users, data.n_items)
+        )
+        alpha, reg = grid
+        model = AlternatingLeastSquares(
+            factors=64, regularization=reg, alpha=alpha, iterations=15, random_state=seed
+        )
+        model.fit(matrix, show_progress=False)
+        return Fitted(np.asarray(model.user_factors), np.asarray(model.item_factors), 64)
+
+    return {
+        "popularity": tuned("popularity", [None], popularity),
+        "popularity_window": tuned(
+            "popularity_window",
+            list(ANCHOR_WINDOWS_DAYS),
+            lambda parts, days: _window_popularity(data, parts, days),
+        ),
+        "ease": tuned("ease", list(config.ease_lambdas), ease_fit),
+        "implicit_als": tuned("implicit_als", list(ANCHOR_ALS_GRID), als_fit),
+    }
+
+
+def default_quality(name: str, path: Path, fmt: str, seed: int = 0) -> dict[str, Any]:
+    """``reachrank train`` with no model flags (global time split) against the anchors."""
+    read = read_events(path, fmt)
+    events, _ = read.collect()
+    data = Dataset(
+        events=events.lazy(),
+        items=read.items.collect() if read.items is not None else None,
+        users=read.users.collect() if read.users is not None else None,
+    )
+    config = TrainConfig(progress=False, seed=seed, retrieval=RetrievalConfig(progress=False))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = train_all(data, Path(tmp), config)
+    seconds = time.perf_counter() - start
+    shipped = report["chosen"]["retrieval"]
+    board = report["leaderboard"]["retrieval"]
+    # The trainer's own retrieval split: the same test cut and validation part.
+    plan = SplitPlan.plan(data.events, config).for_retrieval(data.events, config)
+    pos, _ = plan.label(positives(data.events).with_columns(pl.lit("positive").alias("event")))
+    catalogue = data.items["item_id"] if data.items is not None else None
+    anchors = default_anchors(
+        interactions(pos.collect().sort("user_id", "item_id"), catalogue), seed
+    )
+    best = max(anchors, key=lambda a: anchors[a]["recall@20"])
+    test = report["models"][f"retrieval_{shipped}"]
+    return {
+        "dataset": name,
+        "split": report["split"],
+        "shipped": shipped,
+        "why": report["why"]["retrieval"],
+        "shipped_test": test,
+        "leaderboard": board,
+        "anchors": anchors,
+        "best_anchor": best,
+        "ratio": test["recall@20"] / anchors[best]["recall@20"],
+        "train_seconds": seconds,
     }
 
 
@@ -335,6 +451,38 @@ def retrieval_table(result: dict[str, Any]) -> str:
     return markdown_table(("model", *RETRIEVAL_COLUMNS), rows)
 
 
+def default_table(result: dict[str, Any]) -> str:
+    """The default command's leaderboard (valid and test Recall@20 with intervals), then the
+    bench's own anchors on the same split."""
+    rows = []
+    for row in result["leaderboard"]:
+        label = row["name"] + (" (shipped)" if row["shipped"] else "")
+        if row["role"] == "baseline":
+            label = f"baseline: {row['name']}"
+        cells = []
+        for part in ("valid", "test"):
+            m = row.get(part)
+            cells.append(
+                f"{m['recall@20']:.4f} [{m['recall@20_ci'][0]:.4f}, {m['recall@20_ci'][1]:.4f}]"
+                if m
+                else ""
+            )
+        test = row.get("test") or {}
+        rows.append([label, format_params(row.get("params", {})), *cells, test.get("ndcg@10")])
+    for name, m in result["anchors"].items():
+        rows.append([f"anchor: {name}", m["chosen"], "", f"{m['recall@20']:.4f}", m["ndcg@10"]])
+    return markdown_table(
+        (
+            "model",
+            "tuned on valid",
+            "valid recall@20 [95%]",
+            "test recall@20 [95%]",
+            "test ndcg@10",
+        ),
+        rows,
+    )
+
+
 def ctr_table(result: dict[str, Any]) -> str:
     rows = []
     for model, m in result["test"].items():
@@ -413,6 +561,14 @@ def quality_bars(results: dict[str, Any]) -> list[str]:
                 f"- {name} {metric}: shipped `{r['shipped']}` {shipped[metric]:.4f} vs best "
                 f"baseline `{best}` {r['test'][best][metric]:.4f}: {'met' if ok else 'MISSED'}"
             )
+    for name, r in results.get("default", {}).items():
+        best = r["anchors"][r["best_anchor"]]["recall@20"]
+        shipped = r["shipped_test"]["recall@20"]
+        lines.append(
+            f"- {name} default command recall@20 >= {DEFAULT_BAR}x the best anchor: shipped "
+            f"`{r['shipped']}` {shipped:.4f} vs `{r['best_anchor']}` {best:.4f} = "
+            f"{shipped / best:.2f}x: " + ("met" if shipped >= DEFAULT_BAR * best else "MISSED")
+        )
     sim = results.get("ctr", {}).get("simulator")
     if sim:
         best = max(sim["test"], key=lambda m: sim["test"][m]["auc"])
@@ -436,7 +592,7 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
     quality = [
         SECTIONS[0],
         "",
-        f"`{COMMAND} --only retrieval,ctr` (results: `bench/results/training.json`). "
+        f"`{COMMAND} --only default,retrieval,ctr` (results: `bench/results/training.json`). "
         "Same split for every row of a table. Machine: 2 shared CPU cores, Python "
         f"{results.get('machine', {}).get('python', '3.11')}; measured while other "
         "benchmarks shared the cores, so times are inflated (comparisons within a table hold).",
@@ -452,6 +608,25 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
         ".220) while NDCG@10 is above them (EASE .199 vs .192); the orderings agree.",
         "",
     ]
+    for name, r in results.get("default", {}).items():
+        split = r["split"]
+        quality += [
+            f"### Default command: {name}",
+            "",
+            f"`reachrank train` with no model flags: global time split, test after "
+            f"{split['test_cut'][:10]} ({split['test_fraction']:.0%} of the events), retrieval "
+            f"tuned on the {split.get('retrieval_valid_fraction', split['valid_fraction']):.0%} "
+            "just before it, every candidate refitted on train + validation and scored on test "
+            f"(trained in {r['train_seconds']:.0f} s). Shipped: `{r['shipped']}`, {r['why']}. "
+            "The anchors are computed by the bench itself on the same split and validation "
+            "part: popularity (train + validation counts), trailing-window popularity (window "
+            "of 1/3/7/14/30 days chosen on validation), EASE (lambda chosen on validation) and "
+            "`implicit`'s ALS (64 factors; alpha 1/5/20 x regularisation 0.01/0.1/1 chosen on "
+            "validation). Intervals: 95% bootstrap over the evaluated users.",
+            "",
+            default_table(r),
+            "",
+        ]
     for name, r in results.get("retrieval", {}).items():
         quality += [
             f"### Retrieval: {name}",
@@ -617,7 +792,7 @@ def merge_section(old: list[str], new: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="retrieval,ctr,features")
+    parser.add_argument("--only", default="default,retrieval,ctr,features")
     parser.add_argument("--feature-events", type=int, default=FEATURE_SIM_EVENTS)
     parser.add_argument("--ctr-data", default="talkingdata,simulator")
     parser.add_argument("--retrieval-data", default="movielens-100k,online-retail")
@@ -638,14 +813,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["machine"] = {"python": platform.python_version(), "cpus": torch.get_num_threads()}
     # Bigger BPR batches (and a matching step size): 4x fewer Python-level steps.
     retrieval_config = RetrievalConfig(mf_batch_size=4096, mf_lr=0.02, progress=False)
+    retrieval_data = [d for d in RETRIEVAL_DATA if d[0] in args.retrieval_data.split(",")]
+    if "default" in parts:
+        results["default"] = {}
+        for name, folder, fmt in retrieval_data:
+            r = default_quality(name, DATASETS / folder, fmt)
+            results["default"][name] = r
+            print(f"\n### Default command: {name}\n\n{default_table(r)}\n")
+            _save(results)
     if "retrieval" in parts:
         results["retrieval"] = {}
-        for name, folder, fmt in (
-            ("movielens-100k", "ml-100k", "movielens"),
-            ("online-retail", "online-retail", "online-retail"),
-        ):
-            if name not in args.retrieval_data.split(","):
-                continue
+        for name, folder, fmt in retrieval_data:
             r = retrieval_quality(name, DATASETS / folder, fmt, retrieval_config)
             results["retrieval"][name] = r
             print(

@@ -202,12 +202,20 @@ def _dense(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> 
 
 
 def fit_ease(
-    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, reg: float
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    reg: float,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """EASE (Steck 2019): the item-item weights B [n_items, n_items] minimising
     ||X - XB||^2 + reg ||B||^2 with diag(B) = 0, in closed form: B = I - P / diag(P),
-    P = (X^T X + reg I)^-1. Scores are X_u B. Cubic in the catalogue size."""
+    P = (X^T X + reg I)^-1. Scores are X_u B. Cubic in the catalogue size. ``weights`` (one
+    per pair) replace X's ones, e.g. a time decay."""
     x = _dense(users, items, n_users, n_items)
+    if weights is not None:
+        x[users, items] = weights
     gram = x.T @ x
     gram[np.diag_indices(n_items)] += reg
     with threadpool_limits(limits=2):

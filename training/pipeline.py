@@ -90,8 +90,19 @@ class TrainConfig:
     split: SplitKind = "global"
     test_fraction: float = 0.2
     valid_fraction: float = 0.1
+    # Retrieval's validation share under a global split (None: mirror test, see
+    # :func:`mirrored_valid_fraction`). CTR models train on train only and calibrate on valid,
+    # so they keep ``valid_fraction``; retrieval refits on train + valid before test, so a
+    # larger validation part costs it nothing and makes tuning see the horizon test scores.
+    retrieval_valid_fraction: float | None = None
     seed: int = 0
     progress: bool = True
+
+
+def mirrored_valid_fraction(test_fraction: float, valid_fraction: float) -> float:
+    """As large a share as test's (the same horizon, about as many users), but at least
+    ``valid_fraction`` and at most half of what precedes the test part."""
+    return max(valid_fraction, min(test_fraction, (1.0 - test_fraction) / 2.0))
 
 
 @dataclass
@@ -132,6 +143,29 @@ class SplitPlan:
         if config.split == "per-user":
             return cls("per-user", config.test_fraction, config.valid_fraction)
         raise ValueError(f"unknown split {config.split!r}; use 'global' or 'per-user'")
+
+    def for_retrieval(self, events: pl.LazyFrame, config: TrainConfig) -> SplitPlan:
+        """The same test cut, and under a global split the validation part retrieval tunes
+        on: the period just before test, holding ``config.retrieval_valid_fraction`` of the
+        events (default :func:`mirrored_valid_fraction`)."""
+        if self.kind != "global":
+            return self
+        share = config.retrieval_valid_fraction
+        if share is None:
+            share = mirrored_valid_fraction(self.test_fraction, self.valid_fraction)
+        if share == self.valid_fraction:
+            return self
+        spec = global_time_split(
+            events, test_fraction=self.test_fraction, valid_fraction=share
+        ).spec
+        assert datetime.fromisoformat(spec["test_cut"]) == self.test_cut
+        return SplitPlan(
+            "global",
+            self.test_fraction,
+            share,
+            self.test_cut,
+            datetime.fromisoformat(spec["valid_cut"]),
+        )
 
     def split(self, frame: pl.LazyFrame) -> Split:
         if self.kind == "global":
@@ -217,7 +251,15 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
         curves = ctr.curves
     report["profiles"] = train_profiles(data, out, config)
 
-    pos, spec = plan.label(positives(data.events).with_columns(pl.lit("positive").alias("event")))
+    retrieval_plan = plan.for_retrieval(data.events, config)
+    if retrieval_plan.valid_cut != plan.valid_cut:
+        report["split"].update(
+            retrieval_valid_fraction=retrieval_plan.valid_fraction,
+            retrieval_valid_cut=retrieval_plan.valid_cut.isoformat(),  # type: ignore[union-attr]
+        )
+    pos, spec = retrieval_plan.label(
+        positives(data.events).with_columns(pl.lit("positive").alias("event"))
+    )
     # Sorted for the same reason as the CTR frame: reproducible batches.
     pos = pos.collect().sort("user_id", "item_id")
     report["split"]["retrieval"] = part_sizes(pos)
@@ -227,6 +269,8 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
     report["baselines"].update(result.baselines)
     report["valid"].update({f"retrieval_{k}": v for k, v in result.valid.items()})
     report["chosen"]["retrieval"] = result.best
+    report["leaderboard"] = {"retrieval": result.leaderboard}
+    report["why"] = {"retrieval": result.why}
     report["config"] = json.loads(json.dumps(asdict(config), default=str))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -47,20 +47,87 @@ def reliability_plot(name: str, curve: ReliabilityCurve, path: Path) -> None:
     plt.close(fig)
 
 
-def retrieval_plot(models: Mapping[str, Mapping[str, float]], path: Path) -> None:
-    """Grouped bars of Recall@20 and NDCG@10 per retrieval model and baseline."""
+def retrieval_plot(
+    models: Mapping[str, Mapping[str, Any]], path: Path, shipped: str | None = None
+) -> None:
+    """Grouped bars of Recall@20 and NDCG@10 per retrieval model and baseline, with the
+    Recall@20 bootstrap interval (``recall@20_ci``) as an error bar where there is one."""
     names = list(models)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(names)), 3.5), dpi=100)
     width = 0.4
     for j, metric in enumerate(("recall@20", "ndcg@10")):
         xs = [i + (j - 0.5) * width for i in range(len(names))]
-        ax.bar(xs, [models[n].get(metric, 0.0) for n in names], width, label=metric)
-    ax.set_xticks(range(len(names)), names, rotation=20)
+        values = [float(models[n].get(metric, 0.0)) for n in names]
+        errors = None
+        if metric == "recall@20" and all(f"{metric}_ci" in models[n] for n in names):
+            cis = [models[n][f"{metric}_ci"] for n in names]
+            errors = [
+                [v - lo for v, (lo, _) in zip(values, cis, strict=True)],
+                [hi - v for v, (_, hi) in zip(values, cis, strict=True)],
+            ]
+        ax.bar(xs, values, width, label=metric, yerr=errors, capsize=3 if errors else 0)
+    labels = [f"{n}\n(shipped)" if n == shipped else n for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=20)
     ax.set_title("Retrieval on the test split")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _with_interval(metrics: Mapping[str, Any] | None, key: str = "recall@20") -> str:
+    if not metrics:
+        return ""
+    lo, hi = metrics.get(f"{key}_ci", (None, None))
+    value = f"{metrics[key]:.4f}" if key in metrics else ""
+    return f"{value} [{lo:.4f}, {hi:.4f}]" if lo is not None else value
+
+
+def format_params(params: Mapping[str, Any]) -> str:
+    """Tuned parameters, a blend's parts as ``part(…)``."""
+
+    def one(k: str, v: Any) -> str:
+        if isinstance(v, Mapping):
+            return f"{k}({format_params(v)})" if v else k
+        return f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+
+    return ", ".join(one(k, v) for k, v in params.items())
+
+
+def leaderboard_section(board: Sequence[Mapping[str, Any]], why: str) -> list[str]:
+    """Every retrieval candidate and baseline: tuned parameters, valid and test metrics with
+    95% bootstrap intervals over users, and which one shipped and why."""
+    rows = []
+    for row in board:
+        label = row["name"] + (" (shipped as `retrieval`)" if row["shipped"] else "")
+        if row["role"] == "baseline":
+            label = f"baseline: {row['name']}"
+        test = row.get("test") or {}
+        rows.append(
+            [
+                label,
+                format_params(row.get("params", {})),
+                _with_interval(row.get("valid")),
+                _with_interval(test),
+                test.get("ndcg@10"),
+                test.get("coverage"),
+            ]
+        )
+    shipped = next((r["name"] for r in board if r["shipped"]), None)
+    header = ("model", "tuned on valid", "valid recall@20 [95%]", "test recall@20 [95%]")
+    return [
+        "## Retrieval leaderboard",
+        "",
+        "Candidates are tuned and compared on valid (fitted on train), then refitted on train + "
+        "valid and scored on test; baselines are scored the same way but never shipped. "
+        "Intervals: 95% bootstrap over the evaluated users. Top-20 over items each user has not "
+        "consumed; users with history before the part and new positives in it.",
+        "",
+        markdown_table((*header, "test ndcg@10", "test coverage"), rows),
+        "",
+        f"Shipped as `retrieval`: **{shipped}**, {why}." if shipped else "Nothing shipped.",
+        "",
+    ]
 
 
 def write_report(
@@ -81,6 +148,13 @@ def write_report(
         + (
             f"; cuts: valid after {split['valid_cut']}, test after {split['test_cut']}"
             if "test_cut" in split
+            else ""
+        )
+        + (
+            f"; retrieval tunes on a validation part as long as test's "
+            f"({split['retrieval_valid_fraction']} of the events, after "
+            f"{split['retrieval_valid_cut']})"
+            if "retrieval_valid_cut" in split
             else ""
         )
         + ". Models learn on train, are tuned/calibrated/chosen on valid, scored on test.",
@@ -135,7 +209,13 @@ def write_report(
     retrieval = {
         k.removeprefix("retrieval_"): v for k, v in models.items() if k.startswith("retrieval_")
     }
-    if retrieval:
+    board = report.get("leaderboard", {}).get("retrieval")
+    if board:
+        lines += leaderboard_section(board, report.get("why", {}).get("retrieval", ""))
+        tested = {row["name"]: row["test"] for row in board if row.get("test")}
+        retrieval_plot(tested, plots / "retrieval.png", chosen.get("retrieval"))
+        lines += [f"![retrieval]({PLOTS}/retrieval.png)", ""]
+    elif retrieval:
         base = {k: v for k, v in baselines.items() if not k.startswith("ctr_")}
         rows = []
         for name, m in {**retrieval, **base}.items():

@@ -3,19 +3,25 @@
 Every model ends as two float32 tables scored by inner product, which is what the engine's
 retrieval bundle serves: MF-BPR and implicit ALS as latent factors, EASE and item-kNN as
 "user = the user's history row, item = the item's column of the item-item weight matrix"
-(score = sum over the user's items of their weight towards the candidate). The dense
+(score = sum over the user's items of their weight towards the candidate), time-aware
+popularity as one column every user weighs 1, and blends as concatenated tables. The dense
 item-item models are shipped only for catalogues up to :data:`DENSE_MAX_ITEMS` items (and
 users x items up to :data:`DENSE_MAX_CELLS`): their tables grow with the catalogue squared.
 
-Protocol: each model is fitted on the train part and scored on valid (EASE's lambda is tuned
-there), then refitted on train + valid and scored on test; the best on valid by Recall@K is
-shipped as ``retrieval``, the others as ``retrieval-<model>``. Users are evaluated when they
-have training history and new (unseen in train/valid) positives in the part scored; the
-ranking skips the items they already consumed.
+Protocol: each candidate's few parameters (trending's half-life, EASE's lambda and the
+half-life of its co-occurrences, blend weights) are tuned on the valid part (fitted on
+train), then it is refitted on train + valid and scored on test. Valid is scored exactly as
+test, one period earlier: users with history before the part and new positives in it, top-K
+over the items they have not consumed. The best candidate on valid Recall@K ships as
+``retrieval`` unless a simpler one (:data:`SIMPLER_FIRST`) is within one standard error of
+it (paired bootstrap over the valid users); the others ship as ``retrieval-<model>``.
+Baselines (all-time, trailing-window and decayed popularity, item-kNN) are tuned and scored
+the same way but never shipped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,16 +39,22 @@ from training.export import export_onnx, parity_max_abs_error
 from training.fit import FitConfig, fit_bpr, fit_ease, fit_ials, fit_item_knn
 from training.ivf_bundle import ivf_lists_for, write_ivf
 from training.models.mf import EmbeddingScorer, MatrixFactorization
+from training.trending import DAY_S, decay_weights, decayed_scores, time_scales, window_scores
 
 log = logging.getLogger(__name__)
 
 # Dense item-item models (EASE, item-kNN) ship [n_items, n_items] and [n_users, n_items] tables.
 DENSE_MAX_ITEMS = 10_000
 DENSE_MAX_CELLS = 100_000_000
-RETRIEVAL_MODELS: tuple[str, ...] = ("mf", "ials", "ease", "ease_ials")
-# Blend weights of iALS added to EASE (after matching score spreads), tuned on valid.
+RETRIEVAL_MODELS: tuple[str, ...] = ("trending", "mf", "ials", "ease", "ease_ials", "trending_ease")
+# Weights of a blend's second model (after matching score spreads), tuned on valid.
 BLEND_WEIGHTS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
-RETRIEVAL_BASELINES: tuple[str, ...] = ("popularity", "item_knn")
+RETRIEVAL_BASELINES: tuple[str, ...] = (
+    "popularity",
+    "popularity_window",
+    "popularity_decay",
+    "item_knn",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,9 @@ class RetrievalConfig:
     ials_alpha: float = 5.0
     ials_iterations: int = 15
     ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+    # Tune a half-life for EASE's interactions on valid (recent pairs weigh more).
+    time_decay: bool = True
+    bootstrap: int = 1000
     knn_neighbours: int = 100
     # IVF index for approximate serving: this many lists (None: ~4 sqrt(n_items) once the
     # catalogue has at least ivf_min_items items; 0: never).
@@ -77,6 +92,9 @@ class Interactions:
     users: pl.DataFrame  # user_id, row
     items: pl.DataFrame  # item_id, row
     parts: dict[str, tuple[np.ndarray, np.ndarray]]  # "train" | "valid" | "test" -> (u, i)
+    # Per part, each pair's (first) time in seconds since the epoch, aligned with ``parts``;
+    # empty when the positives carry no time.
+    times: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_users(self) -> int:
@@ -90,6 +108,16 @@ class Interactions:
         u = np.concatenate([self.parts[n][0] for n in names])
         i = np.concatenate([self.parts[n][1] for n in names])
         return u, i
+
+    def pair_times(self, *names: str) -> np.ndarray:
+        """The times of :meth:`pairs` of the same parts (seconds since the epoch)."""
+        if not self.times:
+            raise ValueError("these positives carry no time (no 'ts' column)")
+        return np.concatenate([self.times[n] for n in names])
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.times)
 
 
 @dataclass
@@ -119,11 +147,14 @@ def interactions(positives: pl.DataFrame, catalogue: pl.Series | None = None) ->
     indexed = positives.join(users.rename({"row": "u"}), on="user_id").join(
         item_table.rename({"row": "i"}), on="item_id"
     )
-    parts = {}
+    parts, times = {}, {}
+    timed = "ts" in positives.columns
     for name in ("train", "valid", "test"):
         part = indexed.filter(pl.col("split") == name)
         parts[name] = (part["u"].to_numpy().astype(np.int64), part["i"].to_numpy().astype(np.int64))
-    return Interactions(users, item_table, parts)
+        if timed:
+            times[name] = part["ts"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
+    return Interactions(users, item_table, parts, times)
 
 
 def csr_from_pairs(
@@ -238,12 +269,23 @@ def ials(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConf
 
 
 def ease(
-    data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConfig, reg: float
+    data: Interactions,
+    u: np.ndarray,
+    i: np.ndarray,
+    config: RetrievalConfig,
+    reg: float,
+    weights: np.ndarray | None = None,
+    half_life_days: float | None = None,
 ) -> Fitted:
-    b = fit_ease(u, i, data.n_users, data.n_items, reg)
-    return Fitted(
-        _history(data, u, i), b.T.astype(np.float32), data.n_items, {"lambda": reg}, data.n_items
-    )
+    """EASE with lambda ``reg``; with ``weights`` (the decay of each pair, half-life
+    ``half_life_days``) the item-item fit weighs recent co-occurrences more. The user rows stay
+    binary: on ML-100K and Online Retail decaying them too lost recall (the user's older
+    items still say what they like)."""
+    b = fit_ease(u, i, data.n_users, data.n_items, reg, weights)
+    info: dict[str, Any] = {"lambda": reg}
+    if half_life_days:
+        info["half_life_days"] = half_life_days
+    return Fitted(_history(data, u, i), b.T.astype(np.float32), data.n_items, info, data.n_items)
 
 
 def blend(first: Fitted, second: Fitted, weight: float, sample: np.ndarray) -> Fitted:
@@ -267,28 +309,56 @@ FITS: dict[str, Fit] = {
     "mf": mf_bpr,
     "ials": ials,
 }
-DENSE = ("ease", "item_knn", "ease_ials")
+DENSE = ("ease", "item_knn", "ease_ials", "trending_ease")
 
 
 def dense_fits(data: Interactions) -> bool:
     return data.n_items <= DENSE_MAX_ITEMS and data.n_users * data.n_items <= DENSE_MAX_CELLS
 
 
-def tune_ease(
-    data: Interactions, config: RetrievalConfig, valid: EvalTask
-) -> tuple[float, dict[str, float]]:
-    """EASE's lambda by Recall@K on valid (fitted on train); returns it and every score."""
-    u, i = data.parts["train"]
-    scores = {}
-    for reg in config.ease_lambdas:
-        scores[str(reg)] = evaluate(ease(data, u, i, config, reg), valid, config.k).get(
-            f"recall@{config.k}", 0.0
-        )
-    best = max(config.ease_lambdas, key=lambda r: scores[str(r)])
-    return best, scores
-
-
 # ------------------------------------------------------------------------------- training
+
+ALL_PARTS = ("train", "valid", "test")
+# Candidates in order of preference when their valid Recall@K is within noise of the best:
+# fewer moving parts and smaller tables first (a popularity table, then latent factors, then
+# the item x item models, then blends of two models).
+SIMPLER_FIRST: tuple[str, ...] = ("trending", "ials", "mf", "ease", "trending_ease", "ease_ials")
+# Blends: (first, second) models, the second added with a weight tuned on valid (the first's
+# leading columns are the bundle's latent part: similar items and audiences use them).
+BLENDS: dict[str, tuple[str, str]] = {
+    "ease_ials": ("ease", "ials"),
+    "trending_ease": ("ease", "popularity_decay"),
+    # Decayed popularity, with iALS at a thousandth of its weight: every user gets the same
+    # ranking (iALS only breaks ties), while the engine's similar items and audiences, which
+    # read the latent columns, stay meaningful instead of ranking a single column.
+    "trending": ("ials", "popularity_decay"),
+}
+TRENDING_DOMINANCE = 1000.0
+# Half-lives tried for EASE's co-occurrences, as shares of the training span.
+EASE_DECAY_SHARES: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2, 1.0)
+# Time-aware popularity is state, not a fit: a bundle counts every event up to the end of the
+# log, as its consumed lists and popularity do (its half-life / window were tuned on valid).
+COUNTED_TO_THE_END = ("popularity", "popularity_window", "popularity_decay")
+
+
+@dataclass
+class Scored:
+    """Metrics on one evaluation task, and Recall@K per evaluated user (task order)."""
+
+    metrics: dict[str, float]
+    recall: np.ndarray
+
+
+@dataclass
+class Entry:
+    """One candidate or baseline: its tuned parameters and what it scored on valid and test."""
+
+    name: str
+    role: str  # "candidate" | "baseline" | "part" (of a blend, not configured on its own)
+    params: dict[str, Any]
+    tried: dict[str, float]  # valid Recall@K per setting tried while tuning
+    valid: Scored | None
+    test: Scored
 
 
 @dataclass
@@ -300,6 +370,177 @@ class RetrievalResult:
     valid: dict[str, dict[str, float]]
     best: str | None
     bundles: dict[str, Path]
+    # Every candidate and baseline with parameters, valid/test metrics and intervals.
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""
+
+
+def score(model: Fitted, task: EvalTask, k: int) -> Scored:
+    """:func:`evaluate` plus the per-user Recall@K a bootstrap resamples."""
+    if not len(task.users):
+        return Scored({}, np.zeros(0))
+    queries = np.ascontiguousarray(model.user[task.users], dtype=np.float32)
+    ids, _ = topk(
+        queries, np.ascontiguousarray(model.item, dtype=np.float32), k, exclude=task.exclude
+    )
+    found = metrics.evaluate_ranking(
+        ids, task.relevant, [f"recall@{k}", "ndcg@10", "hitrate@10", "coverage"], task.n_items
+    )
+    return Scored(found, metrics.recall_per_user(ids, task.relevant, k))
+
+
+class RetrievalRun:
+    """Fits, tunes and scores the retrieval models of one split, caching every fit."""
+
+    def __init__(self, data: Interactions, config: RetrievalConfig) -> None:
+        self.data, self.config = data, config
+        self.valid_task = eval_task(data, ("train",), "valid")
+        self.test_task = eval_task(data, ("train", "valid"), "test")
+        users = self.valid_task.users if len(self.valid_task.users) else self.test_task.users
+        self.sample = users[:500]
+        self._fits: dict[tuple[str, tuple[str, ...], str], Fitted] = {}
+        if data.timed:
+            t = data.pair_times("train")
+            span_days = float(t.max() - t.min()) / DAY_S if t.size else 0.0
+            self.scales = time_scales(span_days)
+            self.ease_half_lives = tuple(
+                float(f"{share * span_days:.2g}") for share in EASE_DECAY_SHARES if span_days
+            )
+        else:
+            self.scales, self.ease_half_lives = (), ()
+
+    @property
+    def key(self) -> str:
+        return f"recall@{self.config.k}"
+
+    def now(self, parts: tuple[str, ...]) -> float:
+        t = self.data.pair_times(*parts)
+        return float(t.max()) if t.size else 0.0
+
+    def fit(self, name: str, parts: tuple[str, ...], params: dict[str, Any]) -> Fitted:
+        """``name`` with ``params`` fitted on ``parts`` (cached)."""
+        cache = (name, parts, repr(sorted(params.items())))
+        if cache not in self._fits:
+            self._fits[cache] = self._fit(name, parts, params)
+        return self._fits[cache]
+
+    def _fit(self, name: str, parts: tuple[str, ...], params: dict[str, Any]) -> Fitted:
+        data, config = self.data, self.config
+        u, i = data.pairs(*parts)
+        if name in BLENDS:
+            first, second = BLENDS[name]
+            return _blend(
+                name,
+                self.fit(first, parts, params[first]),
+                self.fit(second, parts, params[second]),
+                params["weight"],
+                self.sample,
+            )
+        if name in ("popularity_window", "popularity_decay"):
+            t, now = data.pair_times(*parts), self.now(parts)
+            if name == "popularity_decay":
+                table = decayed_scores(i, t, data.n_items, now, params["half_life_days"])
+            else:
+                table = window_scores(i, t, data.n_items, now, params["window_days"])
+            # Scaled to a top score of 1: the ranking is the same, and float32 scores keep
+            # the ONNX parity check's absolute tolerance whatever the log's volume.
+            table = table / (table.max(initial=0.0) or 1.0)
+            ones = np.ones((data.n_users, 1), np.float32)
+            return Fitted(ones, table.astype(np.float32)[:, None], 1, dict(params))
+        if name == "ease":
+            half_life = params.get("half_life_days")
+            weights = (
+                decay_weights(data.pair_times(*parts), self.now(parts), half_life)
+                if half_life
+                else None
+            )
+            return ease(data, u, i, config, params["lambda"], weights, half_life)
+        return FITS[name](data, u, i, config)
+
+    def valid_recall(self, name: str, params: dict[str, Any]) -> float:
+        fitted = self.fit(name, ("train",), params)
+        return score(fitted, self.valid_task, self.config.k).metrics.get(self.key, 0.0)
+
+    def grid(
+        self, name: str, settings: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """The setting with the best valid Recall@K (the first of equals), and every score."""
+        if not len(self.valid_task.users) or len(settings) == 1:
+            return settings[0], {}
+        tried = {_label(s): self.valid_recall(name, s) for s in settings}
+        best = max(settings, key=lambda s: tried[_label(s)])
+        return best, tried
+
+    def tune(
+        self, name: str, tuned: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Parameters of ``name`` tuned on valid (blends reuse their parts' ``tuned`` ones)."""
+        config = self.config
+        if name == "popularity_decay":
+            # None: no decay, i.e. all-time popularity, for logs whose tastes do not drift.
+            return self.grid(name, [{"half_life_days": h} for h in (*self.scales, None)])
+        if name == "popularity_window":
+            return self.grid(name, [{"window_days": w} for w in self.scales])
+        if name == "ease":
+            best, tried = self.grid(name, [{"lambda": r} for r in config.ease_lambdas])
+            if not config.time_decay or not self.scales:
+                return best, tried
+            # Then the half-life of the co-occurrences' weights at that lambda (or no decay):
+            # tastes drift over months, so long half-lives only.
+            decayed = [{**best, "half_life_days": h} for h in self.ease_half_lives]
+            best, more = self.grid(name, [best, *decayed])
+            return best, {**tried, **more}
+        if name in BLENDS:
+            first, second = BLENDS[name]
+            base = {first: tuned[first], second: tuned[second]}
+            weights = (TRENDING_DOMINANCE,) if name == "trending" else BLEND_WEIGHTS
+            return self.grid(name, [{**base, "weight": w} for w in weights])
+        return {}, {}
+
+
+def _label(setting: dict[str, Any]) -> str:
+    """A short, stable name for a tuning setting (blend parts left out)."""
+    flat = {k: v for k, v in setting.items() if not isinstance(v, dict)}
+    return (
+        ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items())
+        or "default"
+    )
+
+
+def choose(entries: dict[str, Entry], key: str, seed: int = 0) -> tuple[str, str]:
+    """The candidate to ship and why: the best valid ``key``, unless a simpler candidate
+    (:data:`SIMPLER_FIRST`) is within noise of it: behind by at most one standard error of
+    the paired difference over valid users (bootstrap), the one-standard-error rule."""
+    valid = {n: e.valid for n, e in entries.items() if e.valid is not None and e.valid.recall.size}
+    if not valid:
+        return min(entries, key=_simplicity), "no validation users: the simplest candidate"
+    best = max(valid, key=lambda n: (valid[n].metrics[key], -_simplicity(n)))
+    top = valid[best]
+    simpler = sorted((n for n in valid if _simplicity(n) < _simplicity(best)), key=_simplicity)
+    for name in simpler:
+        diff = top.recall - valid[name].recall
+        se = metrics.bootstrap_se(diff, seed=seed)
+        if float(diff.mean()) <= se:
+            return name, (
+                f"the simplest candidate within noise of the best on valid: {key} "
+                f"{valid[name].metrics[key]:.4f} vs {top.metrics[key]:.4f} for `{best}`, "
+                f"a gap of {diff.mean():.4f} within one standard error ({se:.4f}, paired "
+                "bootstrap over valid users)"
+            )
+    if len(valid) == 1:
+        return best, f"the only candidate scored on valid ({key} {top.metrics[key]:.4f})"
+    return best, (
+        f"the best valid {key} ({top.metrics[key]:.4f})"
+        + (
+            ", ahead of every simpler candidate by more than one standard error"
+            if simpler
+            else ", and the simplest"
+        )
+    )
+
+
+def _simplicity(name: str) -> int:
+    return SIMPLER_FIRST.index(name) if name in SIMPLER_FIRST else len(SIMPLER_FIRST)
 
 
 def train_retrieval(
@@ -309,10 +550,10 @@ def train_retrieval(
     split_spec: dict[str, Any],
     item_attributes: pl.DataFrame | None = None,
 ) -> RetrievalResult:
-    """Fit, evaluate and ship every configured retrieval model (see the module docstring);
-    ``out=None`` evaluates without writing bundles (the benchmark)."""
-    valid_task = eval_task(data, ("train",), "valid")
-    test_task = eval_task(data, ("train", "valid"), "test")
+    """Tune, fit, evaluate and ship every configured retrieval model (see the module
+    docstring); ``out=None`` evaluates without writing bundles (the benchmark)."""
+    run = RetrievalRun(data, config)
+    valid_task, test_task, k, key = run.valid_task, run.test_task, config.k, run.key
     log.info(
         "retrieval: %d users, %d items; %d valid users, %d test users",
         data.n_users,
@@ -327,83 +568,144 @@ def train_retrieval(
             "before the test part and new ones in it; this log has none"
         )
         return RetrievalResult({}, {}, {}, None, {})
-    names = [m for m in config.models if m not in DENSE or dense_fits(data)]
+
+    def usable(name: str) -> bool:
+        parts = BLENDS.get(name, (name,))
+        if any(p in DENSE for p in parts) and not dense_fits(data):
+            return False
+        return data.timed or not any(p in COUNTED_TO_THE_END[1:] for p in parts)
+
+    names = [m for m in config.models if usable(m)]
     skipped = [m for m in config.models if m not in names]
     if skipped:
-        log.warning("catalogue too large for dense item-item models: skipping %s", skipped)
-    baselines = [b for b in RETRIEVAL_BASELINES if b not in DENSE or dense_fits(data)]
-    ease_reg: float | None = None
-    ease_scores: dict[str, float] = {}
-    if "ease" in names or "ease_ials" in names:
-        ease_reg, ease_scores = tune_ease(data, config, valid_task)
-        log.info("EASE lambda %s (valid recall@%d by lambda: %s)", ease_reg, config.k, ease_scores)
-
-    def fit(name: str, parts: tuple[str, ...]) -> Fitted:
-        u, i = data.pairs(*parts)
-        if name == "ease":
-            assert ease_reg is not None
-            fitted = ease(data, u, i, config, ease_reg)
-            fitted.info["valid_recall_by_lambda"] = ease_scores
-            return fitted
-        return FITS[name](data, u, i, config)
-
-    valid_metrics: dict[str, dict[str, float]] = {}
-    test_metrics: dict[str, dict[str, float]] = {}
-    finals: dict[str, Fitted] = {}
-    on_train: dict[str, Fitted] = {}
-    singles = [n for n in names if n != "ease_ials"]
-    for name in [*singles, *baselines]:
-        # Valid scores pick the shipped model; models only, baselines are not shipped.
-        if name in names and len(valid_task.users):
-            on_train[name] = fit(name, ("train",))
-            valid_metrics[name] = evaluate(on_train[name], valid_task, config.k)
-        final = fit(name, ("train", "valid"))
-        test_metrics[name] = evaluate(final, test_task, config.k)
-        if name in names:
-            finals[name] = final
-        log.info("retrieval %s: test %s", name, test_metrics[name])
-    if "ease_ials" in names:
-        # EASE plus iALS: needs both single models, fitted above or here.
-        for part, store in ((("train",), on_train), (("train", "valid"), finals)):
-            for single in ("ease", "ials"):
-                if single not in store:
-                    store[single] = fit(single, part)
-        sample = valid_task.users[:500] if len(valid_task.users) else test_task.users[:500]
-        scores = {
-            w: evaluate(blend(on_train["ease"], on_train["ials"], w, sample), valid_task, config.k)
-            for w in BLEND_WEIGHTS
-        }
-        weight = max(BLEND_WEIGHTS, key=lambda w: scores[w].get(f"recall@{config.k}", 0.0))
-        valid_metrics["ease_ials"] = scores[weight]
-        finals["ease_ials"] = blend(finals["ease"], finals["ials"], weight, sample)
-        test_metrics["ease_ials"] = evaluate(finals["ease_ials"], test_task, config.k)
-        log.info("retrieval ease_ials (weight %s): test %s", weight, test_metrics["ease_ials"])
-    for name in [n for n in finals if n not in names]:
-        del finals[name]
-    key = f"recall@{config.k}"
-    best = max(names, key=lambda n: valid_metrics.get(n, {}).get(key, 0.0)) if names else None
+        log.warning(
+            "skipping %s: catalogue too large for dense item-item models or no times", skipped
+        )
+    baselines = [b for b in RETRIEVAL_BASELINES if usable(b)]
+    # Parts of blends are tuned first (and scored, but only configured ones are candidates).
+    order = list(dict.fromkeys([p for n in names for p in BLENDS.get(n, ())] + names + baselines))
+    tuned: dict[str, dict[str, Any]] = {}
+    entries: dict[str, Entry] = {}
+    for name in order:
+        params, tried = run.tune(name, tuned)
+        tuned[name] = params
+        if tried:
+            log.info("retrieval %s: %s (valid %s by setting: %s)", name, _label(params), key, tried)
+        valid = (
+            score(run.fit(name, ("train",), params), valid_task, k)
+            if len(valid_task.users)
+            else None
+        )
+        test = score(run.fit(name, ("train", "valid"), params), test_task, k)
+        role = "candidate" if name in names else "baseline" if name in baselines else "part"
+        entries[name] = Entry(name, role, params, tried, valid, test)
+        log.info("retrieval %s: test %s", name, test.metrics)
+    candidates = {n: entries[n] for n in names}
+    best, why = choose(candidates, key, config.seed) if names else (None, "")
+    if best is not None:
+        log.info("retrieval: shipping %s: %s", best, why)
+    # Cold start serves the better on valid of all-time and time-aware popularity.
+    cold = _cold_start(run, entries, tuned)
     bundles = {}
     for name in names if out is not None else ():
         bundle = "retrieval" if name == best else f"retrieval-{name}"
+        entry = entries[name]
         bundles[name] = write_retrieval_bundle(
             out,  # type: ignore[arg-type]
             bundle,
             name,
-            finals[name],
+            run.fit(name, ("train", "valid"), tuned[name])
+            if not _counted(name)
+            else _served(run, name, tuned[name]),
             data,
-            test_metrics[name],
-            valid_metrics.get(name, {}),
+            entry.test.metrics,
+            entry.valid.metrics if entry.valid else {},
             split_spec,
             config,
             item_attributes,
+            cold,
         )
     return RetrievalResult(
-        models={n: test_metrics[n] for n in names},
-        baselines={n: test_metrics[n] for n in baselines},
-        valid=valid_metrics,
+        models={n: entries[n].test.metrics for n in names},
+        baselines={n: entries[n].test.metrics for n in baselines},
+        valid={n: entries[n].valid.metrics for n in names if entries[n].valid},
         best=best,
         bundles=bundles,
+        leaderboard=[
+            leaderboard_row(entries[n], key, n == best, config.seed) for n in [*names, *baselines]
+        ],
+        why=why,
     )
+
+
+def _blend(name: str, first: Fitted, second: Fitted, weight: float, sample: np.ndarray) -> Fitted:
+    """:func:`blend`; for ``trending``, rescaled so the popularity part scores as it is (the
+    same ranking, with scores near 1 rather than the thousands its dominance would give)."""
+    fitted = blend(first, second, weight, sample)
+    if name == "trending":
+        fitted.user = fitted.user / np.float32(fitted.info["scale"])
+    return fitted
+
+
+def _counted(name: str) -> bool:
+    return any(p in COUNTED_TO_THE_END for p in BLENDS.get(name, (name,)))
+
+
+def _served(run: RetrievalRun, name: str, params: dict[str, Any]) -> Fitted:
+    """The tables a bundle serves: fitted on train + valid, with the time-aware popularity
+    parts counted to the end of the log (see :data:`COUNTED_TO_THE_END`)."""
+    if name in COUNTED_TO_THE_END:
+        return run.fit(name, ALL_PARTS, params)
+    first, second = BLENDS[name]
+    parts = {
+        p: (ALL_PARTS if p in COUNTED_TO_THE_END else ("train", "valid")) for p in (first, second)
+    }
+    return _blend(
+        name,
+        run.fit(first, parts[first], params[first]),
+        run.fit(second, parts[second], params[second]),
+        params["weight"],
+        run.sample,
+    )
+
+
+def _cold_start(
+    run: RetrievalRun, entries: dict[str, Entry], tuned: dict[str, dict[str, Any]]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Item scores for users the model does not know, and what they are."""
+    _, i_all = run.data.pairs(*ALL_PARTS)
+    counts = np.bincount(i_all, minlength=run.data.n_items).astype(np.float32)
+    about: dict[str, Any] = {"kind": "popularity", "rule": "positives per item, all parts"}
+    trend, pop = entries.get("popularity_decay"), entries.get("popularity")
+    if trend is None or pop is None or trend.valid is None or pop.valid is None:
+        return counts, about
+    if trend.valid.metrics.get(run.key, 0.0) > pop.valid.metrics.get(run.key, 0.0):
+        table = run.fit("popularity_decay", ALL_PARTS, tuned["popularity_decay"]).item[:, 0]
+        about = {
+            "kind": "trending",
+            **tuned["popularity_decay"],
+            "rule": "decayed positives per item as of the end of the log (beat all-time popularity on valid)",
+        }
+        return np.ascontiguousarray(table, dtype=np.float32), about
+    return counts, about
+
+
+def leaderboard_row(entry: Entry, key: str, shipped: bool, seed: int) -> dict[str, Any]:
+    """A JSON row: parameters, valid/test metrics, 95% bootstrap intervals of ``key``."""
+    row: dict[str, Any] = {
+        "name": entry.name,
+        "role": entry.role,
+        "params": json.loads(json.dumps(entry.params, default=str)),
+        "tried": entry.tried,
+        "shipped": shipped,
+    }
+    for part, scored in (("valid", entry.valid), ("test", entry.test)):
+        if scored is None or not scored.recall.size:
+            row[part] = None
+            continue
+        lo, hi = metrics.bootstrap_interval(scored.recall, seed=seed)
+        row[part] = {**scored.metrics, f"{key}_ci": [lo, hi], "users": int(scored.recall.size)}
+    return row
 
 
 def write_retrieval_bundle(
@@ -417,6 +719,7 @@ def write_retrieval_bundle(
     split_spec: dict[str, Any],
     config: RetrievalConfig,
     item_attributes: pl.DataFrame | None,
+    cold_start: tuple[np.ndarray, dict[str, Any]] | None = None,
 ) -> Path:
     """A ``retrieval`` bundle: ONNX scorer, embeddings, consumed lists, popularity, id tables.
 
@@ -424,7 +727,10 @@ def write_retrieval_bundle(
     history-row models) the user rows include the test part."""
     u_all, i_all = data.pairs("train", "valid", "test")
     indptr, consumed = csr_from_pairs(u_all, i_all, data.n_users)
-    all_popularity = np.bincount(i_all, minlength=data.n_items).astype(np.float32)
+    if cold_start is None:
+        counts = np.bincount(i_all, minlength=data.n_items).astype(np.float32)
+        cold_start = (counts, {"kind": "popularity", "rule": "positives per item, all parts"})
+    all_popularity, cold_start_about = cold_start
     user = np.array(model.user, dtype=np.float32)
     if model.history_columns:
         user[:, : model.history_columns] = _history(data, u_all, i_all)
@@ -462,6 +768,7 @@ def write_retrieval_bundle(
         },
         "metrics": test_metrics,
         "valid_metrics": valid_metrics,
+        "cold_start": cold_start_about,
         "split": split_spec,
         "train": {**asdict(config), **model.info, "positives": int(u_all.size)},
     }

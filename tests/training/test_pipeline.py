@@ -21,10 +21,12 @@ from training.retrieval import RetrievalConfig
 CTR_BUNDLES = ("ctr", "ctr-lr", "ctr-fm", "ctr-deepfm", "ctr-dcn")
 RETRIEVAL_BUNDLES = (
     "retrieval",
+    "retrieval-trending",
     "retrieval-mf",
     "retrieval-ials",
     "retrieval-ease",
     "retrieval-ease_ials",
+    "retrieval-trending_ease",
 )
 
 
@@ -76,9 +78,20 @@ def test_chosen_models_are_best_on_valid(trained_repo: Path) -> None:
     report = json.loads((trained_repo / "report.json").read_text())
     ctr_valid = {k: v for k, v in report["valid"].items() if k.startswith("ctr_")}
     assert min(ctr_valid, key=lambda k: ctr_valid[k]["logloss"]) == f"ctr_{report['chosen']['ctr']}"
+    # Retrieval: the best on valid, or a simpler candidate within noise of it, and why.
     ret_valid = {k: v for k, v in report["valid"].items() if k.startswith("retrieval_")}
     best = max(ret_valid, key=lambda k: ret_valid[k]["recall@20"])
-    assert best == f"retrieval_{report['chosen']['retrieval']}"
+    chosen = f"retrieval_{report['chosen']['retrieval']}"
+    why = report["why"]["retrieval"]
+    assert chosen == best or "within noise" in why, why
+    board = report["leaderboard"]["retrieval"]
+    assert [r["name"] for r in board if r["shipped"]] == [report["chosen"]["retrieval"]]
+    assert {r["name"] for r in board if r["role"] == "candidate"} == {
+        k.removeprefix("retrieval_") for k in ret_valid
+    }
+    for row in board:
+        lo, hi = row["test"]["recall@20_ci"]
+        assert lo <= row["test"]["recall@20"] <= hi
 
 
 def test_report_compares_models_with_baselines(trained_repo: Path) -> None:
@@ -89,12 +102,21 @@ def test_report_compares_models_with_baselines(trained_repo: Path) -> None:
         "ctr_fm",
         "ctr_deepfm",
         "ctr_dcn",
+        "retrieval_trending",
         "retrieval_mf",
         "retrieval_ials",
         "retrieval_ease",
         "retrieval_ease_ials",
+        "retrieval_trending_ease",
     }
-    assert set(report["baselines"]) == {"ctr_base_rate", "ctr_oracle", "popularity", "item_knn"}
+    assert set(report["baselines"]) == {
+        "ctr_base_rate",
+        "ctr_oracle",
+        "popularity",
+        "popularity_window",
+        "popularity_decay",
+        "item_knn",
+    }
     oracle = report["baselines"]["ctr_oracle"]["auc"]
     for name, m in report["models"].items():
         if name.startswith("ctr_"):
@@ -104,8 +126,12 @@ def test_report_compares_models_with_baselines(trained_repo: Path) -> None:
         else:
             assert set(m) == {"recall@20", "ndcg@10", "hitrate@10", "coverage"}
             assert all(0.0 <= v <= 1.0 for v in m.values())
-    # Popularity recommends the same items to everyone: the least coverage of all.
-    coverage = {n: m["coverage"] for n, m in report["models"].items() if "coverage" in m}
+    # Popularity recommends the same items to everyone: less coverage than any personal model.
+    coverage = {
+        n: m["coverage"]
+        for n, m in report["models"].items()
+        if "coverage" in m and n != "retrieval_trending"
+    }
     assert report["baselines"]["popularity"]["coverage"] < min(coverage.values())
 
 
@@ -139,7 +165,11 @@ def test_recorded_split_is_leak_free(trained_repo: Path, sim_dir: Path) -> None:
     for name in ("ctr", "retrieval"):
         recorded = manifest(trained_repo, name)["split"]
         assert recorded["test_cut"] == split["test_cut"]
-        assert recorded["valid_cut"] == split["valid_cut"]
+        # Retrieval tunes on a validation part as long as test's, just before it.
+        cut = split.get("retrieval_valid_cut", split["valid_cut"]) if name == "retrieval" else None
+        assert recorded["valid_cut"] == (cut or split["valid_cut"])
+    assert datetime.fromisoformat(split["retrieval_valid_cut"]) < valid_cut
+    assert split["retrieval_valid_fraction"] == split["test_fraction"]
     # No test-period positive reached the retrieval model's training input.
     first = (
         events.filter(pl.col("event").is_in(["click", "purchase"]))
