@@ -246,6 +246,11 @@ def train(
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report["models"], indent=2))
+    for what, name in report.get("chosen", {}).items():
+        if name is None:
+            continue
+        why = report.get("why", {}).get(what)
+        click.echo(f"shipped as `{what}`: {name}" + (f" ({why})" if why else ""))
     click.echo(
         f"trained in {time.perf_counter() - start:.1f} s; report: {out / 'report.json'}, "
         f"{out / 'report.md'}"

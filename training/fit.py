@@ -253,15 +253,19 @@ def fit_ials(
     iterations: int = 15,
     seed: int = 0,
     progress: bool = True,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Implicit ALS (Hu, Koren, Volinsky 2008): confidence 1 + alpha on observed pairs, 1 on
     the rest; alternating exact least squares with the Y^T Y trick, so each side costs
     O(nnz * dim^2) plus one batched ``np.linalg.solve`` over stacked dim x dim systems.
-    Returns (user, item) factors, float64."""
+    ``weights`` (one per pair, e.g. a time decay) make an observed pair's confidence
+    1 + alpha * weight. Returns (user, item) factors, float64."""
     rng = np.random.default_rng(seed)
-    pairs = np.unique(np.stack([users, items], axis=1), axis=0)
-    by_user = _grouped(pairs[:, 0], pairs[:, 1], n_users)
-    by_item = _grouped(pairs[:, 1], pairs[:, 0], n_items)
+    w = np.ones(len(users)) if weights is None else np.asarray(weights, dtype=np.float64)
+    pairs, first = np.unique(np.stack([users, items], axis=1), axis=0, return_index=True)
+    w = w[first]
+    by_user = _grouped(pairs[:, 0], pairs[:, 1], n_users, w)
+    by_item = _grouped(pairs[:, 1], pairs[:, 0], n_items, w)
     u = rng.normal(0.0, 0.01, (n_users, dim))
     v = rng.normal(0.0, 0.01, (n_items, dim))
     with threadpool_limits(limits=2):
@@ -271,27 +275,30 @@ def fit_ials(
     return u, v
 
 
-def _grouped(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (indptr, indices) of ``cols`` grouped by ``rows``."""
+def _grouped(
+    rows: np.ndarray, cols: np.ndarray, n_rows: int, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (indptr, indices, weights) of ``cols`` grouped by ``rows``."""
     order = np.argsort(rows, kind="stable")
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
-    return indptr.astype(np.int64), cols[order].astype(np.int64)
+    return indptr.astype(np.int64), cols[order].astype(np.int64), weights[order]
 
 
 def _ials_side(
-    fixed: np.ndarray, csr: tuple[np.ndarray, np.ndarray], reg: float, alpha: float
+    fixed: np.ndarray, csr: tuple[np.ndarray, np.ndarray, np.ndarray], reg: float, alpha: float
 ) -> np.ndarray:
-    """Solve every row's (F^T F + alpha sum_{i in row} f_i f_i^T + reg I) x = (1 + alpha)
-    sum_{i in row} f_i. The per-row Gram matrices are one small BLAS product each: a
-    vectorised outer-product-and-segment-sum moves nnz * dim^2 floats through memory and
-    measured 30x slower here."""
-    indptr, indices = csr
+    """Solve every row's (F^T F + alpha sum_{i in row} w_i f_i f_i^T + reg I) x =
+    sum_{i in row} (1 + alpha w_i) f_i. The per-row Gram matrices are one small BLAS product
+    each: a vectorised outer-product-and-segment-sum moves nnz * dim^2 floats through memory
+    and measured 30x slower here."""
+    indptr, indices, weights = csr
     n_rows, dim = indptr.size - 1, fixed.shape[1]
     a = np.repeat((fixed.T @ fixed + reg * np.eye(dim))[None], n_rows, axis=0)
     b = np.zeros((n_rows, dim))
     for r in range(n_rows):
         f = fixed[indices[indptr[r] : indptr[r + 1]]]
         if len(f):
-            a[r] += alpha * (f.T @ f)
-            b[r] = (1.0 + alpha) * f.sum(axis=0)
+            c = alpha * weights[indptr[r] : indptr[r + 1]]
+            a[r] += (f.T * c) @ f
+            b[r] = (1.0 + c) @ f
     return np.linalg.solve(a, b[..., None])[..., 0]

@@ -73,7 +73,7 @@ class RetrievalConfig:
     ials_alpha: float = 5.0
     ials_iterations: int = 15
     ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
-    # Tune a half-life for EASE's interactions on valid (recent pairs weigh more).
+    # Tune a half-life for EASE's and iALS's interactions on valid (recent pairs weigh more).
     time_decay: bool = True
     bootstrap: int = 1000
     knn_neighbours: int = 100
@@ -251,7 +251,16 @@ def mf_bpr(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalCo
     return Fitted(user, item, config.mf_dim, info)
 
 
-def ials(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConfig) -> Fitted:
+def ials(
+    data: Interactions,
+    u: np.ndarray,
+    i: np.ndarray,
+    config: RetrievalConfig,
+    weights: np.ndarray | None = None,
+    half_life_days: float | None = None,
+) -> Fitted:
+    """iALS; with ``weights`` (each pair's decay, half-life ``half_life_days``) recent pairs
+    get more confidence."""
     user, item = fit_ials(
         u,
         i,
@@ -263,8 +272,15 @@ def ials(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConf
         iterations=config.ials_iterations,
         seed=config.seed,
         progress=config.progress,
+        weights=weights,
     )
-    info = {"dim": config.ials_dim, "reg": config.ials_reg, "alpha": config.ials_alpha}
+    info: dict[str, Any] = {
+        "dim": config.ials_dim,
+        "reg": config.ials_reg,
+        "alpha": config.ials_alpha,
+    }
+    if half_life_days:
+        info["half_life_days"] = half_life_days
     return Fitted(user.astype(np.float32), item.astype(np.float32), config.ials_dim, info)
 
 
@@ -334,8 +350,10 @@ BLENDS: dict[str, tuple[str, str]] = {
     "trending": ("ials", "popularity_decay"),
 }
 TRENDING_DOMINANCE = 1000.0
-# Half-lives tried for EASE's co-occurrences, as shares of the training span.
+# Half-lives tried for EASE's co-occurrences and iALS's confidences, as shares of the
+# training span (iALS fits cost more: fewer).
 EASE_DECAY_SHARES: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2, 1.0)
+IALS_DECAY_SHARES: tuple[float, ...] = (1 / 4, 1.0)
 # Time-aware popularity is state, not a fit: a bundle counts every event up to the end of the
 # log, as its consumed lists and popularity do (its half-life / window were tuned on valid).
 COUNTED_TO_THE_END = ("popularity", "popularity_window", "popularity_decay")
@@ -403,11 +421,10 @@ class RetrievalRun:
             t = data.pair_times("train")
             span_days = float(t.max() - t.min()) / DAY_S if t.size else 0.0
             self.scales = time_scales(span_days)
-            self.ease_half_lives = tuple(
-                float(f"{share * span_days:.2g}") for share in EASE_DECAY_SHARES if span_days
-            )
+            self.ease_half_lives = _shares(span_days, EASE_DECAY_SHARES)
+            self.ials_half_lives = _shares(span_days, IALS_DECAY_SHARES)
         else:
-            self.scales, self.ease_half_lives = (), ()
+            self.scales, self.ease_half_lives, self.ials_half_lives = (), (), ()
 
     @property
     def key(self) -> str:
@@ -426,7 +443,6 @@ class RetrievalRun:
 
     def _fit(self, name: str, parts: tuple[str, ...], params: dict[str, Any]) -> Fitted:
         data, config = self.data, self.config
-        u, i = data.pairs(*parts)
         if name in BLENDS:
             first, second = BLENDS[name]
             return _blend(
@@ -436,6 +452,7 @@ class RetrievalRun:
                 params["weight"],
                 self.sample,
             )
+        u, i = data.pairs(*parts)
         if name in ("popularity_window", "popularity_decay"):
             t, now = data.pair_times(*parts), self.now(parts)
             if name == "popularity_decay":
@@ -447,13 +464,15 @@ class RetrievalRun:
             table = table / (table.max(initial=0.0) or 1.0)
             ones = np.ones((data.n_users, 1), np.float32)
             return Fitted(ones, table.astype(np.float32)[:, None], 1, dict(params))
-        if name == "ease":
+        if name in ("ease", "ials"):
             half_life = params.get("half_life_days")
             weights = (
                 decay_weights(data.pair_times(*parts), self.now(parts), half_life)
                 if half_life
                 else None
             )
+            if name == "ials":
+                return ials(data, u, i, config, weights, half_life)
             return ease(data, u, i, config, params["lambda"], weights, half_life)
         return FITS[name](data, u, i, config)
 
@@ -478,9 +497,11 @@ class RetrievalRun:
         config = self.config
         if name == "popularity_decay":
             # None: no decay, i.e. all-time popularity, for logs whose tastes do not drift.
-            return self.grid(name, [{"half_life_days": h} for h in (*self.scales, None)])
+            # Longest first, so that equal scores keep the smoother choice.
+            scales = (None, *self.scales[::-1])
+            return self.grid(name, [{"half_life_days": h} for h in scales])
         if name == "popularity_window":
-            return self.grid(name, [{"window_days": w} for w in self.scales])
+            return self.grid(name, [{"window_days": w} for w in self.scales[::-1]])
         if name == "ease":
             best, tried = self.grid(name, [{"lambda": r} for r in config.ease_lambdas])
             if not config.time_decay or not self.scales:
@@ -490,12 +511,20 @@ class RetrievalRun:
             decayed = [{**best, "half_life_days": h} for h in self.ease_half_lives]
             best, more = self.grid(name, [best, *decayed])
             return best, {**tried, **more}
+        if name == "ials" and config.time_decay and self.scales:
+            # Each fit costs seconds to minutes: the plain one and two long half-lives.
+            return self.grid(name, [{}, *({"half_life_days": h} for h in self.ials_half_lives)])
         if name in BLENDS:
             first, second = BLENDS[name]
             base = {first: tuned[first], second: tuned[second]}
             weights = (TRENDING_DOMINANCE,) if name == "trending" else BLEND_WEIGHTS
             return self.grid(name, [{**base, "weight": w} for w in weights])
         return {}, {}
+
+
+def _shares(span_days: float, shares: tuple[float, ...]) -> tuple[float, ...]:
+    """``shares`` of the span in days, two significant digits (none for an empty span)."""
+    return tuple(float(f"{s * span_days:.2g}") for s in shares) if span_days > 0 else ()
 
 
 def _label(setting: dict[str, Any]) -> str:
@@ -614,9 +643,7 @@ def train_retrieval(
             out,  # type: ignore[arg-type]
             bundle,
             name,
-            run.fit(name, ("train", "valid"), tuned[name])
-            if not _counted(name)
-            else _served(run, name, tuned[name]),
+            _served(run, name, tuned[name]),
             data,
             entry.test.metrics,
             entry.valid.metrics if entry.valid else {},
@@ -647,15 +674,13 @@ def _blend(name: str, first: Fitted, second: Fitted, weight: float, sample: np.n
     return fitted
 
 
-def _counted(name: str) -> bool:
-    return any(p in COUNTED_TO_THE_END for p in BLENDS.get(name, (name,)))
-
-
 def _served(run: RetrievalRun, name: str, params: dict[str, Any]) -> Fitted:
     """The tables a bundle serves: fitted on train + valid, with the time-aware popularity
     parts counted to the end of the log (see :data:`COUNTED_TO_THE_END`)."""
-    if name in COUNTED_TO_THE_END:
-        return run.fit(name, ALL_PARTS, params)
+    if name not in BLENDS:
+        return run.fit(
+            name, ALL_PARTS if name in COUNTED_TO_THE_END else ("train", "valid"), params
+        )
     first, second = BLENDS[name]
     parts = {
         p: (ALL_PARTS if p in COUNTED_TO_THE_END else ("train", "valid")) for p in (first, second)

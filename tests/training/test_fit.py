@@ -58,6 +58,49 @@ def test_ials_matches_an_exact_weighted_least_squares_step() -> None:
     assert scores[x == 1].mean() > scores[x == 0].mean()
 
 
+def test_weighted_ials_and_ease_solve_their_weighted_problems() -> None:
+    """A weight per pair (a time decay) sets iALS's confidence to 1 + alpha * weight and
+    replaces EASE's ones; weights of 1 change nothing."""
+    reg, alpha, dim = 0.3, 4.0, 2
+    w = np.array([1.0, 0.5, 0.25, 1.0, 0.1, 1.0, 0.75])
+    u, v = fit_ials(
+        USERS, ITEMS, 3, 4, dim=dim, reg=reg, alpha=alpha, iterations=1, progress=False, weights=w
+    )
+    x, cw = np.zeros((3, 4)), np.zeros((3, 4))
+    x[USERS, ITEMS], cw[USERS, ITEMS] = 1.0, w
+    for r in range(4):
+        c = 1.0 + alpha * cw[:, r]
+        a = u.T @ (c[:, None] * u) + reg * np.eye(dim)
+        np.testing.assert_allclose(v[r], np.linalg.solve(a, u.T @ (c * x[:, r])), atol=1e-10)
+    ones = np.ones(len(USERS))
+    plain = fit_ials(
+        USERS, ITEMS, 3, 4, dim=dim, reg=reg, alpha=alpha, iterations=2, progress=False
+    )
+    same = fit_ials(
+        USERS,
+        ITEMS,
+        3,
+        4,
+        dim=dim,
+        reg=reg,
+        alpha=alpha,
+        iterations=2,
+        progress=False,
+        weights=ones,
+    )
+    np.testing.assert_allclose(plain[0], same[0])
+    np.testing.assert_allclose(plain[1], same[1])
+    np.testing.assert_allclose(
+        fit_ease(USERS, ITEMS, 3, 4, 0.5, ones), fit_ease(USERS, ITEMS, 3, 4, 0.5)
+    )
+    b = fit_ease(USERS, ITEMS, 3, 4, 0.5, w)
+    for j in range(4):
+        others = [k for k in range(4) if k != j]
+        a = cw[:, others]
+        direct = np.linalg.solve(a.T @ a + 0.5 * np.eye(3), a.T @ cw[:, j])
+        np.testing.assert_allclose(b[others, j], direct, atol=1e-10)
+
+
 def test_platt_recovers_a_known_scaling() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=5000).astype(np.float32)
