@@ -17,7 +17,7 @@ from engine.pipelines import recommend
 from engine.repository import read_bundle
 from engine.settings import Settings
 from training.examples import positives
-from training.pipeline import SplitPlan, TrainConfig
+from training.pipeline import SplitPlan, TrainConfig, mirrored_valid_fraction
 from training.retrieval import (
     Entry,
     RetrievalConfig,
@@ -106,6 +106,36 @@ def test_global_split_validation_is_the_period_just_before_test() -> None:
     assert span["valid"][1] <= plan.test_cut < span["test"][0]
     sizes = frame.group_by("split").len()
     assert dict(sizes.iter_rows()) == {"train": 20, "valid": 10, "test": 10}
+
+
+def test_retrieval_validates_on_a_part_as_long_as_test() -> None:
+    days = range(40)
+    events = pl.LazyFrame(
+        {
+            "user_id": [f"u{d % 5}" for d in days],
+            "item_id": [f"i{d}" for d in days],
+            "ts": [T0 + timedelta(days=d) for d in days],
+            "event": ["click"] * 40,
+        }
+    )
+    config = TrainConfig(test_fraction=0.25, valid_fraction=0.1)
+    plan = SplitPlan.plan(events, config)
+    mirrored = plan.for_retrieval(events, config)
+    assert mirrored.test_cut == plan.test_cut and mirrored.valid_fraction == 0.25
+    frame = mirrored.label(positives(events))[0].collect()
+    assert dict(frame.group_by("split").len().iter_rows()) == {"train": 20, "valid": 10, "test": 10}
+    # CTR's own validation part is untouched; an explicit share and the cap are honoured.
+    assert (
+        dict(plan.label(positives(events))[0].collect().group_by("split").len().iter_rows())[
+            "valid"
+        ]
+        == 4
+    )
+    assert mirrored_valid_fraction(0.6, 0.1) == 0.2 and mirrored_valid_fraction(0.1, 0.15) == 0.15
+    given = TrainConfig(test_fraction=0.25, valid_fraction=0.1, retrieval_valid_fraction=0.1)
+    assert plan.for_retrieval(events, given) is plan
+    per_user = SplitPlan.plan(events, TrainConfig(split="per-user"))
+    assert per_user.for_retrieval(events, TrainConfig(split="per-user")) is per_user
 
 
 def test_window_and_decayed_popularity() -> None:
