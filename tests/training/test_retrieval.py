@@ -81,16 +81,20 @@ def test_validation_mirrors_test() -> None:
     }
 
 
-def test_global_split_validation_is_the_period_just_before_test() -> None:
-    days = range(40)
-    events = pl.LazyFrame(
+def _one_click_a_day(days: int) -> pl.LazyFrame:
+    """Five users taking turns, a new item every day."""
+    return pl.LazyFrame(
         {
-            "user_id": [f"u{d % 5}" for d in days],
-            "item_id": [f"i{d % 7}_{d}" for d in days],
-            "ts": [T0 + timedelta(days=d) for d in days],
-            "event": ["click"] * 40,
+            "user_id": [f"u{d % 5}" for d in range(days)],
+            "item_id": [f"i{d}" for d in range(days)],
+            "ts": [T0 + timedelta(days=d) for d in range(days)],
+            "event": ["click"] * days,
         }
     )
+
+
+def test_global_split_validation_is_the_period_just_before_test() -> None:
+    events = _one_click_a_day(40)
     plan = SplitPlan.plan(events, TrainConfig(test_fraction=0.25, valid_fraction=0.25))
     labelled, _ = plan.label(positives(events))
     frame = labelled.collect()
@@ -109,15 +113,7 @@ def test_global_split_validation_is_the_period_just_before_test() -> None:
 
 
 def test_retrieval_validates_on_a_part_as_long_as_test() -> None:
-    days = range(40)
-    events = pl.LazyFrame(
-        {
-            "user_id": [f"u{d % 5}" for d in days],
-            "item_id": [f"i{d}" for d in days],
-            "ts": [T0 + timedelta(days=d) for d in days],
-            "event": ["click"] * 40,
-        }
-    )
+    events = _one_click_a_day(40)
     config = TrainConfig(test_fraction=0.25, valid_fraction=0.1)
     plan = SplitPlan.plan(events, config)
     mirrored = plan.for_retrieval(events, config)
