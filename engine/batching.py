@@ -105,19 +105,16 @@ class _Pending:
         self.error: BaseException | None = None
 
     def set_result(self, result: Any) -> None:
-        with self.lock:
-            if self.settled:
-                return
-            self.result, self.settled = result, True
-            event = self.event
-        if event is not None:
-            event.set()
+        self._settle(result, None)
 
     def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
         with self.lock:
             if self.settled:
                 return
-            self.error, self.settled = error, True
+            self.result, self.error, self.settled = result, error, True
             event = self.event
         if event is not None:
             event.set()
