@@ -121,6 +121,9 @@ class ModelRegistry:
                 model.live = self.live_history
         except BundleError as exc:
             slot = self._slot(name)
+            if version is None:  # read_bundle tried the newest: that one must not be retried
+                found = versions(self.settings.repo, name)
+                version = found[-1] if found else None
             slot.last_error, slot.failed_version = str(exc), version
             self._record(LoadEvent(name, version, False, str(exc), time.perf_counter() - start))
             log.error("refused %s: %s", name, exc)

@@ -15,7 +15,7 @@ from reachrank.v1 import models_pb2, models_pb2_grpc
 from clients import ReachRankClient
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
-from tests.engine.test_hot_reload import add_version
+from tests.engine.version_helpers import add_version
 
 
 @pytest.fixture(scope="module")

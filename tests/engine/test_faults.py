@@ -11,7 +11,7 @@ from clients import ClientOptions, ReachRankClient
 from clients.errors import ReachRankError
 from engine.server import start_server
 from engine.settings import Settings
-from tests.engine.test_hot_reload import add_version
+from tests.engine.version_helpers import add_version
 
 
 def test_deleted_version_directory_keeps_serving_then_rolls_back(

@@ -4,13 +4,13 @@ an experiment keeps one), per-version statistics and index rows."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 import pytest
 from reachrank.kserve.v2 import grpc_service_pb2 as pb
 from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
@@ -18,6 +18,7 @@ from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
 from tests.engine.kserve_helpers import ctr_inputs, open_stub, raw_request
+from tests.engine.version_helpers import add_version, unscaled
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,7 @@ def two_versions(
 ) -> Iterator[RunningServer]:
     repo = tmp_path_factory.mktemp("versions") / "repo"
     shutil.copytree(trained_repo, repo)
-    shutil.copytree(repo / "ctr" / "1", repo / "ctr" / "2")
-    manifest = repo / "ctr" / "2" / "manifest.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    add_version(repo, "ctr", 2)  # scores half of version 1's (tests.engine.version_helpers)
     running = start_server(Settings(repo=repo, host="127.0.0.1", port=0, grace_period_s=1.0))
     running.registry.load_version("ctr", 1)
     yield running
@@ -51,9 +50,20 @@ def test_each_loaded_version_answers(
     stub: pb_grpc.GRPCInferenceServiceStub, two_versions: RunningServer
 ) -> None:
     inputs = ctr_inputs(two_versions.registry, rows=4)
-    assert _infer(stub, inputs, "").model_version == "2"  # the serving (latest) version
-    assert _infer(stub, inputs, "1").model_version == "1"
-    assert _infer(stub, inputs, "2").model_version == "2"
+    # Each version's own graph answers: its scores, not only its number.
+    reference = {
+        v: ort.InferenceSession(
+            str(two_versions.registry.settings.repo / "ctr" / str(v) / "model.onnx")
+        )
+        for v in (1, 2)
+    }
+    v1 = reference[1].run(["pctr"], inputs)[0]
+    for asked, version in (("", 2), ("1", 1), ("2", 2)):  # "": the serving (latest) version
+        reply = _infer(stub, inputs, asked)
+        assert reply.model_version == str(version)
+        pctr = np.frombuffer(reply.raw_output_contents[0], dtype=np.float32)
+        np.testing.assert_allclose(pctr, reference[version].run(["pctr"], inputs)[0], rtol=1e-6)
+        np.testing.assert_allclose(unscaled(pctr, version), v1, rtol=1e-5)
     assert stub.ModelReady(pb.ModelReadyRequest(name="ctr", version="1")).ready
     assert not stub.ModelReady(pb.ModelReadyRequest(name="ctr", version="3")).ready
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="ctr"))

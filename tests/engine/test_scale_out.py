@@ -18,7 +18,7 @@ import grpc
 from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients import ReachRankClient
-from tests.engine.test_hot_reload import add_version
+from tests.engine.version_helpers import add_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
