@@ -33,6 +33,12 @@ COMMANDS: dict[str, LazyCommand] = {
     "ab-report": LazyCommand(
         "training.ab_cli:ab_report", "Report A/B experiments from a feedback log.", "train"
     ),
+    "campaign": LazyCommand(
+        "training.uplift.cli:campaign", "Plan a campaign from an uplift model.", "train"
+    ),
+    "campaign-report": LazyCommand(
+        "training.uplift.cli:campaign_report", "Measured lift of campaigns vs control.", "train"
+    ),
 }
 
 

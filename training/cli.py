@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from training.simulate import SimulatorConfig
+from training.uplift.options import campaign_options
 
 # Kept in step with training.models.ctr.CTR_MODELS and training.retrieval (a test checks), so
 # that the command line starts without importing torch.
@@ -29,12 +30,22 @@ MF_EPOCHS, MF_DIM, IALS_DIM = 30, 64, 64
 @click.option("--items", type=int, default=SimulatorConfig.items, show_default=True)
 @click.option("--days", type=int, default=SimulatorConfig.days, show_default=True)
 @click.option("--seed", type=int, default=SimulatorConfig.seed, show_default=True)
-def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
+@click.option(
+    "--campaign",
+    is_flag=True,
+    help="Also a randomised campaign with known uplift (campaign.parquet, customers.parquet, "
+    "campaign_truth.parquet; see training.uplift.simulate).",
+)
+def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: bool) -> None:
     """Simulate a marketplace event log with a known ground-truth click model."""
     from training.simulate import write_simulation
 
     start = time.perf_counter()
     counts = write_simulation(out, SimulatorConfig(users=users, items=items, days=days, seed=seed))
+    if campaign:
+        from training.uplift.simulate import CampaignConfig, write_campaign
+
+        counts.update(write_campaign(out, CampaignConfig(seed=seed)))
     click.echo(f"wrote {out} in {time.perf_counter() - start:.1f} s: {json.dumps(counts)}")
 
 
@@ -50,7 +61,7 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
     "--format",
     "fmt",
     type=click.Choice(
-        ["events", "simulator", "movielens", "online-retail", "criteo", "talkingdata"]
+        ["events", "simulator", "movielens", "online-retail", "criteo", "talkingdata", "campaign"]
     ),
     default="events",
     show_default=True,
@@ -134,6 +145,7 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@campaign_options
 def train(
     events_path: Path,
     fmt: str,
@@ -160,8 +172,14 @@ def train(
     valid_fraction: float,
     seed: int,
     quiet: bool,
+    **campaign: str | float | Path | None,
 ) -> None:
     """Train, evaluate and export models from an event log into a model repository."""
+    if fmt == "campaign":  # uplift models from a randomised campaign: training.uplift
+        from training.uplift.cli import train_campaign
+
+        train_campaign(events_path, out, seed=seed, **campaign)  # type: ignore[arg-type]
+        return
     if test_fraction + valid_fraction >= 1.0:
         raise click.UsageError("--test-fraction + --valid-fraction must leave some training data")
     logging.basicConfig(
