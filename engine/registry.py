@@ -22,6 +22,7 @@ from engine.models.base import ServedModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
+from engine.models.uplift import UpliftModel
 from engine.repository import model_names, read_bundle, versions
 from engine.settings import Settings
 
@@ -31,6 +32,7 @@ MODEL_KINDS: dict[str, Callable[..., ServedModel]] = {
     "ctr": CTRModel,
     "retrieval": RetrievalModel,
     "profiles": ProfilesModel,
+    "uplift": UpliftModel,
 }
 
 

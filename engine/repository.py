@@ -17,9 +17,9 @@ from typing import Any
 from engine.errors import BundleError
 
 MANIFEST = "manifest.json"
-KINDS = ("ctr", "retrieval", "profiles")
+KINDS = ("ctr", "retrieval", "profiles", "uplift")
 # Kinds whose bundle carries an ONNX graph.
-ONNX_KINDS = ("ctr", "retrieval")
+ONNX_KINDS = ("ctr", "retrieval", "uplift")
 _REQUIRED = ("format_version", "name", "version", "kind", "artifacts")
 
 
