@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 from reachrank.v1 import feedback_pb2, feedback_pb2_grpc, models_pb2, models_pb2_grpc
 
+from engine.contacts import ContactStore, InProcessContacts, replay_contacts
 from engine.experiment_file import ExperimentFile
 from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
@@ -30,6 +31,8 @@ class ExtraServices:
     feedback: FeedbackLog | None
     # Full names of the services added, for reflection.
     service_names: tuple[str, ...]
+    # Campaign contact counts and consent from the feedback log (None without one).
+    contacts: ContactStore | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
@@ -73,7 +76,11 @@ def add_extra_services(
     models_pb2_grpc.add_ExperimentsServicer_to_server(ExperimentsServicer(store, prepare), server)
     names = [EXPERIMENTS_SERVICE]
     feedback = None
+    contacts: ContactStore | None = None
     if settings.feedback_dir is not None:
+        contacts = InProcessContacts()
+        for directory in (settings.feedback_dir, *sibling_logs(settings.feedback_dir)):
+            replay_contacts(contacts, directory)
         if live is not None and live_since_ms is not None:
             replayed = replay_feedback(live, settings.feedback_dir, live_since_ms)
             for sibling in sibling_logs(settings.feedback_dir):  # other --workers' logs
@@ -94,10 +101,10 @@ def add_extra_services(
             recovered.truncated_bytes,
         )
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            FeedbackServicer(feedback, settings.feedback_max_events, live), server
+            FeedbackServicer(feedback, settings.feedback_max_events, live, contacts), server
         )
         names.append(FEEDBACK_SERVICE)
-    extras = ExtraServices(store, feedback, tuple(names))
+    extras = ExtraServices(store, feedback, tuple(names), contacts=contacts)
     if backing is not None and settings.experiments_poll_interval_s > 0:
         extras.poll_experiments(settings.experiments_poll_interval_s)
     return extras

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import kernels
+from engine.campaigns_servicer import add_campaigns_to_server
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
 from engine.interceptor import ServingInterceptor
@@ -144,12 +145,14 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
     add_kserve_to_server(server, registry, settings)
+    campaigns = add_campaigns_to_server(server, registry, settings, extras.contacts)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             RANKING_SERVICE,
             *extras.service_names,
+            campaigns,
             KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,

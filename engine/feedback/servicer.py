@@ -9,19 +9,22 @@ import time
 import grpc
 from reachrank.v1 import feedback_pb2, feedback_pb2_grpc
 
+from engine.contacts import ContactStore
 from engine.errors import InvalidArgument
 from engine.feedback.log import FeedbackLog
 from engine.feedback.parquet import FIXED_COLUMNS
 from engine.grpc_adapter import grpc_errors
 from engine.live_history import LiveHistory
 
-EVENTS = ("impression", "click", "purchase")
+EVENTS = ("impression", "click", "purchase", "contact", "holdout", "opt_out", "opt_in")
+# Consent events concern the user, not an item.
+USER_EVENTS = ("opt_out", "opt_in")
 
 
 def validate_event(event: feedback_pb2.FeedbackEvent, where: str) -> None:
     """Raise InvalidArgument naming the first bad field, e.g. ``events[3].event``."""
     for name in ("user_id", "item_id"):
-        if not getattr(event, name):
+        if not getattr(event, name) and not (name == "item_id" and event.event in USER_EVENTS):
             raise InvalidArgument(f"{where}.{name} is required")
     if event.event not in EVENTS:
         raise InvalidArgument(f"{where}.event must be one of {list(EVENTS)}, got {event.event!r}")
@@ -48,10 +51,17 @@ def validate_request(request: feedback_pb2.LogEventsRequest, max_events: int) ->
 
 
 class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
-    def __init__(self, log: FeedbackLog, max_events: int, live: LiveHistory | None = None) -> None:
+    def __init__(
+        self,
+        log: FeedbackLog,
+        max_events: int,
+        live: LiveHistory | None = None,
+        contacts: ContactStore | None = None,
+    ) -> None:
         self.log = log
         self.max_events = max_events
         self.live = live
+        self.contacts = contacts
 
     @grpc_errors
     def LogEvents(
@@ -65,4 +75,6 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
         self.log.append(request.events)
         if self.live is not None:  # only what is durable feeds the live features
             self.live.observe(request.events)
+        if self.contacts is not None:  # campaign contact caps and consent
+            self.contacts.observe(request.events)
         return feedback_pb2.LogEventsResponse(accepted=len(request.events))
