@@ -12,9 +12,16 @@ from typing import Any, Self
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from reachrank.v1 import feedback_pb2_grpc, models_pb2, models_pb2_grpc, ranking_pb2_grpc
+from reachrank.v1 import (
+    campaigns_pb2_grpc,
+    feedback_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    ranking_pb2_grpc,
+)
 
 from clients import convert
+from clients.campaigns import CampaignPlan, campaign_plan, campaign_request
 from clients.channel import open_channel
 from clients.errors import ReachRankError
 from clients.options import ClientOptions
@@ -66,6 +73,7 @@ class ReachRankClient:
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
         self._experiments = models_pb2_grpc.ExperimentsStub(self._channel)
         self._feedback = feedback_pb2_grpc.FeedbackStub(self._channel)
+        self._campaigns = campaigns_pb2_grpc.CampaignsStub(self._channel)
         self._rng = random.Random()
 
     def close(self) -> None:
@@ -191,6 +199,21 @@ class ReachRankClient:
         )
         response = self._invoke(self._ranking.Audience, request, timeout, request_id)
         return convert.audience(response)
+
+    def plan_campaign(
+        self,
+        campaign_id: str,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        **options: Any,
+    ) -> CampaignPlan:
+        """Whom to contact with which treatment (by uplift, under `fraction` or `budget`,
+        honouring contact caps and consent), and the held-out control group; `options` are
+        `clients.campaigns.campaign_request`'s."""
+        request = campaign_request(campaign_id, **options)
+        response = self._invoke(self._campaigns.Plan, request, timeout, request_id)
+        return campaign_plan(response)
 
     def profile(
         self, user_id: str, *, timeout: float | None = None, request_id: str | None = None

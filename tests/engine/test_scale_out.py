@@ -10,15 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients import ReachRankClient
-from tests.engine.version_helpers import add_version
+from tests.engine.version_helpers import add_version, unscaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,8 +57,10 @@ def test_workers_share_one_port(trained_repo: Path) -> None:
     port = free_port()
     with serve(trained_repo, port, "--workers", "2") as parent:
         served_by = set()
-        # The kernel spreads connections (not calls) over the workers: use many channels.
-        for _ in range(40):
+        # The kernel spreads connections (not calls) over the workers: use many channels,
+        # until both answered (the second worker may still be loading when the first is up).
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = ranking_pb2_grpc.RankingStub(channel)
                 reply, call = stub.Recommend.with_call(
@@ -82,12 +86,14 @@ def test_client_round_robin_over_two_servers(tmp_path: Path, trained_repo: Path)
         serve(repo, ports[1], env=pins[1]),
         ReachRankClient([f"127.0.0.1:{p}" for p in ports]) as client,
     ):
-        versions = [
-            client.rank_ads("u1", [{"ad_id": "i1", "bid": 1.0}]).models[0].version
-            for _ in range(20)
-        ]
-    # Each server answers with its own pinned version: both took a share of the calls.
+        answers = [client.rank_ads("u1", [{"ad_id": "i1", "bid": 1.0}]) for _ in range(20)]
+    versions = [a.models[0].version for a in answers]
+    # Each server answers with its own pinned version (version 2 scores half of version 1's
+    # pCTR): both took a share of the calls, each scored by the version it names.
     assert set(versions) == {1, 2}
+    v1 = next(a.ads[0].pctr for a in answers if a.models[0].version == 1)
+    for a in answers:
+        assert unscaled(a.ads[0].pctr, a.models[0].version) == pytest.approx(v1, rel=1e-5)
     assert min(versions.count(1), versions.count(2)) >= 5
 
 
