@@ -90,14 +90,13 @@ def _from_log(
 ) -> None:
     import tempfile
 
-    from training.readers import read_events
     from training.uplift.data import scan_table
-    from training.uplift.report import ReportError, campaign_from_log
+    from training.uplift.report import ReportError, campaign_from_log, read_log
 
     if not campaign_id:
         raise click.UsageError("--customers (a campaign from a feedback log) needs --campaign-id")
     try:
-        events = read_events(events_path, "events").events
+        events = read_log(events_path)
         table = campaign_from_log(events, scan_table(customers), campaign_id, hours)
     except (InputError, ReportError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -38,6 +38,22 @@ class ReportError(ValueError):
     """The events hold no campaign to report (no contact/holdout events, no control, ...)."""
 
 
+def read_log(path: Path) -> pl.LazyFrame:
+    """A feedback log (its Parquet folder) or an event file, every event type kept (the
+    trainer's event reader keeps only impressions, clicks, purchases and ratings)."""
+    from training.uplift.data import scan_table
+
+    lf = scan_table(path)
+    names = lf.collect_schema().names()
+    missing = [c for c in ("user_id", "item_id", "event", "ts") if c not in names]
+    if missing:
+        raise InputError(f"{path}: no column(s) {missing}; the file has {names}")
+    value = pl.col("value").cast(pl.Float64) if "value" in names else pl.lit(0.0)
+    return lf.with_columns(
+        pl.col("user_id", "item_id", "event").cast(pl.String), value.alias("value")
+    )
+
+
 def campaign_outcomes(
     events: pl.LazyFrame, window_hours: float, campaign: str | None = None
 ) -> pl.LazyFrame:
@@ -192,10 +208,8 @@ def parse_cost_pairs(costs: Sequence[str]) -> dict[str, float]:
 def build_campaign_reports(
     events_path: Path, campaign: str | None, window_hours: float, costs: Sequence[str]
 ) -> list[CampaignReport]:
-    from training.readers import read_events
-
     cost_of = parse_cost_pairs(costs)
-    events = read_events(events_path, "events").events
+    events = read_log(events_path)
     outcomes = campaign_outcomes(events, window_hours, campaign).collect()
     if outcomes.height == 0:
         which = f"campaign {campaign!r}" if campaign else "any campaign"
