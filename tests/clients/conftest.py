@@ -29,6 +29,7 @@ from reachrank.v1 import (
 )
 
 from clients.tensors import from_tensor, to_tensor
+from engine.auction import gsp_auction
 
 MODEL = ranking_pb2.ModelRef(name="ctr", version=3, kind="ctr", provider="CPUExecutionProvider")
 
@@ -47,6 +48,8 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
     fail_next: int = 0
     abort_with: tuple[grpc.StatusCode, str] | None = None
     delay: float = 0.0
+    # While set, every call is held inside the server until the event is set.
+    hold: threading.Event | None = None
     calls: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +60,8 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
             self.fail_next -= fail
         if self.delay:
             time.sleep(self.delay)
+        if self.hold is not None:
+            self.hold.wait(600)
         if fail:
             context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
         if self.abort_with:
@@ -84,30 +89,44 @@ class FakeRanking(ranking_pb2_grpc.RankingServicer):
 
     def RankAds(self, request, context):
         self._receive("RankAds", request, context)
-        # The SDK sends columns; pCTR 0.1 for every ad: the auction reduces to bids, enough to
-        # check the mapping.
+        # The SDK sends columns. pCTR is 0.1 unless an ad's features say "pctr"; the auction is
+        # the server's own (engine.auction: GSP, each winner pays the next ad's expected value
+        # over its own pCTR), so the SDK is tested on the prices a real server charges.
         c = request.candidates
-        bids = list(zip(c.ad_ids, c.bids, strict=True))
-        eligible = sorted((b for b in bids if b[1] >= request.reserve_price), key=lambda b: -b[1])
+        bids = np.array(c.bids, dtype=np.float64)
+        pctr = np.array(
+            [
+                float(c.features[i].values.get("pctr", 0.1)) if i in c.features else 0.1
+                for i in range(len(c.ad_ids))
+            ]
+        )
+        keep = np.flatnonzero(bids >= request.reserve_price)
+        result = gsp_auction(
+            pctr[keep],
+            bids[keep],
+            [c.ad_ids[i] for i in keep],
+            request.slots,
+            request.reserve_price,
+        )
         response = ranking_pb2.RankAdsResponse(
-            below_reserve=len(bids) - len(eligible),
+            below_reserve=len(bids) - len(keep),
             models=[MODEL],
             experiment="exp1",
             variant="control",
         )
         response.ranked.SetInParent()
-        for position, (ad_id, bid) in enumerate(eligible):
-            wins = position < request.slots
+        for position, j in enumerate(result.order):
+            i = keep[j]
+            wins = bool(result.slot[position])
             if not wins and not request.all_ranked:
                 break
-            runner_up = eligible[position + 1][1] if position + 1 < len(eligible) else 0.0
             r = response.ranked
-            r.ad_ids.append(ad_id)
-            r.pctr.append(0.1)
-            r.bid.append(bid)
-            r.expected_value.append(0.1 * bid)
-            r.slot.append(position + 1 if wins else 0)
-            r.price.append(max(request.reserve_price, runner_up) if wins else 0.0)
+            r.ad_ids.append(c.ad_ids[i])
+            r.pctr.append(pctr[i])
+            r.bid.append(bids[i])
+            r.expected_value.append(result.expected_value[position])
+            r.slot.append(int(result.slot[position]))
+            r.price.append(result.price[position])
         return response
 
     def SimilarItems(self, request, context):

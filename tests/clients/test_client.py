@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 import uuid
 
 import grpc
@@ -157,13 +157,15 @@ def test_server_error_becomes_reachrank_error(
 
 
 def test_deadline_exceeded_is_mapped(client: ReachRankClient, fake_server: FakeServer) -> None:
-    fake_server.servicer.delay = 2.0
-    started = time.monotonic()
-    with pytest.raises(ReachRankError) as caught:
-        client.recommend("u1", 1, timeout=0.1)
+    # The server holds the call until the test lets it go, which it does only after the
+    # client answered: the client gave up at its deadline instead of waiting for the server.
+    fake_server.servicer.hold = threading.Event()
+    try:
+        with pytest.raises(ReachRankError) as caught:
+            client.recommend("u1", 1, timeout=0.1)
+    finally:
+        fake_server.servicer.hold.set()
     assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    # The client gave up at its deadline instead of waiting for the slow server.
-    assert time.monotonic() - started < fake_server.servicer.delay
 
 
 def test_default_timeout_comes_from_options(fake_server: FakeServer) -> None:
@@ -255,3 +257,18 @@ def test_recommend_diversity_options(client: ReachRankClient, fake_server: FakeS
     client.recommend("u1", 5, max_per_category=2, mmr_lambda=0.5)
     diversity = fake_server.servicer.calls[-1].request.diversity
     assert (diversity.max_per_category, diversity.mmr_lambda) == (2, 0.5)
+
+
+def test_the_fake_server_prices_like_the_real_auction(client: ReachRankClient) -> None:
+    # "hi" wins on pCTR x bid (0.4 vs 0.3) with the lower bid: under GSP it pays the runner-up's
+    # expected value over its own pCTR (0.3 / 0.4), not the runner-up's bid (3.0, above its own).
+    auction = client.rank_ads(
+        "u1",
+        [
+            {"ad_id": "hi", "bid": 1.0, "features": {"pctr": "0.4"}},
+            {"ad_id": "lo", "bid": 3.0, "features": {"pctr": "0.1"}},
+        ],
+        slots=1,
+    )
+    assert [(ad.ad_id, ad.slot) for ad in auction.winners] == [("hi", 1)]
+    assert auction.winners[0].price == pytest.approx(0.75)

@@ -133,7 +133,7 @@ def test_sends_later_than_the_deadline_are_counted_not_sent(fake_server: FakeSer
     )
     summary, _, _ = _run(fake_server, settings)
     assert summary.requests == 30
-    assert summary.ok >= 2
+    assert summary.ok >= 1  # the first call is always in time; a stalled machine sends fewer
     assert summary.errors == {NOT_SENT: 30 - summary.ok}
     assert len(fake_server.servicer.calls) == summary.ok
 

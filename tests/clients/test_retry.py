@@ -69,8 +69,9 @@ def test_backoff_never_outlives_the_deadline(fake_server: FakeServer) -> None:
         sdk.recommend("u1", 1)
     # Either the last UNAVAILABLE (no time left for another back-off) or the deadline itself.
     assert caught.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    # 0.3 s of budget with sleeps of at most 0.05 s: far fewer than 100 attempts.
-    assert 2 <= len(fake_server.servicer.calls) < 100
+    # 0.3 s of budget with sleeps of at most 0.05 s: far fewer than 100 attempts (a stalled
+    # machine makes fewer, never more).
+    assert 1 <= len(fake_server.servicer.calls) < 100
 
 
 def test_backoff_bound_grows_geometrically_up_to_the_cap() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from engine.batching import BatchInfo, DynamicBatcher, request_deadline
 from engine.errors import DeadlineExceeded, ResourceExhausted
+from tests.threads import Workers
 
 
 class Recorder:
@@ -19,10 +20,12 @@ class Recorder:
         self.calls: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # a batch is inside the model
         self.fail: Exception | None = None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.gate.wait(5)
+        self.entered.set()
+        assert self.gate.wait(120), "the test never opened the gate"
         self.calls.append(len(inputs["x"]))
         if self.fail is not None:
             raise self.fail
@@ -33,21 +36,33 @@ def _rows(n: int, start: float = 0.0) -> dict[str, np.ndarray]:
     return {"x": (np.arange(n * 2, dtype=np.float32).reshape(n, 2) + start)}
 
 
+def _inside(model: Recorder) -> None:
+    """Until a batch is inside the (blocked) model."""
+    assert model.entered.wait(120), "no batch reached the model"
+
+
+def _until_past(deadline: float) -> None:
+    """Until the monotonic clock has passed ``deadline`` (however long the machine stalls)."""
+    while time.monotonic() <= deadline:
+        time.sleep(0.001)
+
+
 @pytest.fixture
 def model() -> Recorder:
     return Recorder()
 
 
 def test_concurrent_requests_share_one_call_and_get_their_own_rows(model: Recorder) -> None:
-    # The first request waits up to 1 s for company; the other three arrive within it.
+    # The first request waits (up to 10 min: however slow the machine) for company; the
+    # batch is cut the moment the other three bring it to max_batch_rows.
     batcher = DynamicBatcher(
-        model, max_batch_rows=11, max_queue_delay_us=1_000_000, max_queue_rows=1000
+        model, max_batch_rows=11, max_queue_delay_us=600_000_000, max_queue_rows=1000
     )
     first = batcher.submit(_rows(1, 1000))
     futures = [batcher.submit(_rows(n, start=10 * n)) for n in (3, 5, 2)]
-    assert first.result(5)["y"].shape == (1, 2)
+    assert first.result(120)["y"].shape == (1, 2)
     for n, f in zip((3, 5, 2), futures, strict=True):
-        out = f.result(5)
+        out = f.result(120)
         np.testing.assert_array_equal(out["y"], _rows(n, start=10 * n)["x"] * 2)
         np.testing.assert_array_equal(out["z"], _rows(n, start=10 * n)["x"][:, :1] + 1)
     assert model.calls == [11]  # cut as soon as it reached max_batch_rows
@@ -60,11 +75,11 @@ def test_batch_is_cut_at_max_rows_and_big_requests_run_alone(model: Recorder) ->
     )
     model.gate.clear()
     blocker = batcher.submit(_rows(8))  # a full batch: cut at once, then held inside the model
-    time.sleep(0.05)
+    _inside(model)
     futures = [batcher.submit(_rows(n)) for n in (5, 3, 4, 20)]
     model.gate.set()
     for f in [blocker, *futures]:
-        f.result(5)
+        f.result(120)
     # 5+3 fill a batch of 8; 4 cannot join them; 20 exceeds the limit and runs alone.
     assert model.calls == [8, 8, 4, 20]
     batcher.close()
@@ -98,7 +113,7 @@ def test_failed_batch_fails_every_request_with_the_reason(model: Recorder) -> No
     model.gate.set()
     for f in futures:
         with pytest.raises(RuntimeError, match="graph exploded"):
-            f.result(5)
+            f.result(120)
     model.fail = None
     assert batcher.infer(_rows(1))["y"].shape == (1, 2)  # and it keeps serving
     batcher.close()
@@ -108,15 +123,15 @@ def test_full_queue_refuses_at_once(model: Recorder) -> None:
     batcher = DynamicBatcher(model, max_batch_rows=10, max_queue_delay_us=0, max_queue_rows=10)
     model.gate.clear()
     running = batcher.submit(_rows(5))
-    time.sleep(0.05)  # the worker took it and is blocked inside the model
+    _inside(model)  # the worker took it and is blocked inside the model
     queued = batcher.submit(_rows(8))
-    start = time.monotonic()
+    # Refused while the model is still blocked: submit does not wait for room in the queue.
     with pytest.raises(ResourceExhausted, match="queue full"):
         batcher.submit(_rows(3))
-    assert time.monotonic() - start < 0.5
+    assert not model.gate.is_set() and model.calls == []
     model.gate.set()
-    running.result(5)
-    queued.result(5)
+    running.result(120)
+    queued.result(120)
     batcher.close()
 
 
@@ -127,22 +142,23 @@ def test_expired_requests_are_dropped_before_inference(model: Recorder) -> None:
     )
     model.gate.clear()
     blocker = batcher.submit(_rows(1))
-    time.sleep(0.05)
-    expired = batcher.submit(_rows(4), deadline=time.monotonic() + 0.01)
-    token = request_deadline.set(time.monotonic() + 0.01)  # the servicer's way of passing it
+    _inside(model)
+    soon = time.monotonic() + 0.01
+    expired = batcher.submit(_rows(4), deadline=soon)
+    token = request_deadline.set(soon)  # the servicer's way of passing it
     try:
         expired_ctx = batcher.submit(_rows(6))
     finally:
         request_deadline.reset(token)
-    alive = batcher.submit(_rows(3), deadline=time.monotonic() + 60)
-    time.sleep(0.05)
+    alive = batcher.submit(_rows(3), deadline=time.monotonic() + 600)
+    _until_past(soon)  # both expired while queued behind the blocked batch
     model.gate.set()
-    blocker.result(5)
+    blocker.result(120)
     with pytest.raises(DeadlineExceeded):
-        expired.result(5)
+        expired.result(120)
     with pytest.raises(DeadlineExceeded):
-        expired_ctx.result(5)
-    assert alive.result(5)["y"].shape == (3, 2)
+        expired_ctx.result(120)
+    assert alive.result(120)["y"].shape == (3, 2)
     assert model.calls == [1, 3]  # the expired rows never reached the model
     assert infos[-1].dropped_expired == 2
     batcher.close()
@@ -155,12 +171,14 @@ def test_a_batch_of_only_expired_requests_still_reports_the_drops(model: Recorde
     )
     model.gate.clear()
     blocker = batcher.submit(_rows(1))
-    expired = batcher.submit(_rows(1), deadline=time.monotonic() + 0.01)
-    time.sleep(0.05)
+    _inside(model)
+    soon = time.monotonic() + 0.01
+    expired = batcher.submit(_rows(1), deadline=soon)
+    _until_past(soon)
     model.gate.set()
-    blocker.result(5)
+    blocker.result(120)
     with pytest.raises(DeadlineExceeded):
-        expired.result(5)
+        expired.result(120)
     batcher.close()
     assert model.calls == [1]
     assert [(i.requests, i.dropped_expired) for i in infos] == [(1, 0), (0, 1)]
@@ -199,26 +217,18 @@ def test_concurrent_callers_each_get_their_own_rows_and_the_slots_come_back(work
         run, max_batch_rows=16, max_queue_delay_us=0, max_queue_rows=100_000, workers=workers
     )
     start = threading.Barrier(8)
-    failures: list[BaseException] = []
 
     def caller(seed: int) -> None:
         rng = np.random.default_rng(seed)
         start.wait()
-        try:
-            for _ in range(200):
-                n = int(rng.integers(1, 6))
-                x = _rows(n, start=float(rng.integers(0, 1000)))
-                np.testing.assert_array_equal(batcher.infer(x)["y"], x["x"] * 3)
-        except BaseException as exc:  # every worker's failure fails the test
-            failures.append(exc)
+        for _ in range(200):
+            n = int(rng.integers(1, 6))
+            x = _rows(n, start=float(rng.integers(0, 1000)))
+            np.testing.assert_array_equal(batcher.infer(x)["y"], x["x"] * 3)
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "a caller never got its answer"
-    assert not failures, failures
+    with Workers() as workers:  # any caller's failure, or one never answered, fails the test
+        for i in range(8):
+            workers.start(caller, i)
     assert sum(calls) > 0 and max(calls) <= 16  # never past max_batch_rows
     assert batcher._running == 0 and batcher.queued_rows == 0  # every slot was handed back
     batcher.close()

@@ -12,6 +12,7 @@ from clients.errors import ReachRankError
 from engine.server import start_server
 from engine.settings import Settings
 from tests.engine.version_helpers import add_version
+from tests.threads import Workers
 
 
 def test_deleted_version_directory_keeps_serving_then_rolls_back(
@@ -48,7 +49,7 @@ def test_drain_lets_in_flight_calls_finish_and_refuses_new_ones(trained_repo: Pa
 
     def held_predict(cat, num):
         inside.release()
-        release.wait(10)
+        assert release.wait(120), "the test never released the held calls"
         return real_predict(cat, num)
 
     ctr.predict = held_predict
@@ -64,14 +65,17 @@ def test_drain_lets_in_flight_calls_finish_and_refuses_new_ones(trained_repo: Pa
             except ReachRankError as exc:
                 outcomes.append(exc.code.name)
 
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for _ in threads:
-        assert inside.acquire(timeout=30)  # all four are inside the model
-    stopper = threading.Thread(target=running.stop)
-    stopper.start()
-    time.sleep(0.3)
+    workers = Workers()
+    for _ in range(4):
+        workers.start(call)
+    for _ in range(4):
+        assert inside.acquire(timeout=120)  # all four are inside the model
+    stopper = Workers()
+    stopper.start(running.stop)
+    deadline = time.monotonic() + 120
+    while not running.drain._draining:  # until the drain gate is shut (no event to wait on)
+        assert time.monotonic() < deadline, "the server never started draining"
+        time.sleep(0.005)
     with ReachRankClient(
         f"127.0.0.1:{running.port}", ClientOptions(max_attempts=1, timeout=5)
     ) as client:
@@ -81,8 +85,7 @@ def test_drain_lets_in_flight_calls_finish_and_refuses_new_ones(trained_repo: Pa
         except ReachRankError as exc:
             late = exc.code.name
     release.set()
-    for t in threads:
-        t.join(timeout=30)
-    stopper.join(timeout=30)
+    workers.join()
+    stopper.join()
     assert outcomes == ["OK"] * 4  # every in-flight call finished on the draining server
     assert late == "UNAVAILABLE"  # a new call during the drain is refused, safe to retry

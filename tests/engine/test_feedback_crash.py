@@ -69,7 +69,7 @@ def serve(
 
 def _bound_port(process: subprocess.Popen) -> int:
     """The port from the server's start-up log line; the rest of the log keeps draining into
-    ``process.log_lines``."""
+    ``process.log_lines`` (complete once ``process.log_reader`` has ended)."""
     assert process.stderr is not None
     lines: list[str] = []
     process.log_lines = lines  # type: ignore[attr-defined]
@@ -77,7 +77,9 @@ def _bound_port(process: subprocess.Popen) -> int:
         lines.append(line)
         match = _PORT.search(line)
         if match:
-            threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
+            reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+            reader.start()
+            process.log_reader = reader  # type: ignore[attr-defined]  # joined: log complete
             return int(match.group(1))
     raise AssertionError("server exited before serving:\n" + "".join(lines))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from engine.feedback import FeedbackLog, LogFull, LogUnavailable
 from engine.feedback.records import frame_all, scan
 from engine.feedback.segments import segment_path, segments
 from tests.engine.feedback_helpers import event, logged_user_ids, parquet_events, wal_user_ids
+from tests.threads import Workers
 
 
 def _payloads(ids: range) -> list[bytes]:
@@ -146,11 +146,9 @@ def test_concurrent_appenders_share_fsyncs(tmp_path: Path, monkeypatch, interval
             for j in range(per_thread):
                 log.append([event(t * 1000 + j)])
 
-        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        with Workers() as workers:
+            for t in range(threads):
+                workers.start(work, t)
         stats = log.stats()
     assert stats.appends == threads * per_thread
     assert stats.fsyncs < stats.appends / 2

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 from clients import ClientOptions, ReachRankClient
 from clients.errors import ReachRankError
 from tests.engine.test_feedback_crash import serve
+from tests.threads import Workers
 
 THREADS = 12
 ADS = [{"ad_id": f"a{i}", "bid": 1.0 + i % 5} for i in range(200)]
@@ -49,16 +49,16 @@ def test_sigterm_under_load_fails_no_call_the_server_started(
     env = {"REACHRANK_GRACE_PERIOD_S": "20", "REACHRANK_GRPC_THREADS": str(THREADS)}
     log_args = ["--log-level", "DEBUG", "--log-json"]
     with serve(trained_repo, tmp_path / "feedback", log_args, **env) as (process, address):
-        workers = [threading.Thread(target=load, args=(address, w)) for w in range(THREADS)]
-        for w in workers:
-            w.start()
+        workers = Workers()
+        for w in range(THREADS):
+            workers.start(load, address, w)
         for _ in range(200):  # well under way
-            assert calls.acquire(timeout=60)
+            assert calls.acquire(timeout=120)
         process.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.join(timeout=60)
-        assert process.wait(timeout=60) == 0
-        time.sleep(0.5)  # the log reader thread drains the last lines
+        workers.join()
+        assert process.wait(timeout=120) == 0
+        process.log_reader.join(120)  # the server's log is read to its end
+        assert not process.log_reader.is_alive()
 
     handled = {}
     for line in list(process.log_lines):

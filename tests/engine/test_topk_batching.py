@@ -5,6 +5,7 @@ the real server answers the same with and without it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from clients import ReachRankClient
-from engine.errors import ResourceExhausted
+from engine.batching import request_alive, request_deadline
+from engine.errors import Cancelled, DeadlineExceeded, ResourceExhausted
 from engine.server import start_server
 from engine.settings import Settings
 from engine.topk_batching import TopKBatcher, TopKQuery
@@ -34,7 +36,7 @@ class Search:
 
     def __call__(self, queries, k, exclude, allowed):
         self.entered.set()
-        assert self.open.wait(10)
+        assert self.open.wait(120)
         self.sizes.append(len(queries))
         return topk(queries, self.items, k, exclude=exclude, allowed=allowed)
 
@@ -64,6 +66,14 @@ def one_by_one(items: np.ndarray, q: TopKQuery) -> tuple[np.ndarray, np.ndarray]
     return ids[0][keep], scores[0][keep]
 
 
+def held(search: Search, batcher: TopKBatcher, q: TopKQuery):
+    """Submit ``q`` and hold its search inside the model: what follows queues behind it."""
+    search.open.clear()
+    future = batcher.submit(q)
+    assert search.entered.wait(120)
+    return future
+
+
 def test_batched_answers_equal_one_by_one(
     items: np.ndarray, search: Search, batcher: TopKBatcher
 ) -> None:
@@ -78,13 +88,11 @@ def test_batched_answers_equal_one_by_one(
         )
         for i in range(15)
     ]
-    search.open.clear()  # hold the first search so the others queue behind it
-    first = batcher.submit(queries[0])
-    assert search.entered.wait(10)
+    first = held(search, batcher, queries[0])
     rest = [batcher.submit(q) for q in queries[1:]]
     search.open.set()
     for q, future in zip(queries, [first, *rest], strict=True):
-        ids, scores = future.result(10)
+        ids, scores = future.result(120)
         want_ids, want_scores = one_by_one(items, q)
         np.testing.assert_array_equal(ids, want_ids)
         np.testing.assert_allclose(scores, want_scores, rtol=1e-5)  # blocked vs streaming sums
@@ -99,28 +107,24 @@ def test_search_errors_reach_every_caller_of_the_batch(
     search: Search, batcher: TopKBatcher
 ) -> None:
     q = TopKQuery(np.ones(DIM, np.float32), 5, np.zeros(0, np.int64))
-    search.open.clear()
-    first = batcher.submit(q)
-    assert search.entered.wait(10)
+    first = held(search, batcher, q)
     broken = TopKQuery(np.ones(DIM + 1, np.float32), 5, np.zeros(0, np.int64))  # wrong width
     waiting = [batcher.submit(broken), batcher.submit(q)]
     search.open.set()
-    assert len(first.result(10)[0]) == 5
+    assert len(first.result(120)[0]) == 5
     with pytest.raises(ValueError, match="queries must be"):
-        waiting[0].result(10)
-    assert len(waiting[1].result(10)[0]) == 5  # same batch, answered
+        waiting[0].result(120)
+    assert len(waiting[1].result(120)[0]) == 5  # same batch, answered
 
 
 def test_full_queue_refuses(search: Search, batcher: TopKBatcher) -> None:
     q = TopKQuery(np.ones(DIM, np.float32), 5, np.zeros(0, np.int64))
-    search.open.clear()
-    batcher.submit(q)
-    assert search.entered.wait(10)
+    held(search, batcher, q)
     queued = [batcher.submit(q) for _ in range(20)]
     with pytest.raises(ResourceExhausted, match="queue full"):
         batcher.submit(q)
     search.open.set()
-    assert all(len(f.result(10)[0]) == 5 for f in queued)
+    assert all(len(f.result(120)[0]) == 5 for f in queued)
 
 
 def test_recommend_answers_the_same_with_and_without_batching(trained_repo: Path) -> None:
@@ -145,3 +149,36 @@ def test_recommend_answers_the_same_with_and_without_batching(trained_repo: Path
         np.testing.assert_allclose(
             [i.score for i in alone.items], [i.score for i in batched.items], rtol=1e-4
         )
+
+
+def test_expired_and_cancelled_queries_never_reach_the_search(
+    search: Search, batcher: TopKBatcher
+) -> None:
+    q = TopKQuery(np.ones(DIM, np.float32), 5, np.zeros(0, np.int64))
+    first = held(search, batcher, q)
+    soon = time.monotonic() + 0.01
+    expired = batcher.submit(q, deadline=soon)
+    token = request_deadline.set(soon)  # the servicer's way: the RPC's deadline
+    try:
+        expired_ctx = batcher.submit(q)
+    finally:
+        request_deadline.reset(token)
+    caller_gone = threading.Event()
+    token = request_alive.set(lambda: not caller_gone.is_set())  # the RPC context's is_active
+    try:
+        cancelled = batcher.submit(q)
+    finally:
+        request_alive.reset(token)
+    alive = batcher.submit(q, deadline=time.monotonic() + 600)
+    caller_gone.set()  # the client cancelled while its query waited in the queue
+    while time.monotonic() <= soon:  # until both deadlines have passed, however slow the machine
+        time.sleep(0.001)
+    search.open.set()
+    assert len(first.result(120)[0]) == 5
+    for future in (expired, expired_ctx):
+        with pytest.raises(DeadlineExceeded):
+            future.result(120)
+    with pytest.raises(Cancelled):
+        cancelled.result(120)
+    assert len(alive.result(120)[0]) == 5
+    assert search.sizes == [1, 1]  # the held query, then only the live one
