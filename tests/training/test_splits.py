@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.readers import read_events
-from training.splits import Split, global_time_split, per_user_split
+from training.splits import ORDER, Split, global_time_split, per_user_split
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -47,12 +47,22 @@ def _items_by_user(frame: pl.DataFrame) -> dict[str, list[str]]:
 
 
 def _assert_no_leak_per_user(train: pl.DataFrame, later: pl.DataFrame) -> None:
-    """No event in ``later`` precedes any of the same user's events in ``train``."""
-    last_train = train.group_by("user_id").agg(pl.col("ts").max().alias("last_train"))
-    first_later = later.group_by("user_id").agg(pl.col("ts").min().alias("first_later"))
-    joined = first_later.join(last_train, on="user_id")
-    assert joined.height > 0
-    assert (joined["first_later"] >= joined["last_train"]).all()
+    """Every event in ``later`` comes strictly after all of the same user's events in
+    ``train`` in the split's order (time, then the tie-break columns): not even a tie."""
+    both = pl.concat(
+        [train.with_columns(_later=pl.lit(False)), later.with_columns(_later=pl.lit(True))]
+    )
+    ranked = both.with_columns(pl.struct(list(ORDER)).rank("dense").over("user_id").alias("_r"))
+    per_user = (
+        ranked.group_by("user_id")
+        .agg(
+            pl.col("_r").filter(~pl.col("_later")).max().alias("last_train"),
+            pl.col("_r").filter(pl.col("_later")).min().alias("first_later"),
+        )
+        .drop_nulls()
+    )
+    assert per_user.height > 0
+    assert (per_user["first_later"] > per_user["last_train"]).all()
 
 
 def test_global_split_with_given_cuts() -> None:
@@ -163,10 +173,7 @@ def test_per_user_split_properties(
         n_user = sum(1 for u, _ in days if u == user)
         user_train = train.filter(pl.col("user_id") == user)
         assert user_train.height >= min(min_train, n_user)
-        user_later = later.filter(pl.col("user_id") == user)
-        if user_train.height and user_later.height:
-            assert user_later["ts"].min() >= user_train["ts"].max()
-        user_valid = valid.filter(pl.col("user_id") == user)
-        user_test = test.filter(pl.col("user_id") == user)
-        if user_valid.height and user_test.height:
-            assert user_test["ts"].min() >= user_valid["ts"].max()
+    # Strictly after in the split's order, even where events share a day (ties are common).
+    for earlier, after in ((train, later), (valid, test)):
+        if earlier.join(after, on="user_id").height:
+            _assert_no_leak_per_user(earlier, after)
