@@ -103,7 +103,7 @@ def recommend(
         excluded = np.concatenate([retrieval.consumed(row), excluded])
     allowed = retrieval.allowed_mask(categories, min_price, max_price)
     n = max(k, settings.retrieval_candidates)
-    rows, retrieval_scores = retrieval.retrieve(row, n, excluded, allowed, popularity)
+    rows, retrieval_scores = retrieval.retrieve(row, n, excluded, allowed, popularity, user_id)
     if ctr is not None and len(rows):
         cat, num = ctr.features(user_id, ctr_rows_of(retrieval, ctr)[rows], context)
         scores = ctr.predict(cat, num)

@@ -22,6 +22,7 @@ from engine.models.base import ServedModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
+from engine.models.sequence import SequenceRetrievalModel, served_kind
 from engine.models.uplift import UpliftModel
 from engine.repository import model_names, read_bundle, versions
 from engine.settings import Settings
@@ -118,8 +119,8 @@ class ModelRegistry:
         start = time.perf_counter()
         try:
             ref = read_bundle(self.settings.repo, name, version)
-            model = MODEL_KINDS[ref.kind](ref, self.settings)
-            if isinstance(model, CTRModel):
+            model = served_kind(ref, MODEL_KINDS[ref.kind])(ref, self.settings)
+            if isinstance(model, CTRModel | SequenceRetrievalModel):
                 model.live = self.live_history
         except BundleError as exc:
             slot = self._slot(name)

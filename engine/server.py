@@ -26,6 +26,7 @@ from engine.kserve import add_kserve_to_server
 from engine.live_history import LiveHistory
 from engine.model_service import ModelServiceServicer
 from engine.models.ctr import CTRModel
+from engine.models.sequence import SequenceRetrievalModel
 from engine.observability import record_load, start_metrics_server
 from engine.registry import ModelRegistry
 from engine.routing import prepare_experiment
@@ -82,11 +83,12 @@ class RunningServer:
 
 
 def _oldest_history_cut(registry: ModelRegistry) -> int | None:
-    """The earliest `history.as_of_ms` among the served CTR models (None: none has one)."""
+    """The earliest training cut among the served models that follow live events (CTR
+    history features, sequence retrieval; None: none has one)."""
     cuts = [
         m.history_cut_ms
         for m in (registry.find(n) for n in registry.names())
-        if isinstance(m, CTRModel) and m.history_cut_ms is not None
+        if isinstance(m, CTRModel | SequenceRetrievalModel) and m.history_cut_ms is not None
     ]
     return min(cuts) if cuts else None
 
@@ -108,7 +110,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         registry.live_history = live
         for name in registry.names():  # a registry passed in may hold loaded models
             model = registry.find(name)
-            if isinstance(model, CTRModel):
+            if isinstance(model, CTRModel | SequenceRetrievalModel):
                 model.live = live
     failed = registry.load_all()
     if failed:

@@ -20,6 +20,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 from training.models.ctr import CTRSize  # noqa: E402
 from training.pipeline import Dataset, TrainConfig, train_all  # noqa: E402
 from training.retrieval import RetrievalConfig  # noqa: E402
+from training.sequence import SequenceConfig  # noqa: E402
 from training.simulate import GroundTruth, SimulatorConfig, write_simulation  # noqa: E402
 
 TINY_SIM = SimulatorConfig(users=300, items=120, days=14, seed=11)
@@ -34,6 +35,7 @@ TINY_TRAIN = TrainConfig(
         ials_dim=8,
         ials_iterations=3,
         ease_lambdas=(50.0, 200.0),
+        sequence=SequenceConfig(dim=16, max_len=8, layers=1, max_epochs=4, eval_every=2),
         progress=False,
     ),
     progress=False,

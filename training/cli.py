@@ -15,7 +15,15 @@ from training.uplift.options import campaign_options
 # Kept in step with training.models.ctr.CTR_MODELS and training.retrieval (a test checks), so
 # that the command line starts without importing torch.
 CTR_MODEL_NAMES: tuple[str, ...] = ("dcn", "deepfm", "fm", "lr")
-RETRIEVAL_MODELS: tuple[str, ...] = ("trending", "mf", "ials", "ease", "ease_ials", "trending_ease")
+RETRIEVAL_MODELS: tuple[str, ...] = (
+    "trending",
+    "mf",
+    "ials",
+    "ease",
+    "ease_ials",
+    "trending_ease",
+    "sasrec",
+)
 MF_EPOCHS, MF_DIM, IALS_DIM = 30, 64, 64
 
 
@@ -122,8 +130,9 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     default=",".join(RETRIEVAL_MODELS),
     show_default=True,
     help="Comma-separated retrieval candidates (trending = time-decayed popularity, mf = "
-    "MF-BPR, ials, ease, and the blends ease_ials and trending_ease = EASE + trending); the best "
-    "by valid Recall@20 ships as `retrieval`, or the simplest within noise of it.",
+    "MF-BPR, ials, ease, the blends ease_ials and trending_ease = EASE + trending, and sasrec = "
+    "self-attention over the user's last items, served on live clicks too); the best by valid "
+    "Recall@20 ships as `retrieval`, or the simplest within noise of it.",
 )
 @click.option("--mf-epochs", type=int, default=MF_EPOCHS, show_default=True)
 @click.option("--mf-dim", type=int, default=MF_DIM, show_default=True)

@@ -226,11 +226,19 @@ def fit_ease(
 
 
 def fit_item_knn(
-    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, neighbours: int = 100
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    neighbours: int = 100,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Item-item cosine similarity over co-occurrence, keeping each item's ``neighbours``
-    most similar items (the rest zero, the diagonal zero); scores are X_u S."""
+    most similar items (the rest zero, the diagonal zero); scores are X_u S. ``weights``
+    (one per pair) replace X's ones, e.g. a time decay, as in :func:`fit_ease`."""
     x = _dense(users, items, n_users, n_items)
+    if weights is not None:
+        x[users, items] = weights
     co = x.T @ x
     norms = np.sqrt(np.diag(co))
     sim = co / np.maximum(np.outer(norms, norms), 1e-12)

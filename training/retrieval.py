@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,14 @@ from training.export import export_onnx, parity_max_abs_error
 from training.fit import FitConfig, fit_bpr, fit_ease, fit_ials, fit_item_knn
 from training.ivf_bundle import ivf_lists_for, write_ivf
 from training.models.mf import EmbeddingScorer, MatrixFactorization
+from training.models.sequence import SASRec
+from training.sequence import (
+    SequenceConfig,
+    Sequences,
+    fit_sasrec,
+    left_padded,
+    user_vectors,
+)
 from training.trending import DAY_S, decay_weights, decayed_scores, time_scales, window_scores
 
 log = logging.getLogger(__name__)
@@ -46,7 +55,15 @@ log = logging.getLogger(__name__)
 # Dense item-item models (EASE, item-kNN) ship [n_items, n_items] and [n_users, n_items] tables.
 DENSE_MAX_ITEMS = 10_000
 DENSE_MAX_CELLS = 100_000_000
-RETRIEVAL_MODELS: tuple[str, ...] = ("trending", "mf", "ials", "ease", "ease_ials", "trending_ease")
+RETRIEVAL_MODELS: tuple[str, ...] = (
+    "trending",
+    "mf",
+    "ials",
+    "ease",
+    "ease_ials",
+    "trending_ease",
+    "sasrec",
+)
 # Weights of a blend's second model (after matching score spreads), tuned on valid.
 BLEND_WEIGHTS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 RETRIEVAL_BASELINES: tuple[str, ...] = (
@@ -73,10 +90,15 @@ class RetrievalConfig:
     ials_alpha: float = 5.0
     ials_iterations: int = 15
     ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
-    # Tune a half-life for EASE's and iALS's interactions on valid (recent pairs weigh more).
+    # Tune a half-life for the interactions of EASE, iALS and item-kNN on valid (recent pairs
+    # weigh more).
     time_decay: bool = True
     bootstrap: int = 1000
     knn_neighbours: int = 100
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    # Wall-clock budget of the sequence model's epoch search on valid (its refit runs the
+    # epochs found, unbudgeted); None: no limit.
+    sequence_minutes: float | None = 3.0
     # IVF index for approximate serving: this many lists (None: ~4 sqrt(n_items) once the
     # catalogue has at least ivf_min_items items; 0: never).
     ivf_lists: int | None = None
@@ -131,6 +153,9 @@ class Fitted:
     # Leading user columns that are the user's history row (EASE, item-kNN): the bundle fills
     # them from all history, so serving scores with everything the user has consumed.
     history_columns: int = 0
+    # The sequence model's user tower: the bundle recomputes the user rows on all history and
+    # ships the tower, which the engine runs on the user's recent items at request time.
+    tower: SASRec | None = None
 
 
 def interactions(positives: pl.DataFrame, catalogue: pl.Series | None = None) -> Interactions:
@@ -228,9 +253,21 @@ def popularity(data: Interactions, u: np.ndarray, i: np.ndarray, config: Retriev
     return Fitted(np.ones((data.n_users, 1), np.float32), counts[:, None], 1)
 
 
-def item_knn(data: Interactions, u: np.ndarray, i: np.ndarray, config: RetrievalConfig) -> Fitted:
-    sim = fit_item_knn(u, i, data.n_users, data.n_items, config.knn_neighbours)
-    info = {"neighbours": config.knn_neighbours}
+def item_knn(
+    data: Interactions,
+    u: np.ndarray,
+    i: np.ndarray,
+    config: RetrievalConfig,
+    weights: np.ndarray | None = None,
+    half_life_days: float | None = None,
+) -> Fitted:
+    """Item-kNN; with ``weights`` (each pair's decay, half-life ``half_life_days``) the
+    co-occurrences behind the cosine weigh recent pairs more (user rows stay binary, as
+    EASE's)."""
+    sim = fit_item_knn(u, i, data.n_users, data.n_items, config.knn_neighbours, weights)
+    info: dict[str, Any] = {"neighbours": config.knn_neighbours}
+    if half_life_days:
+        info["half_life_days"] = half_life_days
     return Fitted(_history(data, u, i), sim.T.astype(np.float32), data.n_items, info, data.n_items)
 
 
@@ -335,10 +372,20 @@ def dense_fits(data: Interactions) -> bool:
 # ------------------------------------------------------------------------------- training
 
 ALL_PARTS = ("train", "valid", "test")
+# Candidates that read each user's positives in time order (they need a "ts" column).
+SEQUENTIAL = ("sasrec",)
 # Candidates in order of preference when their valid Recall@K is within noise of the best:
 # fewer moving parts and smaller tables first (a popularity table, then latent factors, then
 # the item x item models, then blends of two models).
-SIMPLER_FIRST: tuple[str, ...] = ("trending", "ials", "mf", "ease", "trending_ease", "ease_ials")
+SIMPLER_FIRST: tuple[str, ...] = (
+    "trending",
+    "ials",
+    "mf",
+    "ease",
+    "trending_ease",
+    "ease_ials",
+    "sasrec",
+)
 # Blends: (first, second) models, the second added with a weight tuned on valid (the first's
 # leading columns are the bundle's latent part: similar items and audiences use them).
 BLENDS: dict[str, tuple[str, str]] = {
@@ -464,7 +511,12 @@ class RetrievalRun:
             table = table / (table.max(initial=0.0) or 1.0)
             ones = np.ones((data.n_users, 1), np.float32)
             return Fitted(ones, table.astype(np.float32)[:, None], 1, dict(params))
-        if name in ("ease", "ials"):
+        if name == "sasrec":
+            model, _, _ = fit_sasrec(
+                self.sequences(parts), data.n_items, config.sequence, epochs=params["epochs"]
+            )
+            return self.sasrec_tables(model, parts)
+        if name in ("ease", "ials", "item_knn"):
             half_life = params.get("half_life_days")
             weights = (
                 decay_weights(data.pair_times(*parts), self.now(parts), half_life)
@@ -473,8 +525,47 @@ class RetrievalRun:
             )
             if name == "ials":
                 return ials(data, u, i, config, weights, half_life)
+            if name == "item_knn":
+                return item_knn(data, u, i, config, weights, half_life)
             return ease(data, u, i, config, params["lambda"], weights, half_life)
         return FITS[name](data, u, i, config)
+
+    def sequences(self, parts: tuple[str, ...]) -> Sequences:
+        u, i = self.data.pairs(*parts)
+        return Sequences.of(u, i, self.data.pair_times(*parts), self.data.n_users)
+
+    def sasrec_tables(self, model: SASRec, parts: tuple[str, ...]) -> Fitted:
+        """The tower on each user's items of ``parts`` against the item embeddings."""
+        item = model.item_table().detach().numpy().astype(np.float32)
+        user = user_vectors(model, self.sequences(parts))
+        info = {"dim": self.config.sequence.dim, "max_len": model.max_len}
+        return Fitted(user, item, item.shape[1], info, tower=model)
+
+    def tune_sasrec(self) -> tuple[dict[str, Any], dict[str, float]]:
+        """The epochs with the best valid Recall@K (scored every few epochs, early stopped,
+        within ``sequence_minutes``); that fit is cached as the one on train."""
+        config = self.config
+        if not len(self.valid_task.users):
+            return {"epochs": config.sequence.eval_every}, {}
+        minutes = config.sequence_minutes
+        deadline = time.monotonic() + 60.0 * minutes if minutes is not None else None
+
+        def validate(model: SASRec) -> float:
+            fitted = self.sasrec_tables(model, ("train",))
+            return score(fitted, self.valid_task, config.k).metrics.get(self.key, 0.0)
+
+        model, epochs, scores = fit_sasrec(
+            self.sequences(("train",)),
+            self.data.n_items,
+            config.sequence,
+            validate=validate,
+            deadline=deadline,
+        )
+        params = {"epochs": epochs}
+        self._fits[("sasrec", ("train",), repr(sorted(params.items())))] = self.sasrec_tables(
+            model, ("train",)
+        )
+        return params, {f"epochs={e}": s for e, s in scores.items()}
 
     def valid_recall(self, name: str, params: dict[str, Any]) -> float:
         fitted = self.fit(name, ("train",), params)
@@ -511,6 +602,11 @@ class RetrievalRun:
             decayed = [{**best, "half_life_days": h} for h in self.ease_half_lives]
             best, more = self.grid(name, [best, *decayed])
             return best, {**tried, **more}
+        if name == "sasrec":
+            return self.tune_sasrec()
+        if name == "item_knn" and config.time_decay and self.scales:
+            # The cosine's co-occurrences decay as EASE's do (same half-lives, or none).
+            return self.grid(name, [{}, *({"half_life_days": h} for h in self.ease_half_lives)])
         if name == "ials" and config.time_decay and self.scales:
             # Each fit costs seconds to minutes: the plain one and two long half-lives.
             return self.grid(name, [{}, *({"half_life_days": h} for h in self.ials_half_lives)])
@@ -602,13 +698,21 @@ def train_retrieval(
         parts = BLENDS.get(name, (name,))
         if any(p in DENSE for p in parts) and not dense_fits(data):
             return False
+        if any(p in SEQUENTIAL for p in parts) and (
+            not data.timed or data.n_items > config.sequence.max_items
+        ):
+            return False
         return data.timed or not any(p in COUNTED_TO_THE_END[1:] for p in parts)
 
     names = [m for m in config.models if usable(m)]
     skipped = [m for m in config.models if m not in names]
     if skipped:
         log.warning(
-            "skipping %s: catalogue too large for dense item-item models or no times", skipped
+            "skipping %s: catalogue too large for dense item-item models (over %d items) or the "
+            "sequence model (over %d), or no times",
+            skipped,
+            DENSE_MAX_ITEMS,
+            config.sequence.max_items,
         )
     baselines = [b for b in RETRIEVAL_BASELINES if usable(b)]
     # Parts of blends are tuned first (and scored, but only configured ones are candidates).
@@ -759,6 +863,12 @@ def write_retrieval_bundle(
     user = np.array(model.user, dtype=np.float32)
     if model.history_columns:
         user[:, : model.history_columns] = _history(data, u_all, i_all)
+    recent = None
+    if model.tower is not None:
+        # Served rows: the tower on every user's latest items, test part included.
+        seqs = Sequences.of(u_all, i_all, data.pair_times(*ALL_PARTS), data.n_users)
+        user = user_vectors(model.tower, seqs)
+        recent = seqs.recent(model.tower.max_len)
     item = np.ascontiguousarray(model.item, dtype=np.float32)
     item_table = data.items
     if item_attributes is not None:
@@ -797,6 +907,9 @@ def write_retrieval_bundle(
         "split": split_spec,
         "train": {**asdict(config), **model.info, "positives": int(u_all.size)},
     }
+    if model.tower is not None:
+        manifest["sequence"] = sequence_manifest(model.tower, data)
+        manifest["artifacts"].update(SEQUENCE_ARTIFACTS)
 
     def write(tmp: Path) -> None:
         example = (torch.zeros(4, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
@@ -817,6 +930,8 @@ def write_retrieval_bundle(
         np.save(tmp / "popularity.npy", all_popularity)
         data.users.write_parquet(tmp / "users.parquet")
         item_table.write_parquet(tmp / "items.parquet")
+        if model.tower is not None and recent is not None:
+            write_sequence_artifacts(tmp, model.tower, recent, config.seed)
         n_lists = ivf_lists_for(data.n_items, config.ivf_min_items, config.ivf_lists)
         if n_lists:
             ivf = write_ivf(tmp, item, n_lists, config.seed)
@@ -827,3 +942,42 @@ def write_retrieval_bundle(
     path = write_bundle(out, bundle, "retrieval", manifest, write)
     log.info("retrieval bundle %s (%s)", path, model_type)
     return path
+
+
+SEQUENCE_ARTIFACTS = {
+    "user_tower": "user_tower.onnx",
+    "recent_indptr": "recent_indptr.npy",
+    "recent_indices": "recent_indices.npy",
+}
+
+
+def sequence_manifest(tower: SASRec, data: Interactions) -> dict[str, Any]:
+    """What the engine needs to run the user tower: the input's length and padding row, and
+    the time after which a logged click is newer than the shipped recent items."""
+    as_of_ms = int(data.pair_times(*ALL_PARTS).max() * 1000) if data.timed else 0
+    return {
+        "max_len": tower.max_len,
+        "pad": tower.pad,
+        "as_of_ms": as_of_ms,
+        "events": ["click"],
+        "user_tower": {
+            "inputs": [{"name": "items", "dtype": "int64", "shape": [-1, tower.max_len]}],
+            "outputs": [{"name": "user", "dtype": "float32", "shape": [-1, tower.dim]}],
+        },
+    }
+
+
+def write_sequence_artifacts(
+    tmp: Path, tower: SASRec, recent: tuple[np.ndarray, np.ndarray], seed: int
+) -> None:
+    """The user tower as ONNX (parity-checked on the shipped users' own inputs) and each
+    user's recent items (time order, newest last)."""
+    indptr, items = recent
+    rows = [items[indptr[u] : indptr[u + 1]] for u in range(len(indptr) - 1)]
+    padded = left_padded(rows, tower.max_len, tower.pad)
+    example = (torch.from_numpy(padded[:4]),)
+    export_onnx(tower, example, ["items"], "user", tmp / SEQUENCE_ARTIFACTS["user_tower"])
+    pick = np.random.default_rng(seed).permutation(len(padded))[:500]
+    parity_max_abs_error(tower, tmp / SEQUENCE_ARTIFACTS["user_tower"], {"items": padded[pick]})
+    np.save(tmp / SEQUENCE_ARTIFACTS["recent_indptr"], indptr)
+    np.save(tmp / SEQUENCE_ARTIFACTS["recent_indices"], items)

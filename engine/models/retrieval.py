@@ -173,16 +173,18 @@ class RetrievalModel(OnnxModel):
         exclude: np.ndarray,
         allowed: np.ndarray | None,
         popularity: np.ndarray | None = None,
+        user_id: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-n item rows and scores: by embedding for a known user, else by popularity
-        (``popularity`` [n_items, 1] overrides the global one, e.g. a segment's)."""
+        (``popularity`` [n_items, 1] overrides the global one, e.g. a segment's); ``user_id``
+        lets a model that follows live events (`engine.models.sequence`) look them up."""
         excl = (np.array([0, len(exclude)], dtype=np.int64), exclude.astype(np.int64))
         if user_row is None:
             table = self.popularity_matrix if popularity is None else popularity
             query = np.ones((1, 1), dtype=np.float32)
             ids, scores = topk(query, table, n, exclude=excl, allowed=allowed)
         else:
-            query = np.asarray(self.user_embeddings[user_row : user_row + 1])
+            query = self.user_query(user_row, user_id)
             if self.topk_batcher is not None:
                 request = TopKQuery(query[0], n, excl[1], allowed)
                 try:
@@ -192,6 +194,10 @@ class RetrievalModel(OnnxModel):
             ids, scores = self._search_items(query, n, excl, allowed)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
+
+    def user_query(self, user_row: int, user_id: str | None = None) -> np.ndarray:
+        """[1, dim] query of a known user: the shipped user row."""
+        return np.asarray(self.user_embeddings[user_row : user_row + 1])
 
     def popularity_among(self, user_rows: np.ndarray) -> np.ndarray:
         """[n_items, 1] consumption counts among the given users (a segment's favourites)."""
