@@ -118,14 +118,27 @@ def test_report_compares_models_with_baselines(trained_repo: Path) -> None:
         "item_knn",
     }
     oracle = report["baselines"]["ctr_oracle"]["auc"]
+    base_rate = report["baselines"]["ctr_base_rate"]
+    n_items = pl.read_parquet(trained_repo / "retrieval" / "1" / "items.parquet").height
     for name, m in report["models"].items():
         if name.startswith("ctr_"):
             assert set(m) == {"auc", "logloss", "ece", "oracle_auc"}
             assert m["oracle_auc"] == oracle
-            assert m["logloss"] < report["baselines"]["ctr_base_rate"]["logloss"] + 0.01
+            # Every CTR model learns something: better than the base rate (no slack), an AUC
+            # clearly above chance and below the simulator's own click probabilities.
+            assert m["logloss"] < base_rate["logloss"], name
+            assert 0.55 < m["auc"] < oracle, name
+            # Calibrated (Platt, in the graph). The bench holds 0.01 on its larger data; the
+            # tiny test log's test part leaves ECE a little more noise.
+            assert m["ece"] < 0.02, name
         else:
             assert set(m) == {"recall@20", "ndcg@10", "hitrate@10", "coverage"}
-            assert all(0.0 <= v <= 1.0 for v in m.values())
+            # Values that only a real evaluation yields: per user NDCG@10 <= hit@10, so their
+            # means too; coverage is a count of distinct items over the catalogue.
+            assert 0.0 <= m["ndcg@10"] <= m["hitrate@10"] <= 1.0, name
+            assert 0.0 <= m["recall@20"] <= 1.0, name
+            assert m["coverage"] * n_items == pytest.approx(round(m["coverage"] * n_items)), name
+            assert m["coverage"] >= 20 / n_items, name  # at least one user's full top-20
     # Popularity recommends the same items to everyone: less coverage than any personal model.
     coverage = {
         n: m["coverage"]
