@@ -25,7 +25,7 @@ import collections
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -138,11 +138,17 @@ class DynamicBatcher:
         workers: int = 1,
         name: str = "model",
         on_batch: Callable[[BatchInfo], None] | None = None,
+        preferred_batch_sizes: Sequence[int] = (),
     ) -> None:
         if max_batch_rows < 1 or max_queue_rows < 1 or workers < 1 or max_queue_delay_us < 0:
             raise ValueError("batcher sizes must be positive and the delay non-negative")
+        if any(not 0 < size <= max_batch_rows for size in preferred_batch_sizes):
+            raise ValueError("preferred batch sizes must lie in 1..max_batch_rows")
         self._run = run
         self.max_batch_rows = max_batch_rows
+        # Triton's preferred_batch_size: cut at the largest of these the queue fills exactly.
+        self.preferred = frozenset(preferred_batch_sizes)
+        self._full = max(preferred_batch_sizes, default=max_batch_rows)
         self.max_queue_delay = max_queue_delay_us / 1e6
         self.max_queue_rows = max_queue_rows
         self.workers = workers
@@ -254,14 +260,18 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Pending]:
         """The front of the queue up to ``max_batch_rows`` rows, waiting up to
-        ``max_queue_delay`` after the first request arrived for more to join."""
+        ``max_queue_delay`` after the first request arrived for more to join. Only requests
+        whose inputs agree with the first one's beyond the batch axis join it. With preferred
+        sizes, the batch stops waiting once it reaches the largest and is cut back to the
+        largest preferred size its requests fill exactly (the rest stay queued, in order)."""
         with self._cond:
             if not self._queue:
                 return []
             batch = [self._queue.popleft()]
             rows = batch[0].rows
             cut = batch[0].enqueued + self.max_queue_delay
-            while rows < self.max_batch_rows:
+            shapes = None
+            while rows < self.max_batch_rows and rows < self._full:
                 if not self._queue:
                     remaining = cut - time.monotonic()
                     if remaining <= 0 or self._closed:
@@ -270,9 +280,24 @@ class DynamicBatcher:
                     continue
                 if rows + self._queue[0].rows > self.max_batch_rows:
                     break
+                if shapes is None:
+                    shapes = _tail_shapes(batch[0].inputs)
+                if _tail_shapes(self._queue[0].inputs) != shapes:
+                    break
                 nxt = self._queue.popleft()
                 batch.append(nxt)
                 rows += nxt.rows
+            if self.preferred and len(batch) > 1 and rows not in self.preferred:
+                total, keep = 0, 0
+                for i, p in enumerate(batch, 1):
+                    total += p.rows
+                    if total in self.preferred:
+                        keep = i
+                if keep:
+                    rest = batch[keep:]
+                    del batch[keep:]
+                    self._queue.extendleft(reversed(rest))
+                    rows -= sum(p.rows for p in rest)
             self._queued_rows -= rows
             return batch
 
@@ -334,6 +359,13 @@ class DynamicBatcher:
         offsets = np.cumsum([0] + [p.rows for p in live])
         for p, lo, hi in zip(live, offsets[:-1], offsets[1:], strict=True):
             p.set_result({k: v[lo:hi] for k, v in outputs.items()})
+
+
+def _tail_shapes(inputs: Any) -> object:
+    """What must agree for two requests to share a batch: each input's shape past axis 0."""
+    if not isinstance(inputs, dict):
+        return None
+    return tuple((name, a.shape[1:], a.dtype) for name, a in inputs.items())
 
 
 def _rows(inputs: Arrays) -> int:

@@ -31,6 +31,17 @@ from engine.settings import Settings
     help="Seconds between repository polls [0: off].",
 )
 @click.option(
+    "--model-control-mode",
+    type=click.Choice(["poll", "explicit"]),
+    help="poll: load every model; explicit: only --load-model ones, then by Load RPCs [poll].",
+)
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    help="Model to load at start under explicit model control (repeatable; '*': all).",
+)
+@click.option(
     "--feedback-dir",
     type=click.Path(path_type=Path),
     help="Durable feedback log for LogEvents [off].",
@@ -72,7 +83,9 @@ from engine.settings import Settings
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:
     """Serve ReachRank's gRPC services until SIGTERM/SIGINT."""
-    overrides = {k: v for k, v in options.items() if v is not None}
+    overrides = {k: v for k, v in options.items() if v is not None and v != ()}
+    if "load_models" in overrides:
+        overrides["load_models"] = list(overrides["load_models"])
     if "metrics_port" not in overrides and "REACHRANK_METRICS_PORT" not in os.environ:
         overrides["metrics_port"] = 9464
     if overrides.get("metrics_port") == -1:

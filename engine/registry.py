@@ -10,11 +10,14 @@ serving version in place and records why.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.errors import BundleError, InvalidArgument, NotFound
 from engine.live_history import LiveHistory
@@ -23,9 +26,11 @@ from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel
 from engine.models.retrieval import RetrievalModel
 from engine.models.sequence import SequenceRetrievalModel, served_kind
+from engine.models.triton import TritonModel
 from engine.models.uplift import UpliftModel
-from engine.repository import model_names, read_bundle, versions
+from engine.repository import is_model_name, is_triton_model, model_names, read_model, versions
 from engine.settings import Settings
+from engine.triton_config import TritonRef, config_path, read_config, select_versions
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ MODEL_KINDS: dict[str, Callable[..., ServedModel]] = {
     "retrieval": RetrievalModel,
     "profiles": ProfilesModel,
     "uplift": UpliftModel,
+    "onnx": TritonModel,  # any ONNX model in Triton's layout (engine.triton_config)
 }
 
 
@@ -58,6 +64,11 @@ class ModelSlot:
     failed_version: int | None = None
     # Unloaded on request: the poller leaves it alone until an explicit Load.
     unloaded: bool = False
+    # A Triton model: the versions its policy chose and its config.pbtxt text when loaded
+    # (the poller reloads when either changes), and a configuration sent with Load.
+    source: tuple[tuple[int, ...], str] | None = None
+    failed_plan: tuple[tuple[int, ...], str] | None = None
+    override: mc.ModelConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,10 @@ class ModelRegistry:
     def _build(self, name: str, version: int | None) -> ServedModel:
         start = time.perf_counter()
         try:
-            ref = read_bundle(self.settings.repo, name, version)
+            ref = read_model(self.settings.repo, name, version)
+            override = self._slot(name).override
+            if isinstance(ref, TritonRef) and override is not None:
+                ref = dataclasses.replace(ref, config=override, overridden=True)
             model = served_kind(ref, MODEL_KINDS[ref.kind])(ref, self.settings)
             if isinstance(model, CTRModel | SequenceRetrievalModel):
                 model.live = self.live_history
@@ -134,21 +148,58 @@ class ModelRegistry:
         self._record(LoadEvent(name, ref.version, True, "loaded", time.perf_counter() - start))
         return model
 
-    def load(self, name: str, version: int | None = None) -> ServedModel:
-        """Load and swap in ``name``: the given version (and pin it) or the policy's choice.
-        Raises BundleError (serving version unchanged) when the bundle is refused."""
+    def load(
+        self, name: str, version: int | None = None, config: mc.ModelConfig | None = None
+    ) -> ServedModel:
+        """Load and swap in ``name``: the given version (and pin it) or the policy's choice;
+        a Triton model also loads the other versions its version_policy serves, and
+        ``config`` (Triton models only) replaces its config.pbtxt until the next Load.
+        Raises BundleError (serving versions unchanged) when the model is refused."""
         with self._load_lock:
             slot = self._slot(name)
             if version is not None:
                 slot.policy = f"pinned:{version}"
-            model = self._build(name, parse_policy(slot.policy))
+            previous_override = slot.override
+            slot.override = config
+            try:
+                plan = self._triton_plan(name)
+            except BundleError as exc:  # an unreadable config.pbtxt or version policy
+                slot.override, slot.last_error = previous_override, str(exc)
+                self._record(LoadEvent(name, version, False, str(exc), 0.0))
+                log.error("refused %s: %s", name, exc)
+                raise
+            try:
+                if plan is None:
+                    model, extras = self._build(name, parse_policy(slot.policy)), {}
+                else:
+                    model = self._build(name, plan[0][-1])
+                    extras = {}
+                    try:
+                        for v in plan[0][:-1]:
+                            extras[v] = self._build(name, v)
+                    except BundleError:
+                        model.close()
+                        for other in extras.values():
+                            other.close()
+                        raise
+            except BundleError as exc:
+                slot.override = previous_override
+                slot.last_error = str(exc)
+                raise
             with self._lock:
                 old = slot.serving
+                replaced = [m for v, m in slot.extra.items() if plan is not None or v in extras]
                 slot.serving = model
-                slot.extra.pop(model.id.version, None)
+                if plan is not None:
+                    slot.extra = extras
+                    slot.source = plan
+                else:
+                    slot.extra.pop(model.id.version, None)
                 slot.last_error, slot.failed_version, slot.unloaded = "", None, False
-            if old is not None and old is not model:
-                old.close()
+                slot.failed_plan = None
+            for gone in [old, *replaced]:
+                if gone is not None and gone is not model:
+                    gone.close()
             log.info(
                 "serving %s version %d (%s, %s)",
                 name,
@@ -157,6 +208,24 @@ class ModelRegistry:
                 model.id.provider,
             )
             return model
+
+    def _triton_plan(self, name: str) -> tuple[tuple[int, ...], str] | None:
+        """For a Triton model: the versions to load (its version policy, or the pinned one)
+        and the text of its config.pbtxt; None for a ReachRank bundle."""
+        repo = self.settings.repo
+        if not is_model_name(name) or not is_triton_model(repo / name):
+            return None
+        path = config_path(repo / name)
+        text = path.read_text() if path.is_file() else ""
+        available = versions(repo, name)
+        if not available:
+            raise BundleError(f"model {name!r} has no versions in {repo}")
+        slot = self._slot(name)
+        pinned = parse_policy(slot.policy)
+        if pinned is not None:
+            return (pinned,), text
+        config = slot.override or read_config(repo / name) or mc.ModelConfig()
+        return tuple(select_versions(config.version_policy, available, str(path))), text
 
     def load_version(self, name: str, version: int) -> ServedModel:
         """Keep ``version`` loaded beside the serving one (for experiments)."""
@@ -190,9 +259,13 @@ class ModelRegistry:
                 model.close()
 
     def load_all(self) -> list[str]:
-        """Load every model in the repository; returns the names that failed."""
+        """Load every model in the repository (explicit model control: only those named by
+        ``load_models``); returns the names that failed."""
         failed = []
-        for name in model_names(self.settings.repo):
+        names = model_names(self.settings.repo)
+        if self.settings.model_control_mode == "explicit" and "*" not in self.settings.load_models:
+            names = list(self.settings.load_models)
+        for name in names:
             try:
                 self.load(name)
             except BundleError:
@@ -204,8 +277,23 @@ class ModelRegistry:
         ``latest``. A version that failed once is not retried until a newer one appears.
         Returns the names (re)loaded."""
         changed = []
+        explicit = self.settings.model_control_mode == "explicit"
         for name in model_names(self.settings.repo):
             slot = self._slot(name)
+            if explicit and slot.serving is None:
+                continue  # explicit model control: only Load brings a model in
+            try:
+                plan = self._triton_plan(name)
+            except (BundleError, OSError):
+                plan = None
+            if plan is not None:
+                if not slot.unloaded and plan != slot.source and plan != slot.failed_plan:
+                    try:
+                        self.load(name)
+                        changed.append(name)
+                    except BundleError:
+                        slot.failed_plan = plan
+                continue
             wanted = parse_policy(slot.policy)
             target = wanted if wanted is not None else versions(self.settings.repo, name)[-1]
             current = slot.serving.id.version if slot.serving is not None else None
@@ -220,8 +308,11 @@ class ModelRegistry:
         return changed
 
     def start_polling(self) -> None:
-        """Poll the repository every ``repo_poll_interval_s`` seconds (0: never)."""
+        """Poll the repository every ``repo_poll_interval_s`` seconds (0: never; never under
+        explicit model control)."""
         interval = self.settings.repo_poll_interval_s
+        if self.settings.model_control_mode == "explicit":
+            return
         if interval <= 0 or self._poller is not None:
             return
 
@@ -263,6 +354,10 @@ class ModelRegistry:
         return sorted(n for n, s in self._slots.items() if s.serving is not None)
 
     def ready(self) -> bool:
+        """Some model serves (with explicit model control, a server with none is ready too:
+        models arrive by Load, as in Triton)."""
+        if self.settings.model_control_mode == "explicit":
+            return True
         return any(s.serving is not None for s in self._slots.values())
 
     def states(self) -> list[ModelState]:

@@ -1,7 +1,9 @@
 """The model repository on disk: discover versions, read and validate manifests.
 
-Layout: ``<repo>/<model>/<version>/manifest.json`` plus the artefacts it names. Versions
-are positive integers; directories starting with ``.`` are bundles still being written.
+Layout: ``<repo>/<model>/<version>/manifest.json`` plus the artefacts it names, or Triton's
+``<repo>/<model>/config.pbtxt`` with ``<repo>/<model>/<version>/model.onnx``
+(engine.triton_config); both kinds live side by side. Versions are positive integers;
+directories starting with ``.`` are bundles still being written.
 Nothing is unpickled: artefacts are ONNX, ``.npy`` (allow_pickle=False), Parquet and JSON.
 Nothing is read outside the repository: a model name is one directory name, and neither a
 version directory nor an artefact may lead out of it (``..``, absolute paths, symlinks).
@@ -57,6 +59,22 @@ def model_names(repo: Path) -> list[str]:
     return sorted(p.name for p in repo.iterdir() if p.is_dir() and versions(repo, p.name))
 
 
+def _version_dirs(model_dir: Path) -> list[Path]:
+    return [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+
+
+def is_triton_model(model_dir: Path) -> bool:
+    """A Triton-layout model: it has a config.pbtxt, or ONNX versions and no manifest."""
+    from engine.triton_config import CONFIG, DEFAULT_MODEL_FILENAME
+
+    if (model_dir / CONFIG).is_file():
+        return True
+    dirs = _version_dirs(model_dir) if model_dir.is_dir() else []
+    return not any((p / MANIFEST).is_file() for p in dirs) and any(
+        (p / DEFAULT_MODEL_FILENAME).is_file() for p in dirs
+    )
+
+
 def versions(repo: Path, name: str) -> list[int]:
     """Complete versions of a model, ascending."""
     if not is_model_name(name):
@@ -64,11 +82,28 @@ def versions(repo: Path, name: str) -> list[int]:
     model_dir = repo / name
     if not model_dir.is_dir():
         return []
-    return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / MANIFEST).is_file()
-    )
+    marker = MANIFEST
+    if is_triton_model(model_dir):
+        from engine.triton_config import safe_model_filename
+
+        marker = safe_model_filename(model_dir)
+    return sorted(int(p.name) for p in _version_dirs(model_dir) if (p / marker).is_file())
+
+
+def read_model(repo: Path, name: str, version: int | None = None) -> BundleRef:
+    """The given version (default: latest, or what a Triton version policy serves) of any
+    model of the repository: a ReachRank bundle or a Triton-layout model."""
+    model_dir = repo / name
+    if is_model_name(name) and is_triton_model(model_dir):
+        from engine.triton_config import read_triton
+
+        if repo.resolve() not in model_dir.resolve().parents:
+            raise BundleError(f"{name}: the model directory leads out of {repo}")
+        available = versions(repo, name)
+        if not available:
+            raise BundleError(f"model {name!r} has no versions in {repo}")
+        return read_triton(model_dir, name, version, available)
+    return read_bundle(repo, name, version)
 
 
 def read_bundle(repo: Path, name: str, version: int | None = None) -> BundleRef:

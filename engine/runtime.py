@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from engine.model_settings import ModelSettings
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,11 @@ def choose_providers(device: str, available: list[str], has_gpu: bool) -> list[s
 
 
 def _session(
-    path: Path, settings: Settings, intra_threads: int, providers: list[str]
+    path: Path, inter_threads: int, intra_threads: int, providers: list[str]
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_threads
-    options.inter_op_num_threads = settings.ort_inter_op_threads
+    options.inter_op_num_threads = inter_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads halve batch-1 latency but burn the cores the gRPC threads need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -99,22 +100,30 @@ def probe_seconds(session: ort.InferenceSession, rows: int = PROBE_ROWS) -> floa
     return best
 
 
-def create_session(path: Path, settings: Settings) -> tuple[ort.InferenceSession, str]:
-    """An inference session and the provider it really runs on.
+def create_session(
+    path: Path,
+    settings: Settings,
+    model: ModelSettings | None = None,
+    cpu_only: bool = False,
+) -> tuple[ort.InferenceSession, str]:
+    """An inference session and the provider it really runs on, with the model's own thread
+    settings (default: the server's); ``cpu_only`` keeps it off a GPU (Triton's KIND_CPU).
 
     ``ort_intra_op_threads`` None (the default) sizes the thread pool per model: one thread,
     unless the graph is compute-heavy on the CPU (``PROBE_ROWS`` rows take longer than
     ``HEAVY_PROBE_S`` on one thread), then one per core. A small graph (an FM, LR) is dominated
     by per-operator overhead, which more threads only add to (each parallel section wakes
     the pool); a wide MLP (DeepFM's 400-400) splits its matrix products across cores."""
-    providers = choose_providers(settings.device, ort.get_available_providers(), gpu_visible())
-    threads = settings.ort_intra_op_threads
-    session = _session(path, settings, 1 if threads is None else threads, providers)
+    model = model or ModelSettings.defaults(settings)
+    device = "cpu" if cpu_only else settings.device
+    providers = choose_providers(device, ort.get_available_providers(), gpu_visible())
+    threads, inter = model.ort_intra_op_threads, model.ort_inter_op_threads
+    session = _session(path, inter, 1 if threads is None else threads, providers)
     in_use = session.get_providers()[0]
     if threads is None and in_use == CPU:
         chosen = auto_intra_threads(session, path)
         if chosen > 1:
-            session = _session(path, settings, chosen, providers)
+            session = _session(path, inter, chosen, providers)
     log.info("onnxruntime session %s runs on %s", path, in_use)
     return session, in_use
 

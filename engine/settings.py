@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     ``REACHRANK_VERSION_POLICIES='{"ctr": "pinned:3"}'``."""
     repo_poll_interval_s: float = Field(0.0, ge=0)
     """Poll the repository for new versions every this many seconds (0: only on Load)."""
+    model_control_mode: Literal["poll", "explicit"] = "poll"
+    """``poll``: load every model at start (and poll when ``repo_poll_interval_s`` is set);
+    ``explicit`` (Triton's): load only ``load_models`` at start, never poll, and serve (ready)
+    with no model until Load / RepositoryModelLoad brings one in."""
+    load_models: list[str] = Field(default_factory=list)
+    """Models loaded at start under explicit model control (``*``: all)."""
 
     metrics_host: str = "127.0.0.1"
     """Address of the Prometheus /metrics HTTP endpoint."""
@@ -70,6 +76,9 @@ class Settings(BaseSettings):
     blas_threads: int = Field(1, ge=1)
     """OpenBLAS/MKL threads; kept low so they don't fight Numba and onnxruntime for cores."""
 
+    # The knobs from here to batch_workers, and the onnxruntime threads above, are defaults:
+    # each model may set its own (engine.model_settings: a bundle's serving.json, a Triton
+    # model's config.pbtxt).
     batching: bool = True
     """Dynamic batching of inference calls across concurrent requests."""
     max_batch_rows: int = Field(4096, ge=1)

@@ -1,5 +1,6 @@
 """KServe v2 tensor datatypes: their NumPy dtypes, the `InferTensorContents` field that carries
-each one, and the names ONNX and Triton's model configuration use for them."""
+each one, and the names ONNX and Triton's model configuration use for them. BYTES (ONNX
+strings) has no fixed-width dtype: engine.kserve.bytes_codec carries it."""
 
 from __future__ import annotations
 
@@ -55,7 +56,11 @@ _ONNX = {
     "tensor(float16)": "FP16",
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
 }
+# Triton's configuration calls BYTES `TYPE_STRING`; every other name is `TYPE_<datatype>`.
+_CONFIG_NAMES = {"BYTES": "TYPE_STRING"}
+_FROM_CONFIG = {v: k for k, v in _CONFIG_NAMES.items()}
 
 
 def dtype_of(datatype: str, where: str) -> np.dtype:
@@ -86,4 +91,10 @@ def onnx_datatype(onnx_type: str) -> str:
 
 def config_datatype(datatype: str) -> model_config_pb2.DataType.ValueType:
     """Triton model-configuration enum (``TYPE_FP32``...) of a protocol datatype."""
-    return model_config_pb2.DataType.Value(f"TYPE_{datatype}")
+    return model_config_pb2.DataType.Value(_CONFIG_NAMES.get(datatype, f"TYPE_{datatype}"))
+
+
+def protocol_datatype(config_type: model_config_pb2.DataType.ValueType) -> str:
+    """Protocol datatype of a Triton configuration enum (``TYPE_STRING`` is ``BYTES``)."""
+    name = model_config_pb2.DataType.Name(config_type)
+    return _FROM_CONFIG.get(name, name.removeprefix("TYPE_"))

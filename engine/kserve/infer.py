@@ -20,6 +20,21 @@ from engine.kserve.tensors import (
 from engine.models.base import OnnxModel
 
 
+def infer_response(
+    model: OnnxModel,
+    request: pb.ModelInferRequest,
+    tensors: list[pb.ModelInferResponse.InferOutputTensor],
+    raw: list[bytes],
+) -> pb.ModelInferResponse:
+    return pb.ModelInferResponse(
+        model_name=model.id.name,
+        model_version=str(model.id.version),
+        id=request.id,
+        outputs=tensors,
+        raw_output_contents=raw,
+    )
+
+
 def infer(
     model: OnnxModel, request: pb.ModelInferRequest, max_rows: int
 ) -> tuple[pb.ModelInferResponse, Timing]:
@@ -43,12 +58,6 @@ def infer(
     selected = select_outputs(outputs, [o.name for o in request.outputs], model.id.name)
     shaped = to_protocol_rank(selected, {t.name: len(t.shape) for t in sig.outputs})
     tensors, raw = encode_outputs(shaped, raw=bool(request.raw_input_contents))
-    response = pb.ModelInferResponse(
-        model_name=model.id.name,
-        model_version=str(model.id.version),
-        id=request.id,
-        outputs=tensors,
-        raw_output_contents=raw,
-    )
+    response = infer_response(model, request, tensors, raw)
     end = time.perf_counter_ns()
     return response, Timing(batch or 0, decoded - start, ran - decoded, end - ran, end - start)

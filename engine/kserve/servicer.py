@@ -14,17 +14,21 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 import grpc
+from google.protobuf import json_format
 from reachrank.kserve.v2 import grpc_service_pb2 as pb
 from reachrank.kserve.v2 import grpc_service_pb2_grpc as pb_grpc
+from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.errors import BundleError, InvalidArgument, NotFound, ServingError
 from engine.grpc_adapter import grpc_errors
 from engine.kserve.infer import infer
 from engine.kserve.metadata import model_config, model_metadata
 from engine.kserve.stats import StatsRecorder, statistics_message
+from engine.kserve.triton_infer import triton_infer, triton_metadata
 from engine.models.base import OnnxModel
+from engine.models.triton import TritonModel
 from engine.registry import MODEL_KINDS, ModelRegistry, ModelState
-from engine.repository import model_names
+from engine.repository import is_triton_model, model_names
 from engine.settings import Settings
 
 SERVER_NAME = "reachrank"
@@ -126,13 +130,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
         model = self._model(request.name, request.version)
-        return model_metadata(model, self._state(request.name).loaded_versions)
+        versions = self._state(request.name).loaded_versions
+        if isinstance(model, TritonModel):
+            return triton_metadata(model, versions)
+        return model_metadata(model, versions)
 
     @grpc_errors
     def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.ServicerContext
     ) -> pb.ModelConfigResponse:
         model = self._model(request.name, request.version)
+        if isinstance(model, TritonModel):  # what config.pbtxt said, completed from the graph
+            return pb.ModelConfigResponse(config=model.config)
         return pb.ModelConfigResponse(config=model_config(model, self.settings.max_score_rows))
 
     @grpc_errors
@@ -142,7 +151,10 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = self._model(request.model_name, request.model_version)
         start = time.perf_counter_ns()
         try:
-            response, timing = infer(model, request, self.settings.max_score_rows)
+            if isinstance(model, TritonModel):
+                response, timing = triton_infer(model, request)
+            else:
+                response, timing = infer(model, request, self.settings.max_score_rows)
         except Exception:
             self.stats.failure(model.id.name, model.id.version, time.perf_counter_ns() - start)
             raise
@@ -183,13 +195,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
         _check_repository(request.repository_name)
-        _check_parameters(request.parameters, allowed=())
-        if request.model_name not in model_names(self.settings.repo):
-            raise NotFound(f"model {request.model_name!r} is not in the repository")
+        name = request.model_name
+        if name not in model_names(self.settings.repo):
+            raise NotFound(f"failed to load {name!r}: no such model in the repository")
+        triton = is_triton_model(self.settings.repo / name)
+        _check_parameters(request.parameters, allowed=("config",) if triton else ())
+        override = None
+        if "config" in request.parameters:
+            override = config_override(name, request.parameters["config"].string_param)
         try:
-            self.registry.load(request.model_name)
+            self.registry.load(name, config=override)
         except BundleError as exc:
-            raise BundleError(f"cannot load {request.model_name!r}: {exc}") from None
+            raise BundleError(f"failed to load {name!r}: {exc}") from None
         return pb.RepositoryModelLoadResponse()
 
     @grpc_errors
@@ -217,8 +234,25 @@ def _check_repository(name: str) -> None:
 
 def _check_parameters(parameters: Mapping[str, object], allowed: tuple[str, ...]) -> None:
     unsupported = sorted(set(parameters) - set(allowed))
+    files = [p for p in unsupported if p.startswith("file:")]
+    if files:
+        raise InvalidArgument(
+            f"Invalid file path {files[0][:80]!r}: model files cannot be sent with a load "
+            "request; put them in the repository"
+        )
     if unsupported:
         raise InvalidArgument(
-            f"parameters {unsupported} are not supported (config overrides and model files "
-            "cannot be sent; models come from the repository)"
+            f"parameters {unsupported} are not supported (a config override is for Triton-layout "
+            "models only; models come from the repository)"
         )
+
+
+def config_override(name: str, text: str) -> mc.ModelConfig:
+    """The JSON ModelConfig sent with a load request, which replaces config.pbtxt (Triton)."""
+    try:
+        return json_format.Parse(text, mc.ModelConfig())
+    except json_format.ParseError as exc:
+        raise InvalidArgument(
+            f"failed to load {name!r}: the config parameter is not a JSON "
+            f"inference.ModelConfig: {exc}"
+        ) from None

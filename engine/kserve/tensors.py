@@ -14,6 +14,13 @@ import numpy as np
 from reachrank.kserve.v2 import grpc_service_pb2 as pb
 
 from engine.errors import InvalidArgument
+from engine.kserve.bytes_codec import (
+    bytes_elements,
+    bytes_from_contents,
+    bytes_from_raw,
+    bytes_to_raw,
+    is_bytes_array,
+)
 from engine.kserve.datatypes import CONTENTS_FIELDS, datatype_of, dtype_of
 
 InputTensor = pb.ModelInferRequest.InferInputTensor
@@ -77,7 +84,8 @@ def decode_inputs(
     """Named arrays from a request, checked against the model's ``{input name: datatype}``.
 
     Raw contents, when present, must cover every input (in order) and no input may also carry
-    typed contents, as the protocol requires.
+    typed contents, as the protocol requires. BYTES inputs become object arrays of ``str``
+    (engine.kserve.bytes_codec).
     """
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -100,9 +108,16 @@ def decode_inputs(
                 f"{where} has datatype {tensor.datatype!r}, "
                 f"model {request.model_name!r} expects {want}"
             )
-        if raw:
-            if tensor.HasField("contents"):
-                raise InvalidArgument(f"{where} has typed contents and raw_input_contents")
+        if raw and tensor.HasField("contents"):
+            raise InvalidArgument(f"{where} has typed contents and raw_input_contents")
+        if want == "BYTES":
+            shape = checked_shape(tensor.shape, where)
+            arrays[tensor.name] = (
+                bytes_from_raw(raw[i], shape, where)
+                if raw
+                else bytes_from_contents(tensor.contents.bytes_contents, shape, where)
+            )
+        elif raw:
             arrays[tensor.name] = from_raw(raw[i], tensor.datatype, tensor.shape, where)
         else:
             arrays[tensor.name] = from_contents(tensor, where)
@@ -159,14 +174,22 @@ def encode_outputs(
     The protocol forbids mixing the two forms in one response, so one FP16 output makes the
     whole answer raw.
     """
-    datatypes = {name: datatype_of(array) for name, array in outputs.items()}
-    raw = raw or any(dt not in CONTENTS_FIELDS for dt in datatypes.values())
+    datatypes = {
+        name: "BYTES" if is_bytes_array(array) else datatype_of(array)
+        for name, array in outputs.items()
+    }
+    raw = raw or any(dt not in CONTENTS_FIELDS and dt != "BYTES" for dt in datatypes.values())
     tensors: list[OutputTensor] = []
     contents: list[bytes] = []
     for name, array in outputs.items():
         datatype = datatypes[name]
         tensor = OutputTensor(name=name, datatype=datatype, shape=array.shape)
-        if raw:
+        if datatype == "BYTES":
+            if raw:
+                contents.append(bytes_to_raw(array))
+            else:
+                tensor.contents.bytes_contents.extend(bytes_elements(array))
+        elif raw:
             little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
             contents.append(little.tobytes())
         else:

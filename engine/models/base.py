@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from engine.batching import BatcherClosed, BatchInfo, DynamicBatcher
 from engine.errors import BundleError, InvalidArgument
+from engine.model_settings import ModelSettings, bundle_settings
 from engine.observability import record_batch
 from engine.repository import BundleRef
 from engine.runtime import create_session
@@ -85,8 +86,11 @@ class OnnxModel(ServedModel):
         on_batch: Callable[[BatchInfo], None] | None = None,
     ) -> None:
         super().__init__(ref, settings)
+        self.model_settings = self.read_model_settings()
         try:
-            self.session, provider = create_session(ref.file("onnx"), settings)
+            self.session, provider = create_session(
+                ref.file("onnx"), settings, self.model_settings, cpu_only=self.cpu_only()
+            )
         except Exception as exc:  # onnxruntime raises its own types for corrupt graphs
             raise BundleError(f"{ref.name}/{ref.version}: cannot load ONNX graph: {exc}") from exc
         self.id = ModelId(ref.name, ref.version, ref.kind, provider)
@@ -101,19 +105,31 @@ class OnnxModel(ServedModel):
             )
             for name, node in self.inputs.items()
         }
-        self.batcher = (
-            DynamicBatcher(
-                self._session_run,
-                max_batch_rows=settings.max_batch_rows,
-                max_queue_delay_us=settings.max_queue_delay_us,
-                max_queue_rows=settings.max_queue_rows,
-                workers=settings.batch_workers,
-                name=f"{ref.name}/{ref.version}",
-                on_batch=on_batch or record_batch(ref.name),
-            )
-            if settings.batching
-            else None
+        self.batcher = self.make_batcher(on_batch or record_batch(ref.name))
+
+    def make_batcher(self, on_batch: Callable[[BatchInfo], None]) -> DynamicBatcher | None:
+        """The batching layer of this model (None: calls run directly)."""
+        ms = self.model_settings
+        if not ms.batching:
+            return None
+        return DynamicBatcher(
+            self._session_run,
+            max_batch_rows=ms.max_batch_rows,
+            max_queue_delay_us=ms.max_queue_delay_us,
+            max_queue_rows=ms.max_queue_rows,
+            workers=ms.batch_workers,
+            preferred_batch_sizes=ms.preferred_batch_sizes,
+            name=f"{self.ref.name}/{self.ref.version}",
+            on_batch=on_batch,
         )
+
+    def read_model_settings(self) -> ModelSettings:
+        """This model's batching and thread knobs (a bundle: serving.json over the defaults)."""
+        return bundle_settings(self.ref.path, self.settings)
+
+    def cpu_only(self) -> bool:
+        """Whether the model must stay off a GPU whatever the server's device."""
+        return False
 
     def _session_run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(None, inputs), strict=True))

@@ -54,8 +54,9 @@ def test_onnx_types_map_to_protocol_names() -> None:
     assert onnx_datatype("tensor(float)") == "FP32"
     assert onnx_datatype("tensor(int64)") == "INT64"
     assert onnx_datatype("tensor(double)") == "FP64"
-    with pytest.raises(ValueError, match="tensor\\(string\\)"):
-        onnx_datatype("tensor(string)")
+    assert onnx_datatype("tensor(string)") == "BYTES"
+    with pytest.raises(ValueError, match="tensor\\(bfloat16\\)"):
+        onnx_datatype("tensor(bfloat16)")
 
 
 def test_unknown_datatype_is_invalid_argument_naming_the_tensor() -> None:
