@@ -87,6 +87,7 @@ class FactorizationMachine(nn.Module):
     ) -> None:
         super().__init__()
         size = size or CTRSize()
+        self.n_fields = n_fields
         self.linear = LogisticRegression(n_buckets, n_fields, n_numeric)
         self.embed = FieldEmbeddings(n_buckets, n_numeric, size.dim)
 
