@@ -46,8 +46,8 @@ from training.models.ctr import (
     PlattScaling,
     PositionBias,
 )
-from training.profiles import RFM_SEGMENT_RULES, KMeansSegments, kmeans_segments, user_profiles
 from training.models.ctr_serving import serving_form
+from training.profiles import RFM_SEGMENT_RULES, KMeansSegments, kmeans_segments, user_profiles
 from training.report import write_report
 from training.retrieval import RetrievalConfig, interactions, train_retrieval
 from training.simulate import DEVICES, GroundTruth, item_index, user_index
