@@ -165,6 +165,7 @@ class ModelRegistry:
                 plan = self._triton_plan(name)
             except BundleError as exc:  # an unreadable config.pbtxt or version policy
                 slot.override, slot.last_error = previous_override, str(exc)
+                slot.failed_plan = self._unreadable_plan(name)
                 self._record(LoadEvent(name, version, False, str(exc), 0.0))
                 log.error("refused %s: %s", name, exc)
                 raise
@@ -184,7 +185,7 @@ class ModelRegistry:
                         raise
             except BundleError as exc:
                 slot.override = previous_override
-                slot.last_error = str(exc)
+                slot.last_error, slot.failed_plan = str(exc), plan
                 raise
             with self._lock:
                 old = slot.serving
@@ -226,6 +227,14 @@ class ModelRegistry:
             return (pinned,), text
         config = slot.override or read_config(repo / name) or mc.ModelConfig()
         return tuple(select_versions(config.version_policy, available, str(path))), text
+
+    def _unreadable_plan(self, name: str) -> tuple[tuple[int, ...], str]:
+        """What a Triton model whose plan cannot be made is remembered by: its config text."""
+        path = config_path(self.settings.repo / name)
+        try:
+            return (), path.read_text() if path.is_file() else ""
+        except OSError:
+            return (), ""
 
     def load_version(self, name: str, version: int) -> ServedModel:
         """Keep ``version`` loaded beside the serving one (for experiments)."""
@@ -284,8 +293,8 @@ class ModelRegistry:
                 continue  # explicit model control: only Load brings a model in
             try:
                 plan = self._triton_plan(name)
-            except (BundleError, OSError):
-                plan = None
+            except (BundleError, OSError):  # retried once the file changes
+                plan = self._unreadable_plan(name)
             if plan is not None:
                 if not slot.unloaded and plan != slot.source and plan != slot.failed_plan:
                     try:
