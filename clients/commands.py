@@ -187,6 +187,76 @@ def audience(
 
 
 @client.command()
+@click.option("--campaign-id", required=True, help="Campaign id (seeds the control group).")
+@click.option("--fraction", type=float, help="Share of the profiled users to plan for.")
+@click.option("--budget", type=float, help="Total cost of the contacts (needs --cost).")
+@click.option("--cost", "costs", multiple=True, callback=key_values, help="TREATMENT=COST.")
+@click.option("--value-per-conversion", type=float, default=0.0, help="[the model's]")
+@click.option("--control-fraction", type=float, default=None, help="Held-out share [0.1].")
+@click.option("--max-contacts", type=int, default=0, help="Cap per user per --window-hours.")
+@click.option("--window-hours", type=float, default=0.0)
+@click.option("--quiet-hours", type=float, default=0.0, help="No contact this long after a buy.")
+@click.option("--segment", "segments", multiple=True, help="RFM segment or cluster:N (repeat).")
+@click.option("--model", default="", help="Uplift model [uplift].")
+@click.option("--top", type=int, default=20, show_default=True, help="Rows to print.")
+@connection_options
+@json_flag
+def campaign(
+    campaign_id: str,
+    fraction: float | None,
+    budget: float | None,
+    costs: dict[str, str],
+    value_per_conversion: float,
+    control_fraction: float | None,
+    max_contacts: int,
+    window_hours: float,
+    quiet_hours: float,
+    segments: tuple[str, ...],
+    model: str,
+    top: int,
+    connection: Connection,
+    as_json: bool,
+) -> None:
+    """Whom to contact with which treatment (by uplift), and the held-out control group."""
+    try:
+        cost_of = {k: float(v) for k, v in costs.items()}
+    except ValueError:
+        raise click.BadParameter(
+            f"costs must be numbers, got {costs}", param_hint="--cost"
+        ) from None
+    with connection.client() as sdk:
+        result = sdk.plan_campaign(
+            campaign_id,
+            fraction=fraction,
+            budget=budget,
+            costs=cost_of,
+            value_per_conversion=value_per_conversion,
+            control_fraction=control_fraction,
+            max_contacts=max_contacts,
+            window_hours=window_hours,
+            quiet_hours_after_purchase=quiet_hours,
+            segments=segments,
+            model=model,
+        )
+
+    def render() -> str:
+        rows = list(
+            zip(
+                result.user_ids[:top],
+                result.treatments[:top],
+                result.expected_uplift[:top],
+                result.expected_value[:top],
+                strict=True,
+            )
+        )
+        table = format_table(["user", "treatment", "expected_uplift", "expected_value"], rows)
+        summary = ", ".join(f"{k} {v}" for k, v in result.summary.items())
+        return f"{table}\ncontrol group: {len(result.control_user_ids)} users; {summary}"
+
+    _show(as_json, result, render)
+
+
+@client.command()
 @click.option("--user", "user_id", required=True, help="User id.")
 @connection_options
 @json_flag

@@ -176,3 +176,22 @@ def test_feedback_accepts_campaign_events_but_still_checks_them(client: ReachRan
         client.log_events([{"user_id": "u1", "item_id": "", "event": "contact"}])
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "item_id is required" in caught.value.message
+
+
+def test_client_cli_prints_the_plan_and_one_line_errors(server: RunningServer) -> None:
+    from click.testing import CliRunner
+
+    from clients.cli import main
+
+    target = ["--target", f"127.0.0.1:{server.port}"]
+    result = CliRunner().invoke(
+        main, ["client", "campaign", *target, "--campaign-id", "cli", "--fraction", "0.05"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "expected_uplift" in result.output and "control group:" in result.output
+    result = CliRunner().invoke(
+        main, ["client", "campaign", *target, "--campaign-id", "cli", "--budget", "5"]
+    )
+    assert result.exit_code == 1
+    assert "INVALID_ARGUMENT" in result.output and "needs a cost" in result.output
+    assert len(result.output.strip().splitlines()) == 1
