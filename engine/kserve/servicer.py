@@ -1,7 +1,8 @@
 """The `inference.GRPCInferenceService` servicer over the model registry: each RPC looks up the
 model, calls a plain function and returns its message; errors map to status codes in
-`grpc_errors`. RPCs ReachRank does not offer (streaming, shared memory, trace, log settings)
-answer UNIMPLEMENTED through the generated base class.
+`grpc_errors`. RPCs ReachRank does not offer (streaming, CUDA shared memory, trace, log
+settings) answer UNIMPLEMENTED through the generated base class; system shared memory is
+engine.kserve.shm.
 
 Only ONNX models (CTR, retrieval) are visible to the protocol; other kinds, such as profiles,
 are served by ReachRank's own RPCs and listed as UNAVAILABLE in the repository index.
@@ -23,6 +24,7 @@ from engine.errors import BundleError, InvalidArgument, NotFound, ServingError
 from engine.grpc_adapter import grpc_errors
 from engine.kserve.infer import infer
 from engine.kserve.metadata import model_config, model_metadata
+from engine.kserve.shm import SharedMemoryRegions, inputs_from_shm, outputs_to_shm
 from engine.kserve.stats import StatsRecorder, statistics_message
 from engine.kserve.triton_infer import triton_infer, triton_metadata
 from engine.models.base import OnnxModel
@@ -32,7 +34,7 @@ from engine.repository import is_triton_model, model_names
 from engine.settings import Settings
 
 SERVER_NAME = "reachrank"
-EXTENSIONS = ("model_repository", "model_configuration", "statistics")
+EXTENSIONS = ("model_repository", "model_configuration", "statistics", "system_shared_memory")
 _ONNX_KINDS = frozenset(
     k for k, cls in MODEL_KINDS.items() if isinstance(cls, type) and issubclass(cls, OnnxModel)
 )
@@ -76,6 +78,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.settings = settings
         self.stats = StatsRecorder()
         self.version = _server_version()
+        self.shm = SharedMemoryRegions()
 
     def _model(self, name: str, requested_version: str) -> OnnxModel:
         if not name:
@@ -151,15 +154,43 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = self._model(request.model_name, request.model_version)
         start = time.perf_counter_ns()
         try:
+            shared = inputs_from_shm(request, self.shm)
             if isinstance(model, TritonModel):
-                response, timing = triton_infer(model, request)
+                response, timing = triton_infer(model, shared)
             else:
-                response, timing = infer(model, request, self.settings.max_score_rows)
+                response, timing = infer(model, shared, self.settings.max_score_rows)
+            outputs_to_shm(request, response, self.shm)
         except Exception:
             self.stats.failure(model.id.name, model.id.version, time.perf_counter_ns() - start)
             raise
         self.stats.success(model.id.name, model.id.version, timing)
         return response
+
+    @grpc_errors
+    def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.ServicerContext
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @grpc_errors
+    def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.ServicerContext
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.shm.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @grpc_errors
+    def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: grpc.ServicerContext
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={
+                r.name: status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size)
+                for r in self.shm.status(request.name)
+            }
+        )
 
     @grpc_errors
     def ModelStatistics(

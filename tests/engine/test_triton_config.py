@@ -21,7 +21,7 @@ from engine.models.triton import TritonModel
 from engine.repository import read_model
 from engine.settings import Settings
 from engine.triton_config import complete_config, select_versions
-from tests.engine.triton_models import SIMPLE_CONFIG, _save, simple_graph
+from tests.engine.triton_models import SIMPLE_CONFIG, save_model, simple_graph
 
 
 def _session(graph: onnx.GraphProto) -> ort.InferenceSession:
@@ -149,7 +149,7 @@ def test_reshape_between_protocol_and_graph(tmp_path: Path) -> None:
     """Clients send [batch, 4, 4]; the graph takes [batch, 16]; its [batch, 16] outputs go
     back as [batch, 4, 4] (outputs reshape too)."""
     config = SIMPLE_CONFIG.replace("dims: [ 16 ] }", "dims: [ 4, 4 ] reshape: { shape: [ 16 ] } }")
-    _save(simple_graph(), tmp_path / "simple" / "1" / "model.onnx")
+    save_model(simple_graph(), tmp_path / "simple" / "1" / "model.onnx")
     (tmp_path / "simple" / "config.pbtxt").write_text(config)
     model = TritonModel(read_model(tmp_path, "simple"), Settings(repo=tmp_path))
     a = np.arange(32, dtype=np.int32).reshape(2, 4, 4)

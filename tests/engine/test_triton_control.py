@@ -19,7 +19,7 @@ from engine.cli import serve
 from engine.registry import ModelRegistry
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
-from tests.engine.triton_models import _save, build_repository, versioned_graph
+from tests.engine.triton_models import build_repository, save_model, versioned_graph
 
 
 @pytest.fixture()
@@ -114,7 +114,7 @@ def test_hot_reload_of_versions_and_config(repo: Path) -> None:
     events = len(registry.events)
     assert registry.refresh() == []  # nothing changed on disk
     assert len(registry.events) == events  # and the refused configs were not tried again
-    _save(versioned_graph(4), repo / "versioned" / "4" / "model.onnx")
+    save_model(versioned_graph(4), repo / "versioned" / "4" / "model.onnx")
     assert "versioned" in registry.refresh()
     assert registry.get("versioned").id.version == 4
     assert registry.get("versioned", 3).id.version == 3

@@ -1,14 +1,16 @@
 """A Triton-layout repository served unchanged, checked the way Triton's users check a server:
 tritonclient (sync, async callback and aio clients) calling the real ReachRank server on
 loopback, on ONNX builds of the example clients' `simple` and `simple_string` models, on one
-model per datatype (raw and typed contents), on a versioned model, and on configurations the
-server must refuse while the rest serves."""
+model per datatype (raw and typed contents), on a versioned model, on configurations the
+server must refuse while the rest serves, and through system shared memory."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import grpc
@@ -360,3 +362,44 @@ def test_bad_configs_refused_naming_file_and_field(
         assert field_name in row.reason, row.reason
         assert not client.is_model_ready(name)
     assert index["simple"].state == "READY"  # the rest serves
+
+
+def test_system_shared_memory(client: tg.InferenceServerClient) -> None:
+    """simple_grpc_shm_client: inputs read from, outputs written to registered POSIX regions
+    (made here with the standard library: tritonclient 2.51's shm helper needs pkg_resources)."""
+    size = INPUT0.nbytes  # 64 bytes per [1, 16] INT32 tensor
+    region_in = SharedMemory(f"reachrank_in_{os.getpid()}", create=True, size=2 * size)
+    region_out = SharedMemory(f"reachrank_out_{os.getpid()}", create=True, size=2 * size)
+    key_in, key_out = f"/{region_in.name}", f"/{region_out.name}"
+    try:
+        region_in.buf[: 2 * size] = INPUT0.tobytes() + INPUT1.tobytes()
+        client.register_system_shared_memory("input_data", key_in, 2 * size)
+        client.register_system_shared_memory("output_data", key_out, 2 * size)
+        regions = client.get_system_shared_memory_status(as_json=True)["regions"]
+        assert set(regions) == {"input_data", "output_data"}
+        assert regions["input_data"]["key"] == key_in
+        inputs = [tg.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        inputs[0].set_shared_memory("input_data", size)
+        inputs[1].set_shared_memory("input_data", size, offset=size)
+        requested = outputs("OUTPUT0", "OUTPUT1")
+        requested[0].set_shared_memory("output_data", size)
+        requested[1].set_shared_memory("output_data", size, offset=size)
+        result = client.infer("simple", inputs, outputs=requested)
+        assert not result.get_response().raw_output_contents  # the bytes went to the region
+        assert list(result.get_output("OUTPUT0").shape) == [1, 16]
+        out = np.frombuffer(bytes(region_out.buf[: 2 * size]), dtype=np.int32).reshape(2, 1, 16)
+        np.testing.assert_array_equal(out[0], INPUT0 + INPUT1)
+        np.testing.assert_array_equal(out[1], INPUT0 - INPUT1)
+        with pytest.raises(InferenceServerException, match="already in manager"):
+            client.register_system_shared_memory("input_data", key_in, 2 * size)
+        with pytest.raises(InferenceServerException, match="one object under /dev/shm"):
+            client.register_system_shared_memory("escape", "/../etc/passwd", 4)
+        client.unregister_system_shared_memory("input_data")
+        with pytest.raises(InferenceServerException, match="'input_data' is not registered"):
+            client.infer("simple", inputs, outputs=requested)
+    finally:
+        client.unregister_system_shared_memory()
+        for region in (region_in, region_out):
+            region.close()
+            region.unlink()
+    assert client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}

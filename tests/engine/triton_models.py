@@ -70,7 +70,7 @@ BAD_CONFIGS: dict[str, tuple[str, str]] = {
 }
 
 
-def _save(graph: onnx.GraphProto, path: Path) -> None:
+def save_model(graph: onnx.GraphProto, path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9  # onnxruntime(-gpu) builds refuse the newest IR (NOTES.md)
     onnx.checker.check_model(model)
@@ -137,17 +137,21 @@ def versioned_graph(version: int) -> onnx.GraphProto:
 
 def build_repository(repo: Path) -> Path:
     """Write every model of this module into ``repo`` (Triton's layout); returns ``repo``."""
-    _save(simple_graph(), repo / "simple" / "1" / "model.onnx")
+    save_model(simple_graph(), repo / "simple" / "1" / "model.onnx")
     (repo / "simple" / "config.pbtxt").write_text(SIMPLE_CONFIG)
-    _save(simple_graph("simple_string", strings=True), repo / "simple_string" / "1" / "model.onnx")
+    save_model(
+        simple_graph("simple_string", strings=True), repo / "simple_string" / "1" / "model.onnx"
+    )
     (repo / "simple_string" / "config.pbtxt").write_text(SIMPLE_STRING_CONFIG)
     for datatype in DATATYPES:  # no config.pbtxt: completed from the graph
-        _save(datatype_graph(datatype), repo / f"types_{datatype.lower()}" / "1" / "model.onnx")
+        save_model(
+            datatype_graph(datatype), repo / f"types_{datatype.lower()}" / "1" / "model.onnx"
+        )
     for version in (1, 2, 3):
-        _save(versioned_graph(version), repo / "versioned" / str(version) / "model.onnx")
+        save_model(versioned_graph(version), repo / "versioned" / str(version) / "model.onnx")
     (repo / "versioned" / "config.pbtxt").write_text(VERSIONED_CONFIG)
     for name, (config, _) in BAD_CONFIGS.items():
-        _save(simple_graph(name), repo / name / "1" / "model.onnx")
+        save_model(simple_graph(name), repo / name / "1" / "model.onnx")
         (repo / name / "config.pbtxt").write_text(config)
     return repo
 
