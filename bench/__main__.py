@@ -18,6 +18,7 @@ SUITES = (
     "loadgen",
     "training",
     "kserve",
+    "triton",
     "reload",
     "overload",
     "peers",
