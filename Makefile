@@ -10,7 +10,7 @@ PORT   ?= 50051
 # Numba compiles each kernel once into this cache; later processes load it in well under a second.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: venv serve demo test proto lint format bench bench-kserve clean
+.PHONY: venv serve demo test test-fast proto lint format bench bench-kserve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ serve: demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fast subset for development (under two minutes on two cores): everything but the tests
+# marked `slow`, which are those that need the trained test repository (a real training run),
+# start server processes or train models themselves. CI runs the whole suite (`make test`).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 # grpc_tools.protoc over proto/reachrank/{v1,kserve/v2}/*.proto (proto/generate.py says why the
 # KServe v2 protocol compiles from its own folder).

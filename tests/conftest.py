@@ -29,6 +29,8 @@ TINY_TRAIN = TrainConfig(
     ctr_size=CTRSize(dim=4, mlp=(16, 8), cross_layers=1),
     ctr_epochs=2,
     n_buckets=1 << 14,
+    # No deadline: what the searches try must not depend on how busy the machine is.
+    budget_minutes=None,
     retrieval=RetrievalConfig(
         mf_dim=16,
         mf_epochs=8,
@@ -36,6 +38,7 @@ TINY_TRAIN = TrainConfig(
         ials_iterations=3,
         ease_lambdas=(50.0, 200.0),
         sequence=SequenceConfig(dim=16, max_len=8, layers=1, max_epochs=4, eval_every=2),
+        sequence_minutes=None,
         progress=False,
     ),
     progress=False,
@@ -70,3 +73,11 @@ def datasets() -> Path:
     path = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
     assert path.is_dir(), f"the shared data sets are expected at {path}"
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` also covers every test that needs the trained repository: building it is a real
+    training run (about a minute and a half on two cores), too much for `make test-fast`."""
+    for item in items:
+        if "trained_repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -10,6 +10,8 @@ import pytest
 
 from kernels import gpu, topk
 
+pytestmark = pytest.mark.slow  # the CUDA simulator runs each kernel in Python: about a minute
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -19,6 +19,8 @@ from training.models.ctr import (
 )
 from training.models.mf import EmbeddingScorer, MatrixFactorization
 
+pytestmark = pytest.mark.slow  # exports trained torch models to ONNX, one after the other
+
 CALIBRATIONS = {
     "platt": lambda: PlattScaling(1.3, -0.2),
     "isotonic": lambda: IsotonicCalibration(

@@ -250,6 +250,7 @@ SMALL = TrainConfig(
 )
 
 
+@pytest.mark.slow  # trains everything twice
 def test_same_seed_same_bundle_metrics(tmp_path: Path, small_data: Dataset) -> None:
     first = train_all(small_data, tmp_path / "a", SMALL)
     second = train_all(small_data, tmp_path / "b", SMALL)

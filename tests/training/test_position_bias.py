@@ -55,6 +55,7 @@ def test_bad_position_field_is_refused() -> None:
         PositionBias(_Recorder(0.0), n_buckets=4, n_fields=2, position_field=2)
 
 
+@pytest.mark.slow  # trains two models
 def test_tower_fits_a_position_times_relevance_truth_better_than_an_additive_logit() -> None:
     # Truth as the simulator's: p = examination[pos] * sigmoid(relevance logit).
     rng = np.random.default_rng(0)
