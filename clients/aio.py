@@ -12,9 +12,16 @@ import grpc
 import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from reachrank.v1 import feedback_pb2_grpc, models_pb2, models_pb2_grpc, ranking_pb2_grpc
+from reachrank.v1 import (
+    campaigns_pb2_grpc,
+    feedback_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    ranking_pb2_grpc,
+)
 
 from clients import convert
+from clients.campaigns import CampaignPlan, campaign_plan, campaign_request
 from clients.channel import open_aio_channel
 from clients.client import resolve_options, serving_status_name
 from clients.errors import ReachRankError
@@ -54,6 +61,7 @@ class AsyncReachRankClient:
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
         self._experiments = models_pb2_grpc.ExperimentsStub(self._channel)
         self._feedback = feedback_pb2_grpc.FeedbackStub(self._channel)
+        self._campaigns = campaigns_pb2_grpc.CampaignsStub(self._channel)
         self._rng = random.Random()
 
     async def close(self) -> None:
@@ -179,6 +187,19 @@ class AsyncReachRankClient:
         )
         response = await self._invoke(self._ranking.Audience, request, timeout, request_id)
         return convert.audience(response)
+
+    async def plan_campaign(
+        self,
+        campaign_id: str,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        **options: Any,
+    ) -> CampaignPlan:
+        """As `ReachRankClient.plan_campaign`."""
+        request = campaign_request(campaign_id, **options)
+        response = await self._invoke(self._campaigns.Plan, request, timeout, request_id)
+        return campaign_plan(response)
 
     async def profile(
         self, user_id: str, *, timeout: float | None = None, request_id: str | None = None

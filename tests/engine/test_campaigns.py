@@ -195,3 +195,17 @@ def test_client_cli_prints_the_plan_and_one_line_errors(server: RunningServer) -
     assert result.exit_code == 1
     assert "INVALID_ARGUMENT" in result.output and "needs a cost" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_async_client_plans_too(server: RunningServer) -> None:
+    import asyncio
+
+    from clients.aio import AsyncReachRankClient
+
+    async def plan() -> tuple[int, int]:
+        async with AsyncReachRankClient(f"127.0.0.1:{server.port}") as c:
+            result = await c.plan_campaign("aio", fraction=0.05, control_fraction=0.0)
+            return len(result.user_ids), int(result.summary["contacts"])
+
+    contacts, reported = asyncio.run(plan())
+    assert contacts == reported > 0
