@@ -96,6 +96,17 @@ def test_model_config_is_the_file_completed(client: tg.InferenceServerClient) ->
     assert sum(g.count for g in strings.instance_group) == 2
 
 
+def test_each_model_batches_as_its_config_says(triton_server: RunningServer) -> None:
+    strings = triton_server.registry.get("simple_string").batcher
+    assert strings is not None and strings.workers == 2  # instance_group count
+    assert strings.max_batch_rows == 8 and strings.preferred == {2, 4}
+    assert strings.max_queue_delay == pytest.approx(500e-6)
+    simple = triton_server.registry.get("simple").batcher  # no dynamic_batching: one at a time
+    assert simple is not None and simple.max_batch_rows == 1 and simple.workers == 1
+    auto = triton_server.registry.get("types_fp32").batcher  # completed: batch 4, batching on
+    assert auto is not None and auto.max_batch_rows == 4
+
+
 def test_auto_complete_from_the_graph(client: tg.InferenceServerClient) -> None:
     """A model with no config.pbtxt: inputs, outputs and batching read from the graph."""
     config = client.get_model_config("types_fp16").config
