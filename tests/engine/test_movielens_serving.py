@@ -18,6 +18,8 @@ from training.pipeline import Dataset, TrainConfig, train_all
 from training.readers import read_events
 from training.retrieval import RetrievalConfig
 
+pytestmark = pytest.mark.slow  # trains bundles on ML-100K first
+
 
 @pytest.fixture(scope="module")
 def movielens_server(
