@@ -69,7 +69,12 @@ def test_server_live_ready_and_metadata(stub: pb_grpc.GRPCInferenceServiceStub) 
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
     meta = stub.ServerMetadata(pb.ServerMetadataRequest())
     assert meta.name == "reachrank" and meta.version
-    assert set(meta.extensions) == {"model_repository", "model_configuration", "statistics"}
+    assert set(meta.extensions) == {
+        "model_repository",
+        "model_configuration",
+        "statistics",
+        "system_shared_memory",
+    }
 
 
 def test_model_ready(stub: pb_grpc.GRPCInferenceServiceStub, server: RunningServer) -> None:
