@@ -4,8 +4,9 @@ model, calls a plain function and returns its message; errors map to status code
 settings) answer UNIMPLEMENTED through the generated base class; system shared memory is
 engine.kserve.shm.
 
-Only ONNX models (CTR, retrieval) are visible to the protocol; other kinds, such as profiles,
-are served by ReachRank's own RPCs and listed as UNAVAILABLE in the repository index.
+Only ONNX models (CTR, retrieval, and any ONNX model in Triton's layout: engine.models.triton,
+engine.kserve.triton_infer) are visible to the protocol; other kinds, such as profiles, are
+served by ReachRank's own RPCs and listed as UNAVAILABLE in the repository index.
 """
 
 from __future__ import annotations
