@@ -3,9 +3,8 @@ and the ModelStatistics message built from it."""
 
 from __future__ import annotations
 
-import threading
-
 from engine.kserve.stats import StatsRecorder, Timing, statistics_message
+from tests.threads import Workers
 
 
 def test_counts_follow_triton_rules() -> None:
@@ -64,11 +63,9 @@ def test_concurrent_updates_lose_nothing() -> None:
             )
             stats.failure("ctr", 1, total_ns=1)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    with Workers() as workers:
+        for _ in range(threads):
+            workers.start(work)
     s = stats.snapshot("ctr", 1)
     n = threads * per_thread
     assert (s.execution_count, s.inference_count) == (n, 3 * n)

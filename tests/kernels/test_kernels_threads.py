@@ -1,7 +1,5 @@
 """set_threads: the budget reaches Numba in every calling thread and BLAS is pinned to one thread."""
 
-import threading
-
 import numba
 import numpy as np
 import pytest
@@ -9,6 +7,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import kernels
 from kernels import threads
+from tests.threads import Workers
 
 
 def blas_threads() -> list[int]:
@@ -37,9 +36,8 @@ def test_budget_applies_in_other_threads(restore_threads):
         ids, _ = kernels.topk(items[:5], items, 3)
         seen.append((numba.get_num_threads(), ids.shape))
 
-    t = threading.Thread(target=worker)
-    t.start()
-    t.join()
+    with Workers() as workers:  # the worker's own error, if any, fails the test
+        workers.start(worker)
     assert seen == [(1, (5, 3))]
     assert all(n == 1 for n in blas_threads())
 
