@@ -29,6 +29,8 @@ TINY_TRAIN = TrainConfig(
     ctr_size=CTRSize(dim=4, mlp=(16, 8), cross_layers=1),
     ctr_epochs=2,
     n_buckets=1 << 14,
+    # No deadline: what the searches try must not depend on how busy the machine is.
+    budget_minutes=None,
     retrieval=RetrievalConfig(
         mf_dim=16,
         mf_epochs=8,

@@ -25,6 +25,17 @@ RETRIEVAL_MODELS: tuple[str, ...] = (
     "sasrec",
 )
 MF_EPOCHS, MF_DIM, IALS_DIM = 30, 64, 64
+# What trains with no CTR flags (training.pipeline.TrainConfig.ctr_models), and the flags that
+# fix a CTR setting (then the search leaves the settings alone).
+CTR_DEFAULTS: tuple[str, ...] = ("lr", "fm", "deepfm", "dcn")
+CTR_SETTING_FLAGS = (
+    "ctr_dim",
+    "ctr_mlp",
+    "ctr_cross_layers",
+    "ctr_epochs",
+    "ctr_lr",
+    "ctr_weight_decay",
+)
 
 
 @click.command()
@@ -84,13 +95,13 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     "--ctr-model",
     type=click.Choice(sorted(CTR_MODEL_NAMES)),
     default=None,
-    help="One CTR model to train (default fm; --ctr-models trains several).",
+    help="One CTR model to train (default: all four compete; --ctr-models trains several).",
 )
 @click.option(
     "--ctr-models",
     default=None,
-    help="Comma-separated CTR models to train and compare, e.g. lr,fm,deepfm,dcn; the best by "
-    "valid logloss ships as `ctr`, the others as `ctr-<model>`.",
+    help="Comma-separated CTR models to train and compare (default lr,fm,deepfm,dcn); the best "
+    "by valid logloss ships as `ctr`, the others as `ctr-<model>`.",
 )
 @click.option("--ctr-dim", type=int, default=8, show_default=True, help="Embedding dimension.")
 @click.option(
@@ -152,10 +163,22 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     default=0.1,
     show_default=True,
 )
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(0.0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Wall-clock budget of the hyper-parameter searches: half for the CTR models' settings "
+    "(without --ctr-dim/--ctr-mlp/--ctr-cross-layers/--ctr-epochs/--ctr-lr/--ctr-weight-decay "
+    "each model also tries wider embeddings, weight decay and a lower learning rate), 30% for "
+    "the sequence model's epochs. Every model trains at least once at its defaults.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @campaign_options
+@click.pass_context
 def train(
+    ctx: click.Context,
     events_path: Path,
     fmt: str,
     out: Path,
@@ -179,6 +202,7 @@ def train(
     split: str,
     test_fraction: float,
     valid_fraction: float,
+    budget_minutes: float,
     seed: int,
     quiet: bool,
     **campaign: str | float | Path | None,
@@ -207,7 +231,7 @@ def train(
 
     if ctr_model and ctr_models:
         raise click.UsageError("give --ctr-model or --ctr-models, not both")
-    models = _names(ctr_models) if ctr_models else (ctr_model or "fm",)
+    models = _names(ctr_models) if ctr_models else ((ctr_model,) if ctr_model else CTR_DEFAULTS)
     unknown = [m for m in models if m not in CTR_MODEL_NAMES]
     if unknown:
         raise click.BadParameter(f"unknown CTR model(s) {unknown}", param_hint="--ctr-models")
@@ -248,6 +272,11 @@ def train(
         ),
         ctr_epochs=ctr_epochs,
         ctr_lr=ctr_lr,
+        ctr_search=not any(
+            ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT
+            for p in CTR_SETTING_FLAGS
+        ),
+        budget_minutes=budget_minutes,
         ctr_weight_decay=ctr_weight_decay,
         calibration=calibration,  # type: ignore[arg-type]
         n_buckets=n_buckets,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,7 @@ from kernels.featurize import (
     user_item_artifact,
 )
 from training import metrics
+from training.budget import CTR_SHARE, SEQUENCE_SHARE, Budget, search, setting_label
 from training.bundle import write_bundle, write_metrics_json
 from training.errors import NotEnoughData
 from training.examples import ctr_examples, positives
@@ -68,7 +69,8 @@ Calibration = Literal["platt", "isotonic"]
 class TrainConfig:
     """What `reachrank train` builds and how."""
 
-    ctr_models: tuple[str, ...] = ("fm",)
+    # Every CTR model competes by default; the best on valid logloss ships.
+    ctr_models: tuple[str, ...] = ("lr", "fm", "deepfm", "dcn")
     ctr_size: CTRSize = field(default_factory=CTRSize)
     ctr_epochs: int = 3
     ctr_lr: float = 0.01
@@ -96,8 +98,24 @@ class TrainConfig:
     # so they keep ``valid_fraction``; retrieval refits on train + valid before test, so a
     # larger validation part costs it nothing and makes tuning see the horizon test scores.
     retrieval_valid_fraction: float | None = None
+    # Try the alternatives of CTR_SEARCH per CTR model (within the budget) besides the
+    # configured size/lr/epochs.
+    ctr_search: bool = True
+    # Wall-clock budget (see training.budget: shares go to the CTR search and the sequence
+    # model's epochs); None: no limit.
+    budget_minutes: float | None = 10.0
     seed: int = 0
     progress: bool = True
+
+
+# What the CTR search tries after a model's configured setting, in order (a tight budget
+# cuts the last ones): wider embeddings, weight decay on the dense weights, a slower learning
+# rate over more epochs (the best epoch by valid logloss is kept either way).
+CTR_SEARCH: tuple[dict[str, Any], ...] = (
+    {"dim": 16},
+    {"weight_decay": 1e-4},
+    {"lr": 0.003, "epochs": 6},
+)
 
 
 def mirrored_valid_fraction(test_fraction: float, valid_fraction: float) -> float:
@@ -249,6 +267,7 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
         report["valid"].update({f"ctr_{k}": v for k, v in ctr.valid.items()})
         report["chosen"]["ctr"] = ctr.best
         report["other_calibration"] = {f"ctr_{k}": v for k, v in ctr.other_calibration.items()}
+        report["ctr_tuned"] = {f"ctr_{k}": v for k, v in ctr.tuned.items()}
         curves = ctr.curves
     report["profiles"] = train_profiles(data, out, config)
 
@@ -265,7 +284,10 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
     pos = pos.collect().sort("user_id", "item_id")
     report["split"]["retrieval"] = part_sizes(pos)
     catalogue = data.items["item_id"] if data.items is not None else None
-    result = train_retrieval(interactions(pos, catalogue), out, config.retrieval, spec, data.items)
+    retrieval = config.retrieval
+    if config.budget_minutes is not None:
+        retrieval = replace(retrieval, sequence_minutes=config.budget_minutes * SEQUENCE_SHARE)
+    result = train_retrieval(interactions(pos, catalogue), out, retrieval, spec, data.items)
     report["models"].update({f"retrieval_{k}": v for k, v in result.models.items()})
     report["baselines"].update(result.baselines)
     report["valid"].update({f"retrieval_{k}": v for k, v in result.valid.items()})
@@ -294,6 +316,8 @@ class CTRResult:
     test_pctr: dict[str, np.ndarray]
     # Test logloss/ECE of each model under the calibration not shipped.
     other_calibration: dict[str, dict[str, Any]]
+    # Per model: the setting the search kept and the valid logloss of each one tried.
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def ctr_frame(data: Dataset) -> pl.LazyFrame:
@@ -399,28 +423,48 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         baselines["oracle"] = classification_metrics(y_te, p_oracle)
         oracle_auc = baselines["oracle"]["auc"]
 
-    fit = FitConfig(
-        epochs=config.ctr_epochs,
-        lr=config.ctr_lr,
-        batch_size=config.ctr_batch_size,
-        weight_decay=config.ctr_weight_decay,
-        seed=config.seed,
-        progress=config.progress,
-    )
     fitted: dict[str, CalibratedCTR] = {}
     test_metrics: dict[str, dict[str, float]] = {}
     valid_metrics: dict[str, dict[str, float]] = {}
     curves: dict[str, metrics.ReliabilityCurve] = {}
     test_pctr: dict[str, np.ndarray] = {}
     other_calibration: dict[str, dict[str, Any]] = {}
-    for name in config.ctr_models:
-        # Same seed before each model: every model starts from a reproducible draw.
-        torch.manual_seed(config.seed)
-        model = ctr_model(name, schema, config, position_tower)
-        fit_ctr(model, cat[tr], num[tr], label[tr], fit, valid=(cat[va], num[va], y_va))
-        logits_va = predict_logits(model, cat[va], num[va])
-        calibrated = calibrate(model, logits_va, y_va, config.calibration)
-        p_va = predict_pctr(calibrated, cat[va], num[va])
+    tuned: dict[str, dict[str, Any]] = {}
+    budget = Budget.of_minutes(
+        None if config.budget_minutes is None else config.budget_minutes * CTR_SHARE
+    )
+    for index, name in enumerate(config.ctr_models):
+
+        def fit_setting(
+            setting: dict[str, Any], name: str = name
+        ) -> tuple[tuple[torch.nn.Module, np.ndarray, CalibratedCTR, np.ndarray], float]:
+            run = with_ctr_setting(config, setting)
+            # Same seed before each fit: every model starts from a reproducible draw.
+            torch.manual_seed(config.seed)
+            model = ctr_model(name, schema, run, position_tower)
+            fit_ctr(
+                model, cat[tr], num[tr], label[tr], ctr_fit_config(run), (cat[va], num[va], y_va)
+            )
+            logits = predict_logits(model, cat[va], num[va])
+            calibrated = calibrate(model, logits, y_va, config.calibration)
+            p = predict_pctr(calibrated, cat[va], num[va])
+            return (model, logits, calibrated, p), metrics.logloss(y_va, p)
+
+        found = search(
+            ctr_settings(name, config),
+            fit_setting,
+            budget.share(len(config.ctr_models) - index),
+            setting_label,
+        )
+        model, logits_va, calibrated, p_va = found.fitted
+        tuned[name] = {"setting": found.setting, "valid_logloss_by_setting": found.tried}
+        if len(found.tried) > 1:
+            log.info(
+                "CTR %s: %s (valid logloss by setting: %s)",
+                name,
+                setting_label(found.setting),
+                found.tried,
+            )
         p_te = predict_pctr(calibrated, cat[te], num[te])
         valid_metrics[name] = classification_metrics(y_va, p_va)
         test_metrics[name] = classification_metrics(y_te, p_te)
@@ -483,6 +527,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             "train": {
                 **json.loads(json.dumps(asdict(config), default=str)),
                 "model": name,
+                "tuned": tuned[name],
                 "rows": int(tr.sum()),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "position_tower": position_tower,
@@ -510,6 +555,39 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         y_te,
         test_pctr,
         other_calibration,
+        tuned,
+    )
+
+
+def with_ctr_setting(config: TrainConfig, setting: dict[str, Any]) -> TrainConfig:
+    """``config`` with a searched setting's values (lr, epochs, weight_decay, dim, dropout)."""
+    size = {k: setting[k] for k in ("dim", "dropout") if k in setting}
+    return replace(
+        config,
+        ctr_lr=setting.get("lr", config.ctr_lr),
+        ctr_epochs=setting.get("epochs", config.ctr_epochs),
+        ctr_weight_decay=setting.get("weight_decay", config.ctr_weight_decay),
+        ctr_size=replace(config.ctr_size, **size),
+    )
+
+
+def ctr_settings(name: str, config: TrainConfig) -> list[dict[str, Any]]:
+    """The settings a CTR model tries: the configured one, then (when searching) the
+    alternatives of :data:`CTR_SEARCH` that apply to it."""
+    if not config.ctr_search:
+        return [{}]
+    applies = [s for s in CTR_SEARCH if name != "lr" or not {"dim", "dropout"} & set(s)]
+    return [{}, *applies]
+
+
+def ctr_fit_config(config: TrainConfig) -> FitConfig:
+    return FitConfig(
+        epochs=config.ctr_epochs,
+        lr=config.ctr_lr,
+        batch_size=config.ctr_batch_size,
+        weight_decay=config.ctr_weight_decay,
+        seed=config.seed,
+        progress=config.progress,
     )
 
 

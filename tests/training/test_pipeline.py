@@ -27,6 +27,7 @@ RETRIEVAL_BUNDLES = (
     "retrieval-ease",
     "retrieval-ease_ials",
     "retrieval-trending_ease",
+    "retrieval-sasrec",
 )
 
 
@@ -108,6 +109,7 @@ def test_report_compares_models_with_baselines(trained_repo: Path) -> None:
         "retrieval_ease",
         "retrieval_ease_ials",
         "retrieval_trending_ease",
+        "retrieval_sasrec",
     }
     assert set(report["baselines"]) == {
         "ctr_base_rate",
