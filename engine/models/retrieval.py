@@ -102,12 +102,12 @@ class RetrievalModel(OnnxModel):
             TopKBatcher(
                 self._search_items,
                 max_batch_rows=max_batch,
-                max_queue_delay_us=settings.max_queue_delay_us,
+                max_queue_delay_us=self.model_settings.max_queue_delay_us,
                 max_queue_rows=settings.retrieval_max_queue,
                 name=f"{where}/topk",
                 on_batch=record_batch(f"{ref.name}.topk"),
             )
-            if settings.batching and max_batch > 1
+            if self.model_settings.batching and max_batch > 1
             else None
         )
         self.warmup()
