@@ -82,7 +82,7 @@ def test_plan_budget_counts_only_contacts_and_stays_within_it() -> None:
 def test_trained_plan_captures_most_of_the_oracle_and_beats_the_response_model() -> None:
     setup = campaign_setup()
     report = setup.report
-    assert set(report["candidates"]) == {"response", "t_learner", "x_learner"}
+    assert set(report["candidates"]) == {"response", "t_learner", "tarnet"}
     assert report["winner"] in report["candidates"]
     bundle = find_bundle(setup.repo)
     assert (bundle.path / "report.md").read_text().count("qini.png") == 1
@@ -110,7 +110,7 @@ def _response_scores(setup, bundle, customers: Path) -> np.ndarray:
 
     spec = CampaignSpec("treatment", "control", "converted", "spend")
     data = campaign_data(read_campaign(setup.sim_dir / "campaign.parquet", spec), spec)
-    graph = fit_learner("response", data.x, data.arm, data.y, 2, MLPConfig(epochs=10))
+    graph = fit_learner("response", data.x, data.arm, data.y, 2, MLPConfig())
     return predict_uplift(graph, encode_frame(data.schema, pl.read_parquet(customers)))
 
 

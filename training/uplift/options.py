@@ -39,11 +39,17 @@ CAMPAIGN_OPTIONS: tuple[Callable[[Any], Any], ...] = (
     ),
     click.option(
         "--uplift-learners",
-        default="response,t_learner,x_learner,dr_learner",
+        default="response,t_learner,tarnet,x_learner,dr_learner",
         show_default=True,
         help="--format campaign: candidates (the response model is the baseline).",
     ),
-    click.option("--uplift-epochs", type=click.IntRange(min=1), default=25, show_default=True),
+    click.option(
+        "--uplift-epochs",
+        type=click.IntRange(min=1),
+        default=40,
+        show_default=True,
+        help="At most; each model stops early once its held-out loss stops improving.",
+    ),
 )
 
 

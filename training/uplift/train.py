@@ -83,14 +83,12 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
             )
     shares = np.bincount(data.arm, minlength=len(data.treatments) + 1) / len(data.arm)
     train, valid, test = (np.flatnonzero(split == k) for k in range(3))
-    graphs: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     curves_by_name: dict[str, tuple[list[float], list[float]]] = {}
     for name in config.learners:
         graph = fit_learner(
             name, data.x[train], data.arm[train], data.y[train], len(data.treatments), config.mlp
         )
-        graphs[name] = graph
         on_test = predict_uplift(graph, data.x[test])
         results[name] = {
             "valid": _evaluate(
@@ -101,6 +99,17 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         curves_by_name[name] = plan_curve(on_test, data.arm[test], data.y[test], shares)
         log.info("uplift %s: valid %s", name, results[name]["valid"]["uplift_at_fraction"])
     winner, why = _choose(results)
+    # The winner is refitted on the training and validation customers together: the test
+    # customers still judge it, and small campaigns need every row.
+    fitted = np.concatenate([train, valid])
+    shipped = fit_learner(
+        winner, data.x[fitted], data.arm[fitted], data.y[fitted], len(data.treatments), config.mlp
+    )
+    on_test = predict_uplift(shipped, data.x[test])
+    shipped_test = _evaluate(on_test, data, test, shares, config.select_fraction)
+    curves_by_name[f"shipped ({winner}, refitted)"] = plan_curve(
+        on_test, data.arm[test], data.y[test], shares
+    )
     rng = np.random.default_rng(config.seed)
     random_scores = rng.random((len(test), len(data.treatments)))
     random_result = _evaluate(random_scores, data, test, shares, config.select_fraction)
@@ -116,12 +125,13 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         "arm_shares": shares.tolist(),
         "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
         "candidates": results,
+        "shipped": {"test": shipped_test},
         "random": {"test": random_result},
         "ignored_columns": list(data.ignored),
         "value_per_conversion": value_per_conversion,
         "curves": curves_by_name,
     }
-    path = _export(graphs[winner], data, out, config, report, test)
+    path = _export(shipped, data, out, config, report, test)
     report["bundle"] = str(path)
     return report
 
@@ -184,7 +194,7 @@ def _export(
         "schema": data.schema.to_dict(),
         "treatments": list(data.treatments),
         "value_per_conversion": report["value_per_conversion"],
-        "metrics": report["candidates"][report["winner"]]["test"],
+        "metrics": report["shipped"]["test"],
         "valid_metrics": report["candidates"][report["winner"]]["valid"],
         "mlp": asdict(config.mlp),
     }
@@ -238,7 +248,11 @@ def render_report(report: dict[str, Any]) -> str:
         "| model | plan @ reach (test) | Qini (test) | AUUC (test) | plan @ reach (valid) |",
         "|---|---|---|---|---|",
     ]
-    rows = {**report["candidates"], "random": report["random"]}
+    rows = {
+        **report["candidates"],
+        f"shipped ({report['winner']}, refitted on train + valid)": report["shipped"],
+        "random": report["random"],
+    }
     for name, r in rows.items():
         t = r["test"]
         au = np.mean([v["auuc"] for v in t["per_treatment"].values()])
