@@ -6,6 +6,7 @@ edited config.pbtxt files."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from engine.cli import serve
 from engine.registry import ModelRegistry
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
+from tests.engine.test_scale_out import free_port
+from tests.engine.test_scale_out import serve as serve_process
 from tests.engine.triton_models import build_repository, save_model, versioned_graph
 
 
@@ -152,3 +155,17 @@ def test_cli_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert seen[0].model_control_mode == "explicit"
     assert seen[0].load_models == ["simple", "versioned"]
+
+
+def test_reachrank_serve_explicit_mode_process(repo: Path) -> None:
+    """The real command: `reachrank serve --model-control-mode explicit --load-model simple`."""
+    port = free_port()
+    with serve_process(
+        repo, port, "--model-control-mode", "explicit", "--load-model", "simple"
+    ) as proc:
+        with tg.InferenceServerClient(f"127.0.0.1:{port}") as client:
+            assert client.is_model_ready("simple") and not client.is_model_ready("simple_string")
+            client.load_model("simple_string")
+            assert client.is_model_ready("simple_string")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

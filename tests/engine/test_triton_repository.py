@@ -120,11 +120,19 @@ def test_auto_complete_from_the_graph(client: tg.InferenceServerClient) -> None:
 
 
 def test_simple_sync_infer(client: tg.InferenceServerClient) -> None:
-    result = client.infer("simple", simple_inputs(), outputs=outputs("OUTPUT0", "OUTPUT1"))
+    result = client.infer(
+        "simple",
+        simple_inputs(),
+        outputs=outputs("OUTPUT0", "OUTPUT1"),
+        model_version="1",
+        request_id="req-7",
+        client_timeout=60,
+    )
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), INPUT0 + INPUT1)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), INPUT0 - INPUT1)
     response = result.get_response()
     assert response.model_name == "simple" and response.model_version == "1"
+    assert response.id == "req-7"
 
 
 def test_simple_batch_of_eight_and_one_output(client: tg.InferenceServerClient) -> None:
