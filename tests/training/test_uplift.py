@@ -3,7 +3,7 @@ simulated campaign with known ground truth."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +226,54 @@ def test_campaign_report_measures_lift_against_the_control_group(tmp_path: Path)
         main, ["campaign-report", "--events", str(tmp_path / "log.parquet"), "--campaign-id", "x"]
     )
     assert result.exit_code == 1 and "no contact or holdout events" in result.output
+
+
+def test_the_feedback_log_feeds_the_same_trainer(tmp_path: Path) -> None:
+    """Contacts and holdouts of a campaign, joined with purchases within the attribution
+    window, give the campaign table back; `train --format campaign --customers` trains on it."""
+    from training.uplift.report import campaign_from_log, read_log
+
+    setup = campaign_setup()
+    campaign = pl.read_parquet(setup.sim_dir / "campaign.parquet")
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    assigned = campaign.select(
+        "user_id",
+        pl.when(pl.col("treatment") == "control")
+        .then(pl.lit("email"))
+        .otherwise("treatment")
+        .alias("item_id"),
+        pl.when(pl.col("treatment") == "control")
+        .then(pl.lit("holdout"))
+        .otherwise(pl.lit("contact"))
+        .alias("event"),
+        pl.lit(t0).alias("ts"),
+        pl.lit(None, dtype=pl.Float64).alias("value"),
+    )
+    bought = campaign.filter(pl.col("converted") == 1).select(
+        "user_id",
+        pl.lit("i1").alias("item_id"),
+        pl.lit("purchase").alias("event"),
+        pl.lit(t0 + timedelta(hours=5)).alias("ts"),
+        pl.col("spend").alias("value"),
+    )
+    late = bought.with_columns(pl.lit(t0 + timedelta(days=30)).alias("ts"))  # outside 168 h
+    log = pl.concat([assigned, bought, late]).with_columns(pl.lit("c9").alias("campaign"))
+    log.write_parquet(tmp_path / "log.parquet")
+    customers = campaign.drop("treatment", "converted", "spend")
+    customers.write_parquet(tmp_path / "customers.parquet")
+    table = campaign_from_log(read_log(tmp_path / "log.parquet"), customers.lazy(), "c9", 168.0)
+    merged = table.join(campaign, on="user_id", suffix="_given")
+    assert merged.height == campaign.height
+    assert (merged["treatment"] == merged["treatment_given"]).all()
+    assert (merged["converted"] == merged["converted_given"]).all()
+    args = ["train", "--format", "campaign", "--events", str(tmp_path / "log.parquet")]
+    args += ["--customers", str(tmp_path / "customers.parquet"), "--campaign-id", "c9"]
+    args += ["--out", str(tmp_path / "repo"), "--uplift-learners", "t_learner,tarnet"]
+    result = CliRunner().invoke(main, [*args, "--uplift-epochs", "5"])
+    assert result.exit_code == 0, result.output
+    assert "shipped as `uplift`" in result.output
+    assert find_bundle(tmp_path / "repo").treatments == ["discount", "email"]
+    result = CliRunner().invoke(main, [*args[:-2], "--campaign-id", "nope"])
+    assert (
+        result.exit_code == 1 and "no contact or holdout events of campaign 'nope'" in result.output
+    )
