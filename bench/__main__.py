@@ -17,6 +17,7 @@ SUITES = (
     "feedback",
     "loadgen",
     "training",
+    "campaigns",
     "kserve",
     "triton",
     "reload",
