@@ -173,6 +173,64 @@ def ivf_section(items, queries, k, n_lists, probes, rounds, stat) -> dict:
     return {"n_lists": n_lists, "build_s": build_s, "n_queries": n_q, "rows": rows}
 
 
+# (catalogue size, k) of single-query searches: where scoring everything and sorting once
+# (kernels._dense) beats the streaming heap scan, which sets kernels.exact's dispatch bounds.
+DENSE_SHAPES = (
+    (400, 10),
+    (400, 200),
+    (1000, 10),
+    (1000, 100),
+    (4000, 10),
+    (4000, 250),
+    (16000, 1000),
+    (100_000, 200),
+    (100_000, 6250),
+)
+
+
+def dense_section(d: int, rounds: int, stat: str) -> list[dict]:
+    """One query with 50 exclusions: dense scan vs heap scan vs NumPy argpartition, per shape."""
+    from kernels import exact
+    from kernels._dense import dense_topk
+    from kernels.inputs import prepare_search
+
+    rows = []
+    for n, k in DENSE_SHAPES:
+        items, queries = make_catalogue(n, d, 1, seed=n)
+        excl = kernels.exclusions_csr([np.arange(0, n, max(1, n // 50))[:50]])
+        q, indptr, ex, mask, k_eff = prepare_search(queries[0], items, k, "ip", excl, None)[:5]
+        ids = np.empty((1, k_eff), dtype=np.int64)
+        scores = np.empty((1, k_eff), dtype=np.float32)
+
+        def dense(q=q, items=items, indptr=indptr, ex=ex, mask=mask, k=k_eff, i=ids, s=scores):
+            dense_topk(q, items, False, indptr, ex, mask, k, i, s)
+
+        def heap(q=q, items=items, indptr=indptr, ex=ex, mask=mask, k=k_eff):
+            exact._scan(q, items, k, False, indptr, ex, mask, 1)
+
+        def numpy(q=queries[0], items=items, k=k_eff, ex=excl[1]):
+            score = items @ q
+            score[ex] = -np.inf
+            top = np.argpartition(-score, k - 1)[:k]
+            return top[np.argsort(-score[top], kind="stable")]
+
+        ms = interleaved({"dense": dense, "heap": heap, "numpy": numpy}, rounds, stat)
+        rows.append({"n_items": n, "k": k, "dense_picked": exact.uses_dense_scan(1, n, k), **ms})
+    return rows
+
+
+def print_dense(rows: list[dict], d: int) -> None:
+    print(f"\n### One query, dense scan vs heap scan, {d}-d, 50 exclusions (µs)\n")
+    print("| items | k | dense | heap | NumPy | dense vs heap | dispatch picks |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        print(
+            f"| {r['n_items']:,} | {r['k']:,} | {1e3 * r['dense']:.0f} | {1e3 * r['heap']:.0f} "
+            f"| {1e3 * r['numpy']:.0f} | {r['heap'] / r['dense']:.1f}x "
+            f"| {'dense' if r['dense_picked'] else 'heap'} |"
+        )
+
+
 def print_tables(res: dict) -> None:
     n, d, k = res["n_items"], res["d"], res["k"]
     print(f"\n### Exact top-k, {n:,} x {d} float32, k = {k} (ms, {res['timing']})\n")
@@ -214,6 +272,7 @@ def print_tables(res: dict) -> None:
         f"kernels.warmup() in {res['ready_s']:.2f} s (this run's first warmup, which compiles "
         f"whatever the cache lacked: {res['warmup_s']:.2f} s)."
     )
+    print_dense(res["dense"], res["d"])
     print(f"Load average before / after the run: {res['load_before']} / {res['load_after']}")
 
 
@@ -233,7 +292,16 @@ def main() -> None:
         default="best",
         help="best estimates uncontended speed on a shared machine; median includes the noise",
     )
+    parser.add_argument("--only", choices=["dense"], help="run one section only")
     args = parser.parse_args()
+    if args.only == "dense":
+        kernels.warmup()
+        rows = dense_section(args.dim, max(args.rounds, 30), args.stat)
+        print_dense(rows, args.dim)
+        out = args.out.with_name("kernels_dense.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2))
+        return
     try:
         import faiss
     except ImportError:
@@ -258,6 +326,7 @@ def main() -> None:
         "ivf": ivf_section(
             items, queries[: args.queries], args.k, args.lists, args.probes, args.rounds, args.stat
         ),
+        "dense": dense_section(args.dim, max(args.rounds, 30), args.stat),
     }
     res["load_before"] = load_before
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from kernels import gpu
+from kernels._dense import dense_topk
 from kernels._heap import heap_init, merge_heaps
 from kernels._scan import PREFILTER, block_scores, inv_norms, push_scores
 from kernels.filters import Exclusions
@@ -19,6 +20,12 @@ from kernels.threads import apply_budget, single_threaded_blas
 _MIN_CHUNK_ITEMS = 16384
 # From this many queries on, one blocked pass beats a streaming pass per query (measured).
 BLOCKED_MIN_QUERIES = 3
+# A few queries over a catalogue of at most this many items, or of at most
+# `_DENSE_ITEMS_PER_K` items per requested result, score everything and sort once (measured:
+# `python -m bench.kernels --only dense`); past the size where the heap scan splits a query
+# across threads, the heap scan stays (the dense scan is single-threaded).
+_DENSE_MAX_ITEMS = 1024
+_DENSE_ITEMS_PER_K = 16
 # Multiply-adds (n_q * n_items * d) from which a scan is worth the thread pool's wake-up.
 _PARALLEL_FROM = 1 << 21
 # Queries per blocked pass and items per block product: the [queries, block] score tile
@@ -101,9 +108,21 @@ def _scan(q, items, k, cosine, indptr, ex_sorted, mask, n_threads):
     return ids, scores
 
 
+def uses_dense_scan(n_q: int, n_items: int, k: int) -> bool:
+    """Whether a search of this shape scores every item and sorts once (`kernels._dense`)."""
+    return n_q < BLOCKED_MIN_QUERIES and (
+        n_items <= _DENSE_MAX_ITEMS or n_items <= min(_DENSE_ITEMS_PER_K * k, 2 * _MIN_CHUNK_ITEMS)
+    )
+
+
 def _cpu_topk(q, items, k, cosine, indptr, ex_sorted, mask) -> tuple[np.ndarray, np.ndarray]:
     """The CPU kernels over prepared inputs, in groups of `_QUERY_GROUP` queries."""
     n_q, n_items, d = q.shape[0], items.shape[0], q.shape[1]
+    if uses_dense_scan(n_q, n_items, k):
+        ids = np.empty((n_q, k), dtype=np.int64)
+        scores = np.empty((n_q, k), dtype=np.float32)
+        dense_topk(q, items, cosine, indptr, ex_sorted, mask, k, ids, scores)
+        return ids, scores
     n_threads = apply_budget(n_q * n_items * d, _PARALLEL_FROM)
     ids = np.empty((n_q, k), dtype=np.int64)
     scores = np.empty((n_q, k), dtype=np.float32)

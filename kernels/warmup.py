@@ -6,7 +6,7 @@ import numpy as np
 
 from kernels import gpu
 from kernels.diversity import cap_per_category, mmr
-from kernels.exact import BLOCKED_MIN_QUERIES, topk
+from kernels.exact import _DENSE_MAX_ITEMS, BLOCKED_MIN_QUERIES, topk
 from kernels.filters import exclusions_csr
 from kernels.gather import gather_rows
 from kernels.hashing import feature_buckets, hash_strings
@@ -29,11 +29,21 @@ def warmup() -> float:
     frozen.setflags(write=False)
     queries = rng.standard_normal((BLOCKED_MIN_QUERIES, 8)).astype(np.float32)
     mask = np.ones(64, dtype=bool)
-    for table in (items, frozen):
+    # Past the dense scan's size a single query streams through the heap scan.
+    wide = rng.standard_normal((_DENSE_MAX_ITEMS + 1, 8)).astype(np.float32)
+    wide_frozen = wide.copy()
+    wide_frozen.setflags(write=False)
+    for table, big in ((items, wide), (frozen, wide_frozen)):
         for metric in ("ip", "cosine"):
-            topk(
-                queries[0], table, 5, metric=metric, exclude=exclusions_csr([[1, 2]]), allowed=mask
-            )
+            for catalogue in (table, big):
+                topk(
+                    queries[0],
+                    catalogue,
+                    5,
+                    metric=metric,
+                    exclude=exclusions_csr([[1, 2]]),
+                    allowed=np.ones(len(catalogue), dtype=bool),
+                )
             topk(queries, table, 5, metric=metric)
         gather_rows(table, np.array([0, -1, 3], dtype=np.int64))
         index = build_ivf(items, 4, seed=0, n_iter=2)

@@ -24,7 +24,7 @@ def test_warmup_compiles_serving_kernels():
     elapsed = kernels.warmup()
     assert elapsed > 0
     # Writable and read-only (memmap) item matrices: two specialisations of the scan.
-    for kernel in (exact._stream_scan, exact._blocked_scan):
+    for kernel in (exact._stream_scan, exact._blocked_scan, exact.dense_topk):
         assert len(kernel.signatures) >= 2
     assert hashing._hash_many.signatures and hashing._prefixed.signatures
     assert len(gather._gather.signatures) >= 3 and len(gather._gather_serial.signatures) >= 3
