@@ -18,7 +18,7 @@ The training loop lives in :func:`fit_mlp`; modules only compute.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -87,6 +87,17 @@ class Blend(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w * self.a(x) + (1.0 - self.w) * self.b(x)
+
+
+class Mean(nn.Module):
+    """The average of several models' outputs (a bag of fits with different seeds)."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(features) for m in self.models]).mean(dim=0)
 
 
 class UpliftGraph(nn.Module):
@@ -254,6 +265,27 @@ def fit_learner(
             heads.append(Blend(tau0, tau1, float(e)))
         return UpliftGraph(heads)
     return UpliftGraph(_dr_heads(x, arm, y, arms, config))
+
+
+def fit_bagged(
+    name: str,
+    x: np.ndarray,
+    arm: np.ndarray,
+    y: np.ndarray,
+    treatments: int,
+    config: MLPConfig,
+    bags: int,
+) -> nn.Module:
+    """``bags`` fits of the learner with different seeds (and so different early-stopping
+    holdouts), averaged: the same bias, less variance of the estimated uplift."""
+    if bags <= 1:
+        return fit_learner(name, x, arm, y, treatments, config)
+    return Mean(
+        [
+            fit_learner(name, x, arm, y, treatments, replace(config, seed=config.seed + 1000 * b))
+            for b in range(bags)
+        ]
+    )
 
 
 def _dr_heads(

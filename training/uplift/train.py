@@ -17,7 +17,13 @@ from training.bundle import write_bundle
 from training.errors import InputError
 from training.export import export_onnx, parity_max_abs_error
 from training.uplift.data import CampaignData
-from training.uplift.learners import LEARNERS, MLPConfig, fit_learner, predict_uplift
+from training.uplift.learners import (
+    LEARNERS,
+    MLPConfig,
+    fit_bagged,
+    fit_learner,
+    predict_uplift,
+)
 from training.uplift.metrics import auuc, qini_coefficient, uplift_at_fraction
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,8 @@ class UpliftConfig:
     test_fraction: float = 0.2
     # Contact fraction the candidates are compared at (the campaign's intended reach).
     select_fraction: float = 0.2
+    # The shipped model averages this many refits of the winner with different seeds.
+    bags: int = 4
     name: str = "uplift"
     seed: int = 0
 
@@ -99,15 +107,21 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         curves_by_name[name] = plan_curve(on_test, data.arm[test], data.y[test], shares)
         log.info("uplift %s: valid %s", name, results[name]["valid"]["uplift_at_fraction"])
     winner, why = _choose(results)
-    # The winner is refitted on the training and validation customers together: the test
-    # customers still judge it, and small campaigns need every row.
+    # The winner is refitted on the training and validation customers together (the test
+    # customers still judge it, and small campaigns need every row), ``bags`` times, averaged.
     fitted = np.concatenate([train, valid])
-    shipped = fit_learner(
-        winner, data.x[fitted], data.arm[fitted], data.y[fitted], len(data.treatments), config.mlp
+    shipped = fit_bagged(
+        winner,
+        data.x[fitted],
+        data.arm[fitted],
+        data.y[fitted],
+        len(data.treatments),
+        config.mlp,
+        config.bags,
     )
     on_test = predict_uplift(shipped, data.x[test])
     shipped_test = _evaluate(on_test, data, test, shares, config.select_fraction)
-    curves_by_name[f"shipped ({winner}, refitted)"] = plan_curve(
+    curves_by_name[f"shipped ({winner} x{config.bags}, refitted)"] = plan_curve(
         on_test, data.arm[test], data.y[test], shares
     )
     rng = np.random.default_rng(config.seed)
@@ -126,6 +140,7 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
         "candidates": results,
         "shipped": {"test": shipped_test},
+        "bags": config.bags,
         "random": {"test": random_result},
         "ignored_columns": list(data.ignored),
         "value_per_conversion": value_per_conversion,
@@ -250,7 +265,9 @@ def render_report(report: dict[str, Any]) -> str:
     ]
     rows = {
         **report["candidates"],
-        f"shipped ({report['winner']}, refitted on train + valid)": report["shipped"],
+        f"shipped ({report['winner']}, {report['bags']} refits on train + valid, averaged)": report[
+            "shipped"
+        ],
         "random": report["random"],
     }
     for name, r in rows.items():
