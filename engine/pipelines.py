@@ -114,15 +114,17 @@ def recommend(
         scores = retrieval_scores
         order = np.arange(len(rows))
     order = diversify(retrieval, rows, scores, order, k, max_per_category, mmr_lambda)
+    # Columns to Python values once (numpy scalars cost a conversion per field and item).
+    picked = rows[order]
     items = [
-        Recommended(
-            item_id=retrieval.item_ids[rows[i]],
-            score=float(scores[i]),
-            retrieval_score=float(retrieval_scores[i]),
-            category=retrieval.item_category[rows[i]],
-            price=float(retrieval.item_price[rows[i]]),
+        Recommended(retrieval.item_ids[r], s, rs, retrieval.item_category[r], p)
+        for r, s, rs, p in zip(
+            picked.tolist(),
+            scores[order].tolist(),
+            retrieval_scores[order].tolist(),
+            retrieval.item_price[picked].tolist(),
+            strict=True,
         )
-        for i in order
     ]
     return Recommendation(items=items, strategy=strategy, models=models)
 
