@@ -12,13 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import onnxruntime as ort
 from google.protobuf import text_format
 from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.errors import BundleError
-from engine.kserve.datatypes import config_datatype, onnx_datatype, protocol_datatype
 from engine.repository import BundleRef
 
 CONFIG = "config.pbtxt"
@@ -30,6 +30,14 @@ KIND = "onnx"
 # Triton's --backend-config=default-max-batch-size: what auto-complete gives a model that can
 # batch when the configuration says nothing of batching.
 DEFAULT_MAX_BATCH_SIZE = 4
+
+
+def kserve_datatypes() -> ModuleType:
+    """engine.kserve.datatypes, imported on first use: the engine.kserve package imports its
+    servicer, and so the registry, which imports this module."""
+    from engine.kserve import datatypes
+
+    return datatypes
 
 
 def config_path(model_dir: Path) -> Path:
@@ -190,19 +198,19 @@ class _Checker:
                 f"({what}s: {', '.join(sorted(graph))})",
             )
         try:
-            graph_type = onnx_datatype(node.type)
+            graph_type = kserve_datatypes().onnx_datatype(node.type)
         except ValueError:
             raise self.fail(
                 f"{field_name}.data_type", f"the graph's {node.type} is not served"
             ) from None
-        config_type = protocol_datatype(tensor.data_type)
+        config_type = kserve_datatypes().protocol_datatype(tensor.data_type)
         if tensor.data_type == mc.TYPE_INVALID:
             raise self.fail(f"{field_name}.data_type", "missing (the graph has " + graph_type + ")")
         if config_type != graph_type:
             raise self.fail(
                 f"{field_name}.data_type",
                 f"{mc.DataType.Name(tensor.data_type)} but the graph's {tensor.name!r} is "
-                f"{mc.DataType.Name(config_datatype(graph_type))}",
+                f"{mc.DataType.Name(kserve_datatypes().config_datatype(graph_type))}",
             )
         if any(d < -1 for d in tensor.dims):
             raise self.fail(f"{field_name}.dims", f"{list(tensor.dims)} has a dimension below -1")
@@ -238,7 +246,11 @@ class _Checker:
 def _tensor_from_graph(cls: type, node: ort.NodeArg, batches: bool) -> mc.ModelInput:
     shape = _graph_shape(node)
     dims = shape[1:] if batches else shape
-    tensor = cls(name=node.name, data_type=config_datatype(onnx_datatype(node.type)), dims=dims)
+    tensor = cls(
+        name=node.name,
+        data_type=kserve_datatypes().config_datatype(kserve_datatypes().onnx_datatype(node.type)),
+        dims=dims,
+    )
     if batches and not dims:
         # A [batch] graph tensor: Triton shows one value per row, dims [1], reshape [].
         tensor.dims[:] = [1]

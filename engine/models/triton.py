@@ -14,12 +14,11 @@ from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.batching import BatchInfo, DynamicBatcher
 from engine.errors import BundleError, InvalidArgument
-from engine.kserve.datatypes import DTYPES, protocol_datatype
 from engine.model_settings import ModelSettings, triton_settings
 from engine.models.base import OnnxModel
 from engine.runtime import CUDA
 from engine.settings import Settings
-from engine.triton_config import TritonRef, complete_config, wants_cpu
+from engine.triton_config import TritonRef, complete_config, kserve_datatypes, wants_cpu
 
 
 @dataclass(frozen=True)
@@ -35,13 +34,13 @@ class TensorSpec:
 
     @property
     def dtype(self) -> np.dtype:
-        return DTYPES.get(self.datatype, np.dtype(object))
+        return kserve_datatypes().DTYPES.get(self.datatype, np.dtype(object))
 
 
 def _spec(tensor: mc.ModelInput | mc.ModelOutput) -> TensorSpec:
     return TensorSpec(
         name=tensor.name,
-        datatype=protocol_datatype(tensor.data_type),
+        datatype=kserve_datatypes().protocol_datatype(tensor.data_type),
         dims=tuple(tensor.dims),
         reshape=tuple(tensor.reshape.shape) if tensor.HasField("reshape") else None,
         optional=bool(getattr(tensor, "optional", False)),
