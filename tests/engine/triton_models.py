@@ -29,14 +29,19 @@ DATATYPES: dict[str, tuple[int, np.dtype]] = {
 }
 
 
-def simple_config(name: str, data_type: str = "TYPE_INT32", more: str = "") -> str:
+def simple_config(
+    name: str,
+    data_type: str = "TYPE_INT32",
+    more: str = "",
+    runtime: str = 'platform: "onnxruntime_onnx"',
+) -> str:
     """The example `simple` model's configuration (two inputs, two outputs, [16], batch 8)."""
     tensors = ",\n".join(
         f'  {{ name: "{n}" data_type: {data_type} dims: [ 16 ] }}' for n in ("INPUT0", "INPUT1")
     )
     outputs = tensors.replace("INPUT", "OUTPUT")
     return (
-        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        f'name: "{name}"\n{runtime}\nmax_batch_size: 8\n'
         f"input [\n{tensors}\n]\noutput [\n{outputs}\n]\n{more}"
     )
 
@@ -47,6 +52,7 @@ SIMPLE_STRING_CONFIG = simple_config(
     "TYPE_STRING",
     "dynamic_batching { preferred_batch_size: [ 2, 4 ] max_queue_delay_microseconds: 500 }\n"
     "instance_group [ { count: 2 kind: KIND_CPU } ]\n",
+    runtime='backend: "onnxruntime"',  # Triton's other way of naming the runtime
 )
 
 VERSIONED_CONFIG = """
