@@ -12,7 +12,9 @@ test acknowledges something, what a power cut at that moment would leave on disk
 - a surviving file holds what it held at its inode's last fsync (nothing if never fsynced).
 
 The state is read just before the real ``fsync`` runs, so a write racing with it counts as not
-yet durable: the model never credits more than the kernel promised.
+yet durable: the model never credits more than the kernel promised. Of two fsyncs of one file
+or directory that overlap (a converter thread and an appender both fsync the log directory),
+the state read last wins, whichever finishes first.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ class PowerCutDisk:
         # A disk whose file fsyncs are lies (a negative control for the tests' checks).
         self._forget_files = forget_file_fsyncs
         self._lock = threading.Lock()
-        self._files: dict[Inode, bytes] = {}
-        self._dirs: dict[str, dict[str, Entry]] = {}
+        # What each fsync made durable, with the number of the read it came from.
+        self._files: dict[Inode, tuple[int, bytes]] = {}
+        self._dirs: dict[str, tuple[int, dict[str, Entry]]] = {}
+        self._reads = 0
         self.fsyncs: list[tuple[str, str]] = []  # ("file" | "dir", path), in order
         self.acks: list[Ack] = []
 
@@ -61,19 +65,25 @@ class PowerCutDisk:
         path = os.readlink(f"/proc/self/fd/{fd}")
         st = os.fstat(fd)
         inode = (st.st_dev, st.st_ino)
-        if stat.S_ISDIR(st.st_mode):
-            listing = _listing(Path(path))
-            os.fsync(fd)
-            with self._lock:
-                self._dirs[path] = listing
-                self.fsyncs.append(("dir", path))
-            return
-        with open(f"/proc/self/fd/{fd}", "rb") as handle:
-            data = handle.read()
+        is_dir = stat.S_ISDIR(st.st_mode)
+        with self._lock:
+            self._reads += 1
+            read = self._reads
+            # Read under the lock: a later read number always means a later state.
+            if is_dir:
+                listing = _listing(Path(path))
+            else:
+                with open(f"/proc/self/fd/{fd}", "rb") as handle:
+                    data = handle.read()
         os.fsync(fd)
         with self._lock:
-            if not self._forget_files:
-                self._files[inode] = data
+            if is_dir:
+                if read > self._dirs.get(path, (0, {}))[0]:
+                    self._dirs[path] = (read, listing)
+                self.fsyncs.append(("dir", path))
+                return
+            if not self._forget_files and read > self._files.get(inode, (0, b""))[0]:
+                self._files[inode] = (read, data)
             self.fsyncs.append(("file", path))
 
     # -- acknowledgements -----------------------------------------------------------------
@@ -91,7 +101,7 @@ class PowerCutDisk:
         found: dict[str, bytes] = {}
 
         def walk(directory: Path) -> None:
-            durable = self._dirs.get(str(directory), {})
+            durable = self._dirs.get(str(directory), (0, {}))[1]
             try:
                 current = _listing(directory)
             except FileNotFoundError:
@@ -104,7 +114,7 @@ class PowerCutDisk:
                     walk(directory / name)
                 else:
                     rel = str((directory / name).relative_to(self.root))
-                    found[rel] = self._files.get(entry.inode, b"")
+                    found[rel] = self._files.get(entry.inode, (0, b""))[1]
 
         walk(self.root)
         return found
