@@ -35,12 +35,14 @@ serve: demo
 	$(BIN)/reachrank serve --repo $(REPO) --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
+	$(REDIS)
 	$(BIN)/python -m pytest
 
 # The fast subset for development (under two minutes on two cores): everything but the tests
 # marked `slow`, which are those that need the trained test repository (a real training run),
 # start server processes or train models themselves. CI runs the whole suite (`make test`).
 test-fast: $(STAMP)
+	$(REDIS)
 	$(BIN)/python -m pytest -m "not slow"
 
 # grpc_tools.protoc over proto/reachrank/{v1,kserve/v2}/*.proto (proto/generate.py says why the
@@ -61,9 +63,13 @@ format: $(STAMP)
 SUDO := $(if $(filter 0,$(shell id -u)),,$(shell command -v sudo))
 LIBB64 = dpkg -s libb64-0d >/dev/null 2>&1 || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libb64-0d)
+# The replica tests and bench.replicas run Debian's Redis 7 (redis-server) as the shared store.
+REDIS = command -v redis-server >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server)
 
 bench: $(STAMP)
 	$(LIBB64)
+	$(REDIS)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench
 

@@ -47,6 +47,10 @@ from engine.settings import Settings
     help="Durable feedback log for LogEvents [off].",
 )
 @click.option(
+    "--state-store",
+    help="Shared online state: embedded or redis://HOST:PORT/DB [embedded].",
+)
+@click.option(
     "--experiments-file",
     type=click.Path(path_type=Path, exists=True),
     help="JSON file of A/B experiments [none].",

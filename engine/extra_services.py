@@ -17,8 +17,9 @@ from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
 from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
-from engine.live_history import LiveHistory, replay_feedback, sibling_logs
+from engine.live_history import replay_feedback, sibling_logs
 from engine.settings import Settings
+from engine.state import HistoryStore, StateStore
 
 log = logging.getLogger(__name__)
 FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["Feedback"].full_name
@@ -33,6 +34,7 @@ class ExtraServices:
     service_names: tuple[str, ...]
     # Campaign contact counts and consent from the feedback log (None without one).
     contacts: ContactStore | None = None
+    state: StateStore | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
@@ -41,6 +43,8 @@ class ExtraServices:
         self._stop.set()
         if self.feedback is not None:
             self.feedback.close()
+        if self.state is not None:
+            self.state.close()  # after the log: LogEvents may write to it until then
 
     def poll_experiments(self, interval_s: float) -> None:
         """Adopt changes other processes make to the experiments file, every interval."""
@@ -62,8 +66,9 @@ def add_extra_services(
     server: grpc.Server,
     settings: Settings,
     prepare: Callable[[models_pb2.Experiment], None] | None = None,
-    live: LiveHistory | None = None,
+    live: HistoryStore | None = None,
     live_since_ms: int | None = None,
+    state: StateStore | None = None,
 ) -> ExtraServices:
     """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is.
     ``prepare`` readies an experiment's models before it is stored (file or RPC)."""
@@ -78,7 +83,7 @@ def add_extra_services(
     feedback = None
     contacts: ContactStore | None = None
     if settings.feedback_dir is not None:
-        contacts = InProcessContacts()
+        contacts = state.contacts if state is not None else InProcessContacts()
         for directory in (settings.feedback_dir, *sibling_logs(settings.feedback_dir)):
             replay_contacts(contacts, directory)
         if live is not None and live_since_ms is not None:
@@ -104,7 +109,7 @@ def add_extra_services(
             FeedbackServicer(feedback, settings.feedback_max_events, live, contacts), server
         )
         names.append(FEEDBACK_SERVICE)
-    extras = ExtraServices(store, feedback, tuple(names), contacts=contacts)
+    extras = ExtraServices(store, feedback, tuple(names), contacts=contacts, state=state)
     if backing is not None and settings.experiments_poll_interval_s > 0:
         extras.poll_experiments(settings.experiments_poll_interval_s)
     return extras

@@ -8,10 +8,13 @@ active user dropped); `LiveFields` (one per CTR model) adds the ones newer than 
 cut to the snapshot counts and re-derives the features with the trainer's own definitions
 (`kernels.featurize.history_values`, the schema's transforms).
 
-Scope: one process. At start the server replays its feedback log since the oldest training
+`LiveHistory` is the embedded (one process) backing of `engine.state.HistoryStore`; with
+`serve --state-store redis://...` every replica reads and writes the same histories
+(`engine.state.redis_store`) and the models get that store instead, through the same
+`observe` / `since`. At start the server replays its feedback log since the oldest training
 cut (`replay_feedback`; with `serve --workers N`, the other workers' published Parquet too),
-then counts what its own LogEvents appends: between restarts a worker does not see the
-events the other workers receive.
+then counts what its own LogEvents appends: embedded, between restarts a worker does not see
+the events the other workers receive.
 """
 
 from __future__ import annotations

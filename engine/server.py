@@ -23,7 +23,6 @@ from engine.extra_services import ExtraServices, add_extra_services
 from engine.interceptor import ServingInterceptor
 from engine.kserve import SERVICE_NAME as KSERVE_SERVICE
 from engine.kserve import add_kserve_to_server
-from engine.live_history import LiveHistory
 from engine.model_service import ModelServiceServicer
 from engine.models.ctr import CTRModel
 from engine.models.sequence import SequenceRetrievalModel
@@ -34,6 +33,7 @@ from engine.runtime import apply_thread_budget
 from engine.security import auth_interceptor, server_credentials
 from engine.servicer import RankingServicer
 from engine.settings import Settings
+from engine.state import open_state_store
 
 log = logging.getLogger(__name__)
 _LINGER_S = 0.5
@@ -105,7 +105,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     registry = registry or ModelRegistry(
         settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
     )
-    live = LiveHistory() if settings.feedback_dir is not None and settings.live_history else None
+    # Shared by the replicas that name the same store (engine.state); only LogEvents feeds it.
+    state = open_state_store(settings) if settings.feedback_dir is not None else None
+    live = state.histories if state is not None and settings.live_history else None
     if live is not None:
         registry.live_history = live
         for name in registry.names():  # a registry passed in may hold loaded models
@@ -141,6 +143,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
         functools.partial(prepare_experiment, registry, settings),
         live,
         _oldest_history_cut(registry),
+        state,
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(
         RankingServicer(registry, settings, extras.experiments), server

@@ -144,6 +144,16 @@ class Settings(BaseSettings):
     those up to the training cut."""
     feedback_max_events: int = Field(1000, ge=1)
     """Most events one LogEvents call may carry."""
+    state_store: str = "embedded"
+    """Where the online state replicas must agree on lives (live histories, contact counts):
+    ``embedded`` (this process) or ``redis://HOST:PORT/DB`` shared by every replica
+    (`engine.state`)."""
+    state_cache_ms: float = Field(200.0, ge=0)
+    """Staleness bound of a replica's local cache of the shared store's histories."""
+    state_timeout_ms: float = Field(50.0, gt=0)
+    """Longest a request waits on the shared store before it serves the bundle's snapshot."""
+    state_retry_s: float = Field(0.5, gt=0)
+    """After a store failure, how long requests skip it (and how often queued writes retry)."""
     experiments_file: Path | None = None
     """JSON file of A/B experiments: ``{"experiments": [Experiment, ...]}`` in the protobuf JSON
     mapping of ``reachrank.v1.Experiment``. Loaded at start (it may not exist yet), written

@@ -14,7 +14,7 @@ from engine.errors import InvalidArgument
 from engine.feedback.log import FeedbackLog
 from engine.feedback.parquet import FIXED_COLUMNS
 from engine.grpc_adapter import grpc_errors
-from engine.live_history import LiveHistory
+from engine.state import HistoryStore
 
 EVENTS = ("impression", "click", "purchase", "contact", "holdout", "opt_out", "opt_in")
 # Consent events concern the user, not an item.
@@ -55,7 +55,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
         self,
         log: FeedbackLog,
         max_events: int,
-        live: LiveHistory | None = None,
+        live: HistoryStore | None = None,
         contacts: ContactStore | None = None,
     ) -> None:
         self.log = log
