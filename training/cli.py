@@ -170,8 +170,8 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     show_default=True,
     help="Wall-clock budget of the hyper-parameter searches: half for the CTR models' settings "
     "(without --ctr-dim/--ctr-mlp/--ctr-cross-layers/--ctr-epochs/--ctr-lr/--ctr-weight-decay "
-    "each model also tries wider embeddings, weight decay and a lower learning rate), 30% for "
-    "the sequence model's epochs. Every model trains at least once at its defaults.",
+    "each model also tries wider embeddings and weight decay), 30% for the sequence model's "
+    "epochs. Every model trains at least once at its defaults.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")

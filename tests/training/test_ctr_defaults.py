@@ -79,5 +79,5 @@ def test_the_default_run_ships_the_best_searched_ctr_model(trained_repo: Path) -
 
 # Measured on the tiny log (see the test above); the default simulation's goals (97% of the
 # oracle's AUC, ECE < 0.01) are measured in bench.training on the full-size log.
-RATIO_FLOOR = 0.83  # measured 0.840 (`dcn` shipped)
-ECE_CEILING = 0.015  # measured 0.0132
+RATIO_FLOOR = 0.83  # measured 0.841 (`dcn` shipped)
+ECE_CEILING = 0.015  # measured 0.0124
