@@ -81,6 +81,10 @@ def main() -> None:
         "share_of_oracle": {n: v / oracle for n, v in rows.items()},
         "shipped_vs_response": rows[shipped] / rows["response"],
         "winner": report["winner"],
+        "candidates_plan_value_per_customer": {
+            n: {"valid": r["valid"]["uplift_at_fraction"], "test": r["test"]["uplift_at_fraction"]}
+            for n, r in report["candidates"].items()
+        },
         "why": report["why"],
         "seconds": time.perf_counter() - started,
     }
