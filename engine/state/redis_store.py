@@ -15,7 +15,8 @@ Costs and bounds:
   replica that logged the event drops its cached entry at once).
 - No store call holds a request longer than ``min(timeout_s, the RPC's time left)``: the call
   runs on a small pool and the request stops waiting; after a failure the store is skipped for
-  ``retry_s``. A history read that does not come back serves the bundle's snapshot (plus the
+  ``retry_s`` (a store that hangs instead fills the small pool, and calls then skip it at
+  once). A history read that does not come back serves the bundle's snapshot (plus the
   stale cache entry if any) and counts ``reachrank_state_store_degraded_total{op}``; contact
   reads fail closed (UNAVAILABLE: caps cannot be checked).
 """
@@ -90,7 +91,7 @@ class Guard:
         try:
             return future.result(wait)
         except FutureTimeout as exc:
-            self.mark_down()
+            # Not marked down: a store that hangs fills the pool, and then calls skip it at once.
             raise StoreDown("store too slow") from exc
         except redis.RedisError as exc:
             self.mark_down()
@@ -119,6 +120,7 @@ class RedisState:
         per_user: int = 2000,
         contacts_per_user: int = 64,
         max_pending: int = 1_000_000,
+        write_timeout_s: float = 0.5,
         socket_timeout_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -130,6 +132,9 @@ class RedisState:
             decode_responses=True,
         )
         self.guard = Guard(timeout_s, retry_s)
+        # LogEvents already waits for its fsync: its store write may take longer than a read.
+        self.write_timeout_s = write_timeout_s
+        self._wake = threading.Event()
         self._pending: deque[Write] = deque(maxlen=max_pending)
         self._pending_lock = threading.Lock()
         self._stop = threading.Event()
@@ -139,17 +144,19 @@ class RedisState:
         self._flusher.start()
 
     def write(self, writes: list[Write]) -> None:
-        """Write in one pipeline, waiting at most the guard's time; queue them when the store
-        is down or slow (a write that timed out may still land: ZADD makes that harmless)."""
+        """Write in one pipeline, waiting at most ``write_timeout_s`` (and the RPC's deadline);
+        queue them when the store is down or slow (a write that timed out may land twice:
+        ZADD makes that harmless)."""
         if not writes:
             return
         try:
-            self.guard.call(lambda: self._pipeline(writes))
+            self.guard.call(lambda: self._pipeline(writes), self.write_timeout_s)
         except StoreDown:
             DEGRADED.labels("write").inc()
             with self._pending_lock:
                 self._pending.extend(writes)
                 PENDING.set(len(self._pending))
+            self._wake.set()
 
     def _pipeline(self, writes: Iterable[Write]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -160,8 +167,12 @@ class RedisState:
         pipe.execute()
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self.guard.retry_s):
-            self.flush_pending()
+        """Queued writes go out at once, then every ``retry_s`` until the store takes them."""
+        while not self._stop.is_set():
+            self._wake.wait(self.guard.retry_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.flush_pending()
 
     def flush_pending(self) -> bool:
         """Write what was queued while the store was down; True when nothing is left."""
@@ -184,6 +195,7 @@ class RedisState:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.flush_pending()
         self.guard.close()
         self.client.close()
@@ -229,21 +241,26 @@ class RedisHistories:
         with self._lock:
             entry = self._cache.get(user_id)
         if entry is None or self.clock() - entry[0] > self.cache_s:
-            fetched = self.clock()
             try:
-                events = self.state.guard.call(lambda: self._fetch(user_id))
+                events = self.state.guard.call(lambda: self._refresh(user_id))
             except StoreDown:
                 DEGRADED.labels("read").inc()
                 events = entry[1] if entry is not None else []  # the snapshot (+ stale cache)
-            else:
-                with self._lock:
-                    self._cache[user_id] = (fetched, events)
-                    self._cache.move_to_end(user_id)
-                    if len(self._cache) > self.max_cached:
-                        self._cache.popitem(last=False)
         else:
             events = entry[1]
         return [(item, click) for ts, item, click in events if ts > cut_ms]
+
+    def _refresh(self, user_id: str) -> list[tuple[int, str, bool]]:
+        """Read the user's events and cache them, stamped with the time the read began (an
+        answer that comes after its request stopped waiting still serves the next one)."""
+        fetched = self.clock()
+        events = self._fetch(user_id)
+        with self._lock:
+            self._cache[user_id] = (fetched, events)
+            self._cache.move_to_end(user_id)
+            if len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        return events
 
     def _fetch(self, user_id: str) -> list[tuple[int, str, bool]]:
         out = []

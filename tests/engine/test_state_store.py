@@ -141,7 +141,14 @@ def test_a_silent_store_never_holds_a_request_past_its_deadline() -> None:
         try:
             assert state.histories.since("u", 0) == []
             assert state.guard._busy == 1  # answered while the store call still waits
-            assert state.guard.down  # later requests skip the store for retry_s
+            stuck = 2 * state.guard._threads
+            for _ in range(stuck):  # later requests wait on it too, until the pool is full ...
+                request_deadline.set(time.monotonic() + 0.05)
+                assert state.histories.since("u", 0) == []
+            assert state.guard._busy == stuck
+            request_deadline.set(time.monotonic() + 60)
+            assert state.histories.since("u", 0) == []  # ... then skip it without waiting
+            assert state.guard._busy == stuck
         finally:
             request_deadline.reset(token)
             state.guard.close()
