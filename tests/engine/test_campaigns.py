@@ -19,6 +19,8 @@ from engine.settings import Settings
 from tests.campaign_data import CampaignSetup, campaign_setup
 from training.uplift.simulate import oracle_conversions
 
+pytestmark = pytest.mark.slow  # the module's server serves uplift models trained first
+
 
 @pytest.fixture(scope="module")
 def setup() -> CampaignSetup:

@@ -228,6 +228,7 @@ def test_campaign_report_measures_lift_against_the_control_group(tmp_path: Path)
     assert result.exit_code == 1 and "no contact or holdout events" in result.output
 
 
+@pytest.mark.slow  # trains twice
 def test_the_feedback_log_feeds_the_same_trainer(tmp_path: Path) -> None:
     """Contacts and holdouts of a campaign, joined with purchases within the attribution
     window, give the campaign table back; `train --format campaign --customers` trains on it."""
