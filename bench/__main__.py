@@ -22,6 +22,7 @@ SUITES = (
     "triton",
     "reload",
     "overload",
+    "replicas",
     "peers",
     "serving",
 )
