@@ -81,7 +81,8 @@ def add_extra_services(
     models_pb2_grpc.add_ExperimentsServicer_to_server(ExperimentsServicer(store, prepare), server)
     names = [EXPERIMENTS_SERVICE]
     feedback = None
-    contacts: ContactStore | None = None
+    # A shared store answers for contacts even where this replica keeps no feedback log.
+    contacts: ContactStore | None = state.contacts if state is not None else None
     if settings.feedback_dir is not None:
         contacts = state.contacts if state is not None else InProcessContacts()
         for directory in (settings.feedback_dir, *sibling_logs(settings.feedback_dir)):

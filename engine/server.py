@@ -105,8 +105,10 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     registry = registry or ModelRegistry(
         settings, on_event=lambda e: record_load(e.name, e.version, e.ok, e.seconds)
     )
-    # Shared by the replicas that name the same store (engine.state); only LogEvents feeds it.
-    state = open_state_store(settings) if settings.feedback_dir is not None else None
+    # Shared by the replicas that name the same store (engine.state): LogEvents feeds it, and a
+    # replica without a feedback log of its own still reads what the others logged.
+    shared = settings.state_store != "embedded"
+    state = open_state_store(settings) if settings.feedback_dir is not None or shared else None
     live = state.histories if state is not None and settings.live_history else None
     if live is not None:
         registry.live_history = live

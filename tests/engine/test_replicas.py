@@ -93,10 +93,16 @@ def test_events_logged_through_one_replica_move_what_another_serves(bed: Replica
     with ReachRankClient(a.target) as via_a, ReachRankClient(b.target) as via_b:
         before = pctrs(via_b, user)
         assert via_a.log_events(history(user)) == 2
-        after_a = pctrs(via_a, user)  # the replica that logged reads its own write at once
-        assert after_a != before
-        # The other replica converges to exactly what the first serves.
-        assert until(lambda: pctrs(via_b, user) == after_a)
+        assert until(lambda: converged(via_b, via_a, user, before))
+
+
+def converged(
+    reader: ReachRankClient, writer: ReachRankClient, user: str, before: dict[str, float]
+) -> bool:
+    """The reader serves exactly what the writer serves, and that is no longer ``before``
+    (polled: on a loaded machine a read may miss its 50 ms and serve the snapshot once)."""
+    now = pctrs(writer, user)
+    return now != before and pctrs(reader, user) == now
 
 
 def test_sigkill_of_a_replica_under_load_fails_no_call_and_loses_no_event(
@@ -137,9 +143,9 @@ def test_sigkill_of_a_replica_under_load_fails_no_call_and_loses_no_event(
         state.close()
     with ReachRankClient(victim.target) as via_victim, ReachRankClient(bed.targets[0]) as via_a:
         user = "u5"
+        before = pctrs(via_victim, user)
         via_a.log_events(history(user, "i2"))
-        want = pctrs(via_a, user)
-        assert until(lambda: pctrs(via_victim, user) == want)
+        assert until(lambda: converged(via_victim, via_a, user, before))
 
 
 def test_redis_restarted_under_load_degrades_then_resumes(bed: ReplicaBed) -> None:
@@ -165,5 +171,4 @@ def test_redis_restarted_under_load_degrades_then_resumes(bed: ReplicaBed) -> No
     assert load.failures == [], load.failures[:5]
     with ReachRankClient(a.target) as via_a, ReachRankClient(b.target) as via_b:
         # The outage's event reaches the store and every replica serves it.
-        assert until(lambda: pctrs(via_b, user) != baseline)
-        assert until(lambda: pctrs(via_b, user) == pctrs(via_a, user))
+        assert until(lambda: converged(via_b, via_a, user, baseline))
