@@ -662,7 +662,13 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
             "models with history features and the position tower, each trying its settings on "
             "validation within its share of `--budget-minutes` (kept by valid logloss: "
             f"{tuned}), Platt-calibrated on validation in the graph; the lowest valid logloss "
-            "ships.",
+            "ships."
+            + (
+                " The budget ran out before any alternative setting was tried (every model "
+                "trains once at its defaults first; the cores were shared with other jobs)."
+                if all(len(t["valid_logloss_by_setting"]) == 1 for t in r.get("tuned", {}).values())
+                else ""
+            ),
             "",
             ctr_table(r),
             "",
