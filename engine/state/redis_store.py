@@ -2,7 +2,8 @@
 
 Layout (all under ``reachrank:``): ``h:<user>`` a sorted set of the user's history events
 (member ``ts|i|item`` or ``ts|c|item``, score the time; the newest ``per_user`` kept);
-``c:<user>`` the user's contacts (member ``ts|campaign``); sorted sets ``purchase``, ``optout``
+``c:<user>`` the user's contacts (member ``ts|campaign``), both expiring ``key_ttl_s`` (90 days)
+after the user's last write; sorted sets ``purchase``, ``optout``
 and ``optin`` of user -> latest time (``ZADD GT``). Every write is an idempotent ``ZADD``, so a
 replica that replays its feedback log at start (after a crash, or events it could not write while
 the store was down) never counts an event twice.
@@ -121,6 +122,7 @@ class RedisState:
         contacts_per_user: int = 64,
         max_pending: int = 1_000_000,
         write_timeout_s: float = 0.5,
+        key_ttl_s: int = 90 * 86400,
         socket_timeout_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -134,6 +136,8 @@ class RedisState:
         self.guard = Guard(timeout_s, retry_s)
         # LogEvents already waits for its fsync: its store write may take longer than a read.
         self.write_timeout_s = write_timeout_s
+        # Bounds the store's memory by active users (the embedded store keeps the last 1M).
+        self.key_ttl_s = key_ttl_s
         self._wake = threading.Event()
         self._pending: deque[Write] = deque(maxlen=max_pending)
         self._pending_lock = threading.Lock()
@@ -162,8 +166,9 @@ class RedisState:
         pipe = self.client.pipeline(transaction=False)
         for key, members, keep, gt in writes:
             pipe.zadd(key, members, gt=gt)
-            if keep:
+            if keep:  # a per-user key: trimmed, and gone once the user is quiet for key_ttl_s
                 pipe.zremrangebyrank(key, 0, -keep - 1)
+                pipe.expire(key, self.key_ttl_s)
         pipe.execute()
 
     def _flush_loop(self) -> None:

@@ -81,6 +81,7 @@ def test_redis_histories_keep_the_newest_per_user_and_replays_count_once(
         state.histories.observe(batch)
         state.histories.observe(batch)  # a replica replaying its log after a crash
         assert state.histories.since("a", 0) == [("i2", False), ("i3", False), ("i4", False)]
+        assert 0 < state.client.ttl("reachrank:h:a") <= state.key_ttl_s  # quiet users expire
     finally:
         state.close()
 
