@@ -35,6 +35,7 @@ from bench.replica_bed import ReplicaBed
 from clients import ReachRankClient
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DEGRADED = "reachrank_state_store_degraded_total"
 ADS = [{"ad_id": f"i{k}", "bid": 1.0} for k in range(1, 6)]
 
 
@@ -81,6 +82,7 @@ def throughput(bed: ReplicaBed, args: argparse.Namespace) -> dict:
     servers = {r.process.pid for r in bed.replicas if r.process is not None}
     redis = bed.redis.process.pid if bed.redis.process is not None else None
     before = {pid: cpu_s(pid) for pid in [*servers, redis] if pid is not None}
+    degraded = sum(r.metric(DEGRADED) for r in bed.replicas)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     targets = bed.targets
@@ -99,6 +101,8 @@ def throughput(bed: ReplicaBed, args: argparse.Namespace) -> dict:
         "cores_loadgen": (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime)
         / wall,
         "load_average": os.getloadavg()[0],
+        # Store calls answered without it (snapshot served / write queued) during the run.
+        "degraded": sum(r.metric(DEGRADED) for r in bed.replicas) - degraded,
     }
 
 
@@ -140,7 +144,8 @@ def main() -> None:
         print(
             f"  {name}: cores used by replicas {r['cores_replicas']:.2f}, Redis "
             f"{r['cores_redis']:.2f}, load generator {r['cores_loadgen']:.2f} "
-            f"(machine load average {r['load_average']:.1f})"
+            f"(machine load average {r['load_average']:.1f}); {r['degraded']:.0f} store calls "
+            "degraded"
         )
 
 
