@@ -10,6 +10,7 @@ is proved with a controlled clock in test_state_store.py; here a generous deadli
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import replicas
 from bench.replica_bed import ReplicaBed
 from clients import ReachRankClient
 from clients.errors import ReachRankError
@@ -172,3 +174,14 @@ def test_redis_restarted_under_load_degrades_then_resumes(bed: ReplicaBed) -> No
     with ReachRankClient(a.target) as via_a, ReachRankClient(b.target) as via_b:
         # The outage's event reaches the store and every replica serves it.
         assert until(lambda: converged(via_b, via_a, user, baseline))
+
+
+def test_the_replicas_bench_measures_on_the_bed(bed: ReplicaBed) -> None:
+    """bench.replicas' two measurements, short, on this bed: each trial's event arrived at the
+    other replica, and the load ran without errors."""
+    fresh = replicas.freshness(bed, 3)
+    assert fresh["trials"] == 3 and 0 < fresh["p50_ms"] <= fresh["max_ms"]
+    args = argparse.Namespace(rpc="rank-ads", concurrency=4, duration=1.0)
+    run = replicas.throughput(bed, args)
+    assert run["achieved_rps"] > 0 and run["error_count"] == 0
+    assert run["cores_replicas"] > 0
