@@ -29,8 +29,9 @@ def gsp_auction(
     if len(order) > 1 and (ev_sorted[1:] == ev_sorted[:-1]).any():
         # Equal expected values: the lower ad_id first, so the outcome is deterministic (ranking
         # the ids, an object sort, only when a tie needs it). lexsort: last key is primary.
-        ids = np.array(ad_ids, dtype=object)
-        id_rank = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+        # One Python sort of the (unique) ids ranks them: half the cost of two object argsorts.
+        id_rank = np.empty(len(ad_ids), dtype=np.int64)
+        id_rank[sorted(range(len(ad_ids)), key=ad_ids.__getitem__)] = np.arange(len(ad_ids))
         order = np.lexsort((id_rank, -ev))
         ev_sorted = ev[order]
     n = len(order)
