@@ -96,6 +96,25 @@ class GroundTruth:
         """P(click) of an impression at a 1-based position: the oracle pCTR."""
         return self.examination[np.asarray(position) - 1] * self.relevance(user, item, device)
 
+    def purchase_probability(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """P(purchase | click) for arrays of user and item indices: the oracle pCVR (it does
+        not depend on the position or the device)."""
+        c = self.config
+        dot = np.einsum("nd,nd->n", self.user_taste[user], self.item_latent[item])
+        return _sigmoid(
+            c.purchase_bias
+            + c.affinity * dot
+            - c.price_sensitivity * np.log1p(self.item_price[item])
+        )
+
+    def conversion_probability(
+        self, user: np.ndarray, item: np.ndarray, position: np.ndarray, device: np.ndarray
+    ) -> np.ndarray:
+        """P(click and purchase) of an impression: the oracle pCTCVR = pCTR x pCVR."""
+        return self.click_probability(user, item, position, device) * self.purchase_probability(
+            user, item
+        )
+
     def save(self, directory: Path) -> None:
         np.savez(
             directory / "ground_truth.npz",
@@ -274,12 +293,7 @@ def _simulate_sessions(
 
     p_click = gt.click_probability(imp_user, imp_item, imp_pos, imp_device)
     clicked = rng.random(p_click.size) < p_click
-    dot = np.einsum("nd,nd->n", gt.user_taste[imp_user], gt.item_latent[imp_item])
-    p_buy = _sigmoid(
-        config.purchase_bias
-        + config.affinity * dot
-        - config.price_sensitivity * np.log1p(gt.item_price[imp_item])
-    )
+    p_buy = gt.purchase_probability(imp_user, imp_item)
     bought = clicked & (rng.random(p_click.size) < p_buy)
     click_delay = rng.integers(2_000_000, 60_000_000, p_click.size)
     buy_delay = click_delay + rng.integers(30_000_000, 900_000_000, p_click.size)
