@@ -1,3 +1,4 @@
+from reachrank.v1 import privacy_pb2 as _privacy_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -47,7 +48,7 @@ class Diversity(_message.Message):
     def __init__(self, max_per_category: _Optional[int] = ..., mmr_lambda: _Optional[float] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "context", "filters", "exclude", "diversity")
+    __slots__ = ("user_id", "k", "context", "filters", "exclude", "diversity", "consent")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,13 +62,15 @@ class RecommendRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     context: _containers.ScalarMap[str, str]
     filters: Filters
     exclude: _containers.RepeatedScalarFieldContainer[str]
     diversity: Diversity
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ...) -> None: ...
+    consent: _privacy_pb2.Consent
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ..., diversity: _Optional[_Union[Diversity, _Mapping]] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score", "retrieval_score", "category", "price")
@@ -84,18 +87,20 @@ class ScoredItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., category: _Optional[str] = ..., price: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "strategy", "models", "variant", "experiment")
+    __slots__ = ("items", "strategy", "models", "variant", "experiment", "consent_mode")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_MODE_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     strategy: str
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     variant: str
     experiment: str
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ...) -> None: ...
+    consent_mode: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., consent_mode: _Optional[str] = ...) -> None: ...
 
 class Ad(_message.Message):
     __slots__ = ("ad_id", "bid", "features")
@@ -145,7 +150,7 @@ class AdColumns(_message.Message):
     def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., bids: _Optional[_Iterable[float]] = ..., features: _Optional[_Mapping[int, AdFeatures]] = ...) -> None: ...
 
 class RankAdsRequest(_message.Message):
-    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price", "candidates", "all_ranked")
+    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price", "candidates", "all_ranked", "consent")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +165,7 @@ class RankAdsRequest(_message.Message):
     RESERVE_PRICE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     ALL_RANKED_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     context: _containers.ScalarMap[str, str]
     ads: _containers.RepeatedCompositeFieldContainer[Ad]
@@ -167,7 +173,8 @@ class RankAdsRequest(_message.Message):
     reserve_price: float
     candidates: AdColumns
     all_ranked: bool
-    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ..., candidates: _Optional[_Union[AdColumns, _Mapping]] = ..., all_ranked: _Optional[bool] = ...) -> None: ...
+    consent: _privacy_pb2.Consent
+    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ..., candidates: _Optional[_Union[AdColumns, _Mapping]] = ..., all_ranked: _Optional[bool] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
 
 class RankedAdColumns(_message.Message):
     __slots__ = ("ad_ids", "pctr", "bid", "expected_value", "slot", "price")
@@ -202,20 +209,22 @@ class RankedAd(_message.Message):
     def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ...) -> None: ...
 
 class RankAdsResponse(_message.Message):
-    __slots__ = ("ads", "below_reserve", "models", "variant", "experiment", "ranked")
+    __slots__ = ("ads", "below_reserve", "models", "variant", "experiment", "ranked", "consent_mode")
     ADS_FIELD_NUMBER: _ClassVar[int]
     BELOW_RESERVE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     RANKED_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_MODE_FIELD_NUMBER: _ClassVar[int]
     ads: _containers.RepeatedCompositeFieldContainer[RankedAd]
     below_reserve: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     variant: str
     experiment: str
     ranked: RankedAdColumns
-    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., ranked: _Optional[_Union[RankedAdColumns, _Mapping]] = ...) -> None: ...
+    consent_mode: str
+    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., ranked: _Optional[_Union[RankedAdColumns, _Mapping]] = ..., consent_mode: _Optional[str] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_id", "k", "filters")
