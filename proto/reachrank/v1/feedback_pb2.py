@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from reachrank.v1 import privacy_pb2 as reachrank_dot_v1_dot_privacy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1breachrank/v1/feedback.proto\x12\x0creachrank.v1\x1a\x1areachrank/v1/privacy.proto\"\xf7\x02\n\rFeedbackEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x12\n\nts_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\nexperiment\x18\x06 \x01(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\x03\x12\x10\n\x08position\x18\n \x01(\x05\x12\r\n\x05price\x18\x0b \x01(\x01\x12\r\n\x05value\x18\x0c \x01(\x01\x12\x39\n\x07\x63ontext\x18\r \x03(\x0b\x32(.reachrank.v1.FeedbackEvent.ContextEntry\x12\'\n\x07\x63onsent\x18\xa0\x01 \x01(\x0e\x32\x15.reachrank.v1.Consent\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x10LogEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.reachrank.v1.FeedbackEvent\"%\n\x11LogEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x32X\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12L\n\tLogEvents\x12\x1e.reachrank.v1.LogEventsRequest\x1a\x1f.reachrank.v1.LogEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1breachrank/v1/feedback.proto\x12\x0creachrank.v1\x1a\x1areachrank/v1/privacy.proto\"\x87\x03\n\rFeedbackEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x12\n\nts_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x12\n\nexperiment\x18\x06 \x01(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\x03\x12\x10\n\x08position\x18\n \x01(\x05\x12\r\n\x05price\x18\x0b \x01(\x01\x12\r\n\x05value\x18\x0c \x01(\x01\x12\x39\n\x07\x63ontext\x18\r \x03(\x0b\x32(.reachrank.v1.FeedbackEvent.ContextEntry\x12\x0e\n\x06\x63harge\x18\x64 \x01(\x01\x12\'\n\x07\x63onsent\x18\xa0\x01 \x01(\x0e\x32\x15.reachrank.v1.Consent\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x10LogEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.reachrank.v1.FeedbackEvent\"%\n\x11LogEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x32X\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12L\n\tLogEvents\x12\x1e.reachrank.v1.LogEventsRequest\x1a\x1f.reachrank.v1.LogEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKEVENT_CONTEXTENTRY']._loaded_options = None
   _globals['_FEEDBACKEVENT_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_FEEDBACKEVENT']._serialized_start=74
-  _globals['_FEEDBACKEVENT']._serialized_end=449
-  _globals['_FEEDBACKEVENT_CONTEXTENTRY']._serialized_start=403
-  _globals['_FEEDBACKEVENT_CONTEXTENTRY']._serialized_end=449
-  _globals['_LOGEVENTSREQUEST']._serialized_start=451
-  _globals['_LOGEVENTSREQUEST']._serialized_end=514
-  _globals['_LOGEVENTSRESPONSE']._serialized_start=516
-  _globals['_LOGEVENTSRESPONSE']._serialized_end=553
-  _globals['_FEEDBACK']._serialized_start=555
-  _globals['_FEEDBACK']._serialized_end=643
+  _globals['_FEEDBACKEVENT']._serialized_end=465
+  _globals['_FEEDBACKEVENT_CONTEXTENTRY']._serialized_start=419
+  _globals['_FEEDBACKEVENT_CONTEXTENTRY']._serialized_end=465
+  _globals['_LOGEVENTSREQUEST']._serialized_start=467
+  _globals['_LOGEVENTSREQUEST']._serialized_end=530
+  _globals['_LOGEVENTSRESPONSE']._serialized_start=532
+  _globals['_LOGEVENTSRESPONSE']._serialized_end=569
+  _globals['_FEEDBACK']._serialized_start=571
+  _globals['_FEEDBACK']._serialized_end=659
 # @@protoc_insertion_point(module_scope)

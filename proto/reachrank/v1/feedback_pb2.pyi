@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FeedbackEvent(_message.Message):
-    __slots__ = ("user_id", "item_id", "event", "ts_unix_ms", "request_id", "experiment", "variant", "model", "model_version", "position", "price", "value", "context", "consent")
+    __slots__ = ("user_id", "item_id", "event", "ts_unix_ms", "request_id", "experiment", "variant", "model", "model_version", "position", "price", "value", "context", "charge", "consent")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class FeedbackEvent(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_FIELD_NUMBER: _ClassVar[int]
     CONSENT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     item_id: str
@@ -43,8 +44,9 @@ class FeedbackEvent(_message.Message):
     price: float
     value: float
     context: _containers.ScalarMap[str, str]
+    charge: float
     consent: _privacy_pb2.Consent
-    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., position: _Optional[int] = ..., price: _Optional[float] = ..., value: _Optional[float] = ..., context: _Optional[_Mapping[str, str]] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event: _Optional[str] = ..., ts_unix_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., position: _Optional[int] = ..., price: _Optional[float] = ..., value: _Optional[float] = ..., context: _Optional[_Mapping[str, str]] = ..., charge: _Optional[float] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
 
 class LogEventsRequest(_message.Message):
     __slots__ = ("events",)

@@ -1,11 +1,21 @@
 from reachrank.v1 import privacy_pb2 as _privacy_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class BidType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BID_TYPE_CPC: _ClassVar[BidType]
+    BID_TYPE_CPA: _ClassVar[BidType]
+    BID_TYPE_CPM: _ClassVar[BidType]
+BID_TYPE_CPC: BidType
+BID_TYPE_CPA: BidType
+BID_TYPE_CPM: BidType
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -103,7 +113,7 @@ class RecommendResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., consent_mode: _Optional[str] = ...) -> None: ...
 
 class Ad(_message.Message):
-    __slots__ = ("ad_id", "bid", "features")
+    __slots__ = ("ad_id", "bid", "features", "bid_type")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,10 +124,12 @@ class Ad(_message.Message):
     AD_ID_FIELD_NUMBER: _ClassVar[int]
     BID_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BID_TYPE_FIELD_NUMBER: _ClassVar[int]
     ad_id: str
     bid: float
     features: _containers.ScalarMap[str, str]
-    def __init__(self, ad_id: _Optional[str] = ..., bid: _Optional[float] = ..., features: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    bid_type: BidType
+    def __init__(self, ad_id: _Optional[str] = ..., bid: _Optional[float] = ..., features: _Optional[_Mapping[str, str]] = ..., bid_type: _Optional[_Union[BidType, str]] = ...) -> None: ...
 
 class AdFeatures(_message.Message):
     __slots__ = ("values",)
@@ -133,7 +145,7 @@ class AdFeatures(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AdColumns(_message.Message):
-    __slots__ = ("ad_ids", "bids", "features")
+    __slots__ = ("ad_ids", "bids", "features", "bid_types")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,13 +156,15 @@ class AdColumns(_message.Message):
     AD_IDS_FIELD_NUMBER: _ClassVar[int]
     BIDS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BID_TYPES_FIELD_NUMBER: _ClassVar[int]
     ad_ids: _containers.RepeatedScalarFieldContainer[str]
     bids: _containers.RepeatedScalarFieldContainer[float]
     features: _containers.MessageMap[int, AdFeatures]
-    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., bids: _Optional[_Iterable[float]] = ..., features: _Optional[_Mapping[int, AdFeatures]] = ...) -> None: ...
+    bid_types: _containers.RepeatedScalarFieldContainer[BidType]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., bids: _Optional[_Iterable[float]] = ..., features: _Optional[_Mapping[int, AdFeatures]] = ..., bid_types: _Optional[_Iterable[_Union[BidType, str]]] = ...) -> None: ...
 
 class RankAdsRequest(_message.Message):
-    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price", "candidates", "all_ranked", "consent")
+    __slots__ = ("user_id", "context", "ads", "slots", "reserve_price", "candidates", "all_ranked", "reserve_ecpm", "serve_time_unix_ms", "consent")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +179,8 @@ class RankAdsRequest(_message.Message):
     RESERVE_PRICE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     ALL_RANKED_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_ECPM_FIELD_NUMBER: _ClassVar[int]
+    SERVE_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     CONSENT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     context: _containers.ScalarMap[str, str]
@@ -173,49 +189,68 @@ class RankAdsRequest(_message.Message):
     reserve_price: float
     candidates: AdColumns
     all_ranked: bool
+    reserve_ecpm: float
+    serve_time_unix_ms: int
     consent: _privacy_pb2.Consent
-    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ..., candidates: _Optional[_Union[AdColumns, _Mapping]] = ..., all_ranked: _Optional[bool] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ..., candidates: _Optional[_Union[AdColumns, _Mapping]] = ..., all_ranked: _Optional[bool] = ..., reserve_ecpm: _Optional[float] = ..., serve_time_unix_ms: _Optional[int] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
 
 class RankedAdColumns(_message.Message):
-    __slots__ = ("ad_ids", "pctr", "bid", "expected_value", "slot", "price")
+    __slots__ = ("ad_ids", "pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge")
     AD_IDS_FIELD_NUMBER: _ClassVar[int]
     PCTR_FIELD_NUMBER: _ClassVar[int]
     BID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
+    BID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CHARGE_FIELD_NUMBER: _ClassVar[int]
     ad_ids: _containers.RepeatedScalarFieldContainer[str]
     pctr: _containers.RepeatedScalarFieldContainer[float]
     bid: _containers.RepeatedScalarFieldContainer[float]
     expected_value: _containers.RepeatedScalarFieldContainer[float]
     slot: _containers.RepeatedScalarFieldContainer[int]
     price: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., pctr: _Optional[_Iterable[float]] = ..., bid: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., slot: _Optional[_Iterable[int]] = ..., price: _Optional[_Iterable[float]] = ...) -> None: ...
+    bid_type: _containers.RepeatedScalarFieldContainer[BidType]
+    expected_charge: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., pctr: _Optional[_Iterable[float]] = ..., bid: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., slot: _Optional[_Iterable[int]] = ..., price: _Optional[_Iterable[float]] = ..., bid_type: _Optional[_Iterable[_Union[BidType, str]]] = ..., expected_charge: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankedAd(_message.Message):
-    __slots__ = ("ad_id", "pctr", "bid", "expected_value", "slot", "price")
+    __slots__ = ("ad_id", "pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge")
     AD_ID_FIELD_NUMBER: _ClassVar[int]
     PCTR_FIELD_NUMBER: _ClassVar[int]
     BID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
+    BID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CHARGE_FIELD_NUMBER: _ClassVar[int]
     ad_id: str
     pctr: float
     bid: float
     expected_value: float
     slot: int
     price: float
-    def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ...) -> None: ...
+    bid_type: BidType
+    expected_charge: float
+    def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ..., bid_type: _Optional[_Union[BidType, str]] = ..., expected_charge: _Optional[float] = ...) -> None: ...
+
+class DroppedAds(_message.Message):
+    __slots__ = ("ad_ids", "reasons")
+    AD_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    ad_ids: _containers.RepeatedScalarFieldContainer[str]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankAdsResponse(_message.Message):
-    __slots__ = ("ads", "below_reserve", "models", "variant", "experiment", "ranked", "consent_mode")
+    __slots__ = ("ads", "below_reserve", "models", "variant", "experiment", "ranked", "dropped", "consent_mode")
     ADS_FIELD_NUMBER: _ClassVar[int]
     BELOW_RESERVE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     RANKED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     CONSENT_MODE_FIELD_NUMBER: _ClassVar[int]
     ads: _containers.RepeatedCompositeFieldContainer[RankedAd]
     below_reserve: int
@@ -223,8 +258,9 @@ class RankAdsResponse(_message.Message):
     variant: str
     experiment: str
     ranked: RankedAdColumns
+    dropped: DroppedAds
     consent_mode: str
-    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., ranked: _Optional[_Union[RankedAdColumns, _Mapping]] = ..., consent_mode: _Optional[str] = ...) -> None: ...
+    def __init__(self, ads: _Optional[_Iterable[_Union[RankedAd, _Mapping]]] = ..., below_reserve: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., ranked: _Optional[_Union[RankedAdColumns, _Mapping]] = ..., dropped: _Optional[_Union[DroppedAds, _Mapping]] = ..., consent_mode: _Optional[str] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_id", "k", "filters")
