@@ -184,13 +184,56 @@ def _check_fractions(test_fraction: float, valid_fraction: float) -> None:
 
 def _time_quantiles(events: pl.LazyFrame, qs: list[float]) -> list[datetime]:
     """Event-time quantiles, each an actual event time (lower interpolation)."""
-    micros = pl.col("ts").dt.epoch("us")
-    row = events.select(
-        *[micros.quantile(q, interpolation="lower").alias(f"q{i}") for i, q in enumerate(qs)]
-    ).collect()
-    if row.is_empty() or row[0, 0] is None:
+    values = lower_quantiles(events, pl.col("ts").dt.epoch("us"), qs)
+    if values[0] is None:
         raise NotEnoughData("cannot split an empty event log: no events left to train on")
     return [
         pl.select(pl.from_epoch(pl.lit(int(v)), time_unit="us").dt.replace_time_zone("UTC")).item()
-        for v in row.row(0)
+        for v in values
     ]
+
+
+# Buckets of the histogram that narrows a quantile down, and the rows at most collected to
+# pick it exactly: the memory a quantile takes, whatever the log's size.
+QUANTILE_BUCKETS = 1 << 16
+QUANTILE_EXACT_ROWS = 1 << 20
+
+
+def lower_quantiles(frame: pl.LazyFrame, expr: pl.Expr, qs: list[float]) -> list[int | None]:
+    """Exact quantiles (``interpolation="lower"``, Polars' rule: the value of rank
+    ``floor((n - 1) * q)`` among the non-null values) of an integer expression, in memory
+    bounded by :data:`QUANTILE_BUCKETS` and :data:`QUANTILE_EXACT_ROWS` rather than by the
+    rows: Polars' own quantile holds the whole column, even on the streaming engine. Counts
+    the values per histogram bucket, keeps the bucket holding the rank, and repeats on it until
+    it is small enough to sort (a few scans of the column); None for no values."""
+    x = expr.alias("_x")
+    stats = frame.select(x.count().alias("n"), x.min().alias("lo"), x.max().alias("hi")).collect()
+    n, lo, hi = stats.row(0)
+    if not n:
+        return [None for _ in qs]
+    return [_select_rank(frame, x, int((n - 1) * q), int(lo), int(hi), int(n)) for q in qs]
+
+
+def _select_rank(frame: pl.LazyFrame, x: pl.Expr, rank: int, lo: int, hi: int, n: int) -> int:
+    """The value of 0-based ``rank`` among the ``n`` values of ``x`` in [lo, hi]."""
+    while n > QUANTILE_EXACT_ROWS and hi > lo:
+        width = (hi - lo) // QUANTILE_BUCKETS + 1
+        inside = frame.select(x).filter(pl.col("_x").is_between(lo, hi))
+        hist = (
+            inside.group_by(((pl.col("_x") - lo) // width).alias("b"))
+            .agg(pl.len().alias("n"))
+            .sort("b")
+            .collect()
+        )
+        before = hist["n"].cum_sum() - hist["n"]
+        at = int((hist["n"].cum_sum() <= rank).sum())
+        rank -= int(before[at])
+        n = int(hist["n"][at])
+        b = int(hist["b"][at])
+        lo, hi = lo + b * width, min(hi, lo + (b + 1) * width - 1)
+    if hi == lo:
+        return lo
+    values = (
+        frame.select(x).filter(pl.col("_x").is_between(lo, hi)).collect()["_x"].sort().to_numpy()
+    )
+    return int(values[rank])
