@@ -20,6 +20,8 @@ import polars as pl
 DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet")
 _GROUPS = 8
 _START = datetime(2026, 1, 1, tzinfo=UTC)
+# Rows per Parquet row group: what a streaming scan decodes at a time.
+ROW_GROUP = 65_536
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,13 @@ def write_generated_log(out: Path, config: GeneratedLog) -> dict[str, int]:
     examination = 1.0 / np.arange(1, config.slate + 1) ** 0.7
     # Expected clicks per impression decide how many sessions make ``events`` rows.
     per_session = config.slate * (1.0 + 0.15)
-    sessions = max(1, int(round(config.events / per_session)))
+    sessions = max(1, round(config.events / per_session))
     counts = {"impression": 0, "click": 0}
     for part, first in enumerate(range(0, sessions, config.sessions_per_part)):
         n = min(config.sessions_per_part, sessions - first)
         rng = np.random.default_rng([config.seed, part])
         frame = _part(rng, first, n, config, affinity, quality, examination)
-        frame.write_parquet(out / f"part-{part:05d}.parquet")
+        frame.write_parquet(out / f"part-{part:05d}.parquet", row_group_size=ROW_GROUP)
         for kind, rows in frame.group_by("event").len().iter_rows():
             counts[kind] += rows
     return counts
