@@ -7,6 +7,7 @@ Loops live here, not in the modules; everything is seeded so runs reproduce.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,6 +32,43 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+class Rows(Protocol):
+    """Encoded CTR rows (cat int64 [n, F], num float32 [n, N], label [n]) in chunks that each
+    fit in memory: one chunk of arrays (:class:`ArrayRows`), or files read a chunk at a time
+    (:class:`training.streaming_ctr.DiskRows`)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def n_chunks(self) -> int: ...
+
+    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def labels(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ArrayRows:
+    """Rows held in memory, as one chunk."""
+
+    cat: np.ndarray
+    num: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    @property
+    def n_chunks(self) -> int:
+        return 1
+
+    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.cat, self.num, self.label
+
+    def labels(self) -> np.ndarray:
+        return self.label
+
+
 def fit_ctr(
     model: nn.Module,
     cat: np.ndarray,
@@ -44,37 +82,55 @@ def fit_ctr(
     With ``valid`` (cat, num, label), the weights of the epoch with the lowest validation
     logloss are kept: deep CTR models overfit hashed id embeddings after an epoch or two.
     """
+    return fit_ctr_rows(
+        model,
+        ArrayRows(cat, num, label),
+        config,
+        None if valid is None else ArrayRows(*valid),
+    )
+
+
+def fit_ctr_rows(
+    model: nn.Module, rows: Rows, config: FitConfig, valid: Rows | None = None
+) -> list[float]:
+    """:func:`fit_ctr` over rows in chunks: each epoch visits the chunks in a fresh random
+    order and draws shuffled batches within each, so only one chunk is in memory. Rows in one
+    chunk train exactly as :func:`fit_ctr` on the same arrays."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    cat_t, num_t = torch.from_numpy(cat), torch.from_numpy(num)
-    y_t = torch.from_numpy(label.astype(np.float32))
     optimisers = _ctr_optimisers(model, config)
     loss_fn = nn.BCEWithLogitsLoss()
     history = []
     best_loss, best_state = np.inf, None
+    y_valid = None if valid is None or not len(valid) else valid.labels()
     for epoch in range(config.epochs):
         model.train()
         total, count = 0.0, 0
-        batches = _batches(len(label), config.batch_size, rng)
-        for idx in tqdm(
-            batches,
-            desc=f"{type(model).__name__} epoch {epoch + 1}",
-            disable=not config.progress,
-            leave=False,
-        ):
-            i = torch.from_numpy(idx)
-            for opt in optimisers:
-                opt.zero_grad()
-            loss = loss_fn(model(cat_t[i], num_t[i]), y_t[i])
-            loss.backward()
-            for opt in optimisers:
-                opt.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
+        order = rng.permutation(rows.n_chunks) if rows.n_chunks > 1 else range(rows.n_chunks)
+        for c in order:
+            cat, num, label = rows.chunk(int(c))
+            cat_t, num_t = torch.from_numpy(cat), torch.from_numpy(num)
+            y_t = torch.from_numpy(label.astype(np.float32))
+            batches = _batches(len(label), config.batch_size, rng)
+            for idx in tqdm(
+                batches,
+                desc=f"{type(model).__name__} epoch {epoch + 1}",
+                disable=not config.progress,
+                leave=False,
+            ):
+                i = torch.from_numpy(idx)
+                for opt in optimisers:
+                    opt.zero_grad()
+                loss = loss_fn(model(cat_t[i], num_t[i]), y_t[i])
+                loss.backward()
+                for opt in optimisers:
+                    opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
         history.append(total / max(count, 1))
-        if valid is not None and len(valid[2]):
-            logits = predict_logits(model, valid[0], valid[1])
-            y = torch.from_numpy(valid[2].astype(np.float32))
+        if valid is not None and y_valid is not None:
+            logits = predict_rows(model, valid)
+            y = torch.from_numpy(y_valid.astype(np.float32))
             valid_loss = float(loss_fn(torch.from_numpy(logits), y))
             if valid_loss < best_loss:
                 best_loss = valid_loss
@@ -116,6 +172,12 @@ def predict_logits(
         ).numpy()
         for i in range(0, len(cat), batch_size)
     ]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def predict_rows(model: nn.Module, rows: Rows, batch_size: int = 65536) -> np.ndarray:
+    """:func:`predict_logits` over every chunk of ``rows``, in order."""
+    out = [predict_logits(model, *rows.chunk(c)[:2], batch_size) for c in range(rows.n_chunks)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 

@@ -17,6 +17,7 @@ reason, and a file that is not of the format asked for fails with ``SchemaError`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,7 +60,15 @@ def read_events(path: str | Path, format: str = "events", **options: str | None)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
-    return reader(path, **options)
+    result = reader(path, **options)
+    return replace(result, events=filter_events(result.events))
+
+
+def filter_events(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows every read leaves out of the conformed log before training sees it (e.g. users who
+    asked to be forgotten): a function of the LazyFrame, so both the in-memory and the streaming
+    trainer apply it. None today."""
+    return events
 
 
 def read_event_table(path: Path) -> ReadResult:
