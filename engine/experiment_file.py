@@ -50,18 +50,7 @@ class ExperimentFile:
                 json_format.MessageToDict(e) for e in sorted(experiments, key=lambda e: e.name)
             ]
         }
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_json_atomically(self.path, document)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -73,3 +62,20 @@ class ExperimentFile:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_json_atomically(path: Path, document: object) -> None:
+    """Replace ``path`` with ``document`` as JSON: written to a temporary file, fsynced, renamed
+    over it, and the directory fsynced (a reader sees the old or the new file, never half)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(document, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
