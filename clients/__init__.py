@@ -10,6 +10,7 @@ from clients.client import ReachRankClient
 from clients.errors import ReachRankError
 from clients.options import ClientOptions
 from clients.tensors import from_tensor, to_tensor
+from clients.tracecontext import trace_context
 from clients.types import (
     AdAuction,
     AdBid,
@@ -50,4 +51,5 @@ __all__ = [
     "Variant",
     "from_tensor",
     "to_tensor",
+    "trace_context",
 ]

@@ -15,6 +15,7 @@ import grpc
 import grpc.aio
 
 from clients.options import ClientOptions
+from clients.tracecontext import trace_headers
 
 # Targets that already name a gRPC resolver are passed through untouched.
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
@@ -113,5 +114,6 @@ def base_metadata(options: ClientOptions) -> tuple[tuple[str, str], ...]:
 
 
 def call_metadata(options: ClientOptions, request_id: str) -> tuple[tuple[str, str], ...]:
-    """Metadata for one call: `base_metadata` and the request id."""
-    return (*base_metadata(options), ("x-request-id", request_id))
+    """Metadata for one call: `base_metadata`, the request id and the caller's trace
+    context (`clients.tracecontext`)."""
+    return (*base_metadata(options), ("x-request-id", request_id), *trace_headers())

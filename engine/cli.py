@@ -56,6 +56,10 @@ from engine.settings import Settings
     help="JSON file of A/B experiments [none].",
 )
 @click.option(
+    "--otlp-endpoint",
+    help="OpenTelemetry collector for decision traces, e.g. http://127.0.0.1:4317 [off].",
+)
+@click.option(
     "--tls-cert",
     "tls_cert_file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),

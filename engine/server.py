@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,6 +35,10 @@ from engine.security import auth_interceptor, server_credentials
 from engine.servicer import RankingServicer
 from engine.settings import Settings
 from engine.state import open_state_store
+from engine.tracing import Tracing, open_tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 _LINGER_S = 0.5
@@ -51,6 +56,7 @@ class RunningServer:
     metrics_port: int | None = None
     extras: ExtraServices | None = None
     drain: ServingInterceptor | None = None
+    tracing: Tracing | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -80,6 +86,8 @@ class RunningServer:
         self.server.stop(grace).wait()
         if self.extras is not None:
             self.extras.close()  # flush the feedback log once no LogEvents can still run
+        if self.tracing is not None:
+            self.tracing.close()  # export the spans still batched
 
 
 def _oldest_history_cut(registry: ModelRegistry) -> int | None:
@@ -93,8 +101,13 @@ def _oldest_history_cut(registry: ModelRegistry) -> int | None:
     return min(cuts) if cuts else None
 
 
-def start_server(settings: Settings, registry: ModelRegistry | None = None) -> RunningServer:
-    """Load the repository, then start serving; health turns SERVING once models are loaded."""
+def start_server(
+    settings: Settings,
+    registry: ModelRegistry | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> RunningServer:
+    """Load the repository, then start serving; health turns SERVING once models are loaded.
+    ``span_exporter`` receives the decision traces (else ``otlp_endpoint``, if set)."""
     apply_thread_budget(settings)
     started = time.perf_counter()
     # Bad TLS or token files fail the start before any model is loaded.
@@ -133,6 +146,9 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
     interceptors: list[grpc.ServerInterceptor] = [drain]
     if auth is not None:
         interceptors.append(auth)
+    tracing = open_tracing(settings, span_exporter)
+    if tracing is not None:  # outermost: the span covers the whole call
+        interceptors.insert(0, tracing.interceptor)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads),
         options=options,
@@ -187,7 +203,7 @@ def start_server(settings: Settings, registry: ModelRegistry | None = None) -> R
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
         ) from exc
     running = RunningServer(
-        server, port, registry, health_servicer, settings, metrics_port, extras, drain
+        server, port, registry, health_servicer, settings, metrics_port, extras, drain, tracing
     )
     running.set_serving(False)
     server.start()

@@ -162,6 +162,16 @@ class Settings(BaseSettings):
     experiments_poll_interval_s: float = Field(2.0, ge=0)
     """How often each process re-reads ``experiments_file`` for changes (0: never)."""
 
+    otlp_endpoint: str | None = None
+    """OpenTelemetry collector to send decision traces to over OTLP/gRPC, e.g.
+    ``http://127.0.0.1:4317`` (``https://``: TLS); None (the default): no tracing, and no
+    per-request cost (engine.tracing)."""
+    otlp_service_name: str = "reachrank"
+    """The traces' ``service.name`` resource attribute."""
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Share of traces started here that are recorded; a caller's sampled ``traceparent``
+    is always followed."""
+
     tls_cert_file: Path | None = None
     """PEM server certificate (chain); with ``tls_key_file`` the server speaks TLS only."""
     tls_key_file: Path | None = None
