@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19reachrank/v1/models.proto\x12\x0creachrank.v1\"\xb4\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x05 \x03(\x03\x12\x17\n\x0floaded_versions\x18\x06 \x03(\x03\x12\r\n\x05state\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x0e\n\x06policy\x18\t \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.reachrank.v1.ModelStatus\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"=\n\x11LoadModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.reachrank.v1.ModelStatus\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x13UnloadModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.reachrank.v1.ModelStatus\"\x83\x01\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x11\n\tctr_model\x18\x03 \x01(\t\x12\x13\n\x0b\x63tr_version\x18\x04 \x01(\x03\x12\x17\n\x0fretrieval_model\x18\x05 \x01(\t\x12\x19\n\x11retrieval_version\x18\x06 \x01(\x03\"\x82\x01\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04salt\x18\x02 \x01(\t\x12\x0c\n\x04rpcs\x18\x03 \x03(\t\x12\'\n\x08variants\x18\x04 \x03(\x0b\x32\x15.reachrank.v1.Variant\x12\x10\n\x08segments\x18\x05 \x03(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\"\x18\n\x16ListExperimentsRequest\"H\n\x17ListExperimentsResponse\x12-\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x18.reachrank.v1.Experiment\"\'\n\x17\x44\x65leteExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteExperimentResponse2\xf1\x01\n\x0cModelService\x12I\n\x04List\x12\x1f.reachrank.v1.ListModelsRequest\x1a .reachrank.v1.ListModelsResponse\x12G\n\x04Load\x12\x1e.reachrank.v1.LoadModelRequest\x1a\x1f.reachrank.v1.LoadModelResponse\x12M\n\x06Unload\x12 .reachrank.v1.UnloadModelRequest\x1a!.reachrank.v1.UnloadModelResponse2\xf6\x01\n\x0b\x45xperiments\x12\x39\n\x03Set\x12\x18.reachrank.v1.Experiment\x1a\x18.reachrank.v1.Experiment\x12S\n\x04List\x12$.reachrank.v1.ListExperimentsRequest\x1a%.reachrank.v1.ListExperimentsResponse\x12W\n\x06\x44\x65lete\x12%.reachrank.v1.DeleteExperimentRequest\x1a&.reachrank.v1.DeleteExperimentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19reachrank/v1/models.proto\x12\x0creachrank.v1\"\xb4\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x05 \x03(\x03\x12\x17\n\x0floaded_versions\x18\x06 \x03(\x03\x12\r\n\x05state\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x0e\n\x06policy\x18\t \x01(\t\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.reachrank.v1.ModelStatus\"1\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"=\n\x11LoadModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.reachrank.v1.ModelStatus\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x13UnloadModelResponse\x12(\n\x05model\x18\x01 \x01(\x0b\x32\x19.reachrank.v1.ModelStatus\"\xdf\x01\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x11\n\tctr_model\x18\x03 \x01(\t\x12\x13\n\x0b\x63tr_version\x18\x04 \x01(\x03\x12\x17\n\x0fretrieval_model\x18\x05 \x01(\t\x12\x19\n\x11retrieval_version\x18\x06 \x01(\x03\x12*\n\x05state\x18\x8c\x01 \x01(\x0e\x32\x1a.reachrank.v1.VariantState\x12\x14\n\x0bstop_reason\x18\x8d\x01 \x01(\t\x12\x18\n\x0fstopped_unix_ms\x18\x8e\x01 \x01(\x03\"O\n\tGuardrail\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\r\n\x05\x61lpha\x18\x02 \x01(\x01\x12\x13\n\x0bmin_samples\x18\x03 \x01(\x03\x12\x0e\n\x06margin\x18\x04 \x01(\x01\"S\n\x06Shadow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tctr_model\x18\x02 \x01(\t\x12\x13\n\x0b\x63tr_version\x18\x03 \x01(\x03\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x01\"\xea\x01\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04salt\x18\x02 \x01(\t\x12\x0c\n\x04rpcs\x18\x03 \x03(\t\x12\'\n\x08variants\x18\x04 \x03(\x0b\x32\x15.reachrank.v1.Variant\x12\x10\n\x08segments\x18\x05 \x03(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12,\n\nguardrails\x18\x8c\x01 \x03(\x0b\x32\x17.reachrank.v1.Guardrail\x12\x10\n\x07\x63ontrol\x18\x8d\x01 \x01(\t\x12&\n\x07shadows\x18\x8e\x01 \x03(\x0b\x32\x14.reachrank.v1.Shadow\"\x18\n\x16ListExperimentsRequest\"H\n\x17ListExperimentsResponse\x12-\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x18.reachrank.v1.Experiment\"\'\n\x17\x44\x65leteExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteExperimentResponse*D\n\x0cVariantState\x12\x19\n\x15VARIANT_STATE_RUNNING\x10\x00\x12\x19\n\x15VARIANT_STATE_STOPPED\x10\x01\x32\xf1\x01\n\x0cModelService\x12I\n\x04List\x12\x1f.reachrank.v1.ListModelsRequest\x1a .reachrank.v1.ListModelsResponse\x12G\n\x04Load\x12\x1e.reachrank.v1.LoadModelRequest\x1a\x1f.reachrank.v1.LoadModelResponse\x12M\n\x06Unload\x12 .reachrank.v1.UnloadModelRequest\x1a!.reachrank.v1.UnloadModelResponse2\xf6\x01\n\x0b\x45xperiments\x12\x39\n\x03Set\x12\x18.reachrank.v1.Experiment\x1a\x18.reachrank.v1.Experiment\x12S\n\x04List\x12$.reachrank.v1.ListExperimentsRequest\x1a%.reachrank.v1.ListExperimentsResponse\x12W\n\x06\x44\x65lete\x12%.reachrank.v1.DeleteExperimentRequest\x1a&.reachrank.v1.DeleteExperimentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reachrank.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_VARIANTSTATE']._serialized_start=1325
+  _globals['_VARIANTSTATE']._serialized_end=1393
   _globals['_MODELSTATUS']._serialized_start=44
   _globals['_MODELSTATUS']._serialized_end=224
   _globals['_LISTMODELSREQUEST']._serialized_start=226
@@ -46,19 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UNLOADMODELRESPONSE']._serialized_start=462
   _globals['_UNLOADMODELRESPONSE']._serialized_end=525
   _globals['_VARIANT']._serialized_start=528
-  _globals['_VARIANT']._serialized_end=659
-  _globals['_EXPERIMENT']._serialized_start=662
-  _globals['_EXPERIMENT']._serialized_end=792
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=794
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=818
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=820
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=892
-  _globals['_DELETEEXPERIMENTREQUEST']._serialized_start=894
-  _globals['_DELETEEXPERIMENTREQUEST']._serialized_end=933
-  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_start=935
-  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_end=961
-  _globals['_MODELSERVICE']._serialized_start=964
-  _globals['_MODELSERVICE']._serialized_end=1205
-  _globals['_EXPERIMENTS']._serialized_start=1208
-  _globals['_EXPERIMENTS']._serialized_end=1454
+  _globals['_VARIANT']._serialized_end=751
+  _globals['_GUARDRAIL']._serialized_start=753
+  _globals['_GUARDRAIL']._serialized_end=832
+  _globals['_SHADOW']._serialized_start=834
+  _globals['_SHADOW']._serialized_end=917
+  _globals['_EXPERIMENT']._serialized_start=920
+  _globals['_EXPERIMENT']._serialized_end=1154
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=1156
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=1180
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=1182
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=1254
+  _globals['_DELETEEXPERIMENTREQUEST']._serialized_start=1256
+  _globals['_DELETEEXPERIMENTREQUEST']._serialized_end=1295
+  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_start=1297
+  _globals['_DELETEEXPERIMENTRESPONSE']._serialized_end=1323
+  _globals['_MODELSERVICE']._serialized_start=1396
+  _globals['_MODELSERVICE']._serialized_end=1637
+  _globals['_EXPERIMENTS']._serialized_start=1640
+  _globals['_EXPERIMENTS']._serialized_end=1886
 # @@protoc_insertion_point(module_scope)
