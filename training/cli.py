@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -173,6 +176,34 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     "each model also tries wider embeddings and weight decay), 30% for the sequence model's "
     "epochs. Every model trains at least once at its defaults.",
 )
+@click.option(
+    "--in-memory",
+    is_flag=True,
+    help="Collect the whole log into memory (the path before streaming; the same models on a "
+    "log that fits). Default: stream it through --work-dir (training.streaming).",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the streaming trainer writes the staged log, user partitions and encoded rows "
+    "(about the log's size again; default: a temporary directory beside --out, removed after).",
+)
+@click.option(
+    "--partition-events",
+    type=click.IntRange(1),
+    default=1_000_000,
+    show_default=True,
+    help="Events per user partition: the most events a per-user query (click labels, "
+    "point-in-time histories) holds in memory.",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(1),
+    default=1 << 19,
+    show_default=True,
+    help="Encoded CTR rows in memory at once while fitting (batches are drawn within a chunk).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @campaign_options
@@ -203,6 +234,10 @@ def train(
     test_fraction: float,
     valid_fraction: float,
     budget_minutes: float,
+    in_memory: bool,
+    work_dir: Path | None,
+    partition_events: int,
+    chunk_rows: int,
     seed: int,
     quiet: bool,
     **campaign: str | float | Path | None,
@@ -228,6 +263,7 @@ def train(
     from training.readers import read_events
     from training.retrieval import RetrievalConfig
     from training.simulate import GroundTruth
+    from training.streaming import StreamingConfig, stage_events, stage_table
 
     if ctr_model and ctr_models:
         raise click.UsageError("give --ctr-model or --ctr-models, not both")
@@ -248,11 +284,22 @@ def train(
     # The machine's cores, no more: oversubscribed intra-op threads slow small batches down.
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.perf_counter()
+    streaming = None
+    if not in_memory:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = work_dir or Path(tempfile.mkdtemp(prefix=f".{out.name}.work-", dir=out.parent))
+        if work_dir is None:
+            ctx.call_on_close(lambda: shutil.rmtree(work, ignore_errors=True))
+        streaming = StreamingConfig(work, partition_events=partition_events, chunk_rows=chunk_rows)
     try:
         read = read_events(events_path, fmt)
-        events, read_report = read.collect()
-        items = read.items.collect() if read.items is not None else None
-        users = read.users.collect() if read.users is not None else None
+        if streaming is None:
+            events, read_report = read.collect()
+            lazy_events = events.lazy()
+        else:
+            lazy_events, read_report = stage_events(read, streaming.work_dir)
+        items = stage_table(read.items)
+        users = stage_table(read.users)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     except (OSError, pl.exceptions.PolarsError) as exc:
@@ -264,7 +311,7 @@ def train(
     truth = None
     if fmt == "simulator" and (events_path / "ground_truth.npz").exists():
         truth = GroundTruth.load(events_path)
-    data = Dataset(events=events.lazy(), items=items, users=users, ground_truth=truth)
+    data = Dataset(events=lazy_events, items=items, users=users, ground_truth=truth)
     config = TrainConfig(
         ctr_models=models,
         ctr_size=CTRSize(
@@ -296,9 +343,13 @@ def train(
         valid_fraction=valid_fraction,
         seed=seed,
         progress=not quiet,
+        streaming=streaming,
     )
     try:
-        report = train_all(data, out, config)
+        # Every collect of the trainer's queries runs on the streaming engine unless in memory.
+        affinity = pl.Config(engine_affinity="streaming") if streaming else nullcontext()
+        with affinity:
+            report = train_all(data, out, config)
     except InputError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(report["models"], indent=2))
