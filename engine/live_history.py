@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from engine.feature_store import EmbeddedFeatureStore
+from kernels.bundle_manifest import History
 from kernels.featurize import (
     HISTORY_STATS,
     FeatureSchema,
@@ -83,7 +84,7 @@ class LiveFields:
     def __init__(
         self,
         schema: FeatureSchema,
-        spec: Mapping[str, Any],
+        spec: History,
         store: EmbeddedFeatureStore,
         users: pl.DataFrame,
         items: pl.DataFrame,
@@ -92,10 +93,11 @@ class LiveFields:
         """``users``, ``items``, ``user_item``: the tables ``store`` was built from (its id ->
         row maps index them)."""
         self.schema = schema
-        self.as_of_ms = int(spec.get("as_of_ms", 2**62))  # no cut recorded: nothing is newer
-        self.prior, self.strength = float(spec["prior"]), float(spec["strength"])
+        # No cut recorded: nothing is newer.
+        self.as_of_ms = spec.as_of_ms if spec.as_of_ms is not None else 2**62
+        self.prior, self.strength = spec.prior, spec.strength
         # Attributes the model has user x attribute fields (and so a shipped table) for.
-        self.by: list[str] = [b for b in spec.get("by", []) if b in user_item]
+        self.by: list[str] = [b for b in spec.by if b in user_item]
         index = {f.name: j for j, f in enumerate(schema.numeric)}
         # prefix -> [(column in num, field, statistic)]
         self.fields: dict[str, list[tuple[int, NumericField, str]]] = {}

@@ -14,33 +14,48 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from engine.errors import BundleError
+from kernels.bundle_manifest import MANIFEST_FILE, ONNX_KINDS, Manifest, ManifestError
+from kernels.bundle_manifest import parse_manifest as _parse
 
-MANIFEST = "manifest.json"
-KINDS = ("ctr", "retrieval", "profiles", "uplift")
-# Kinds whose bundle carries an ONNX graph.
-ONNX_KINDS = ("ctr", "retrieval", "uplift")
-_REQUIRED = ("format_version", "name", "version", "kind", "artifacts")
+MANIFEST = MANIFEST_FILE
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
 class BundleRef:
-    """A version of a model on disk and its parsed manifest."""
+    """A version of a model on disk and its typed manifest (None: a Triton-layout model, whose
+    configuration is its config.pbtxt)."""
 
     name: str
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest | None
 
     @property
     def kind(self) -> str:
-        return str(self.manifest["kind"])
+        return self.manifest.kind if self.manifest is not None else ""
+
+    def bundle(self, kind: type[M]) -> M:
+        """The manifest as the given kind's contract (a model class reads its own through this)."""
+        if not isinstance(self.manifest, kind):
+            raise BundleError(f"{self.name}/{self.version}: not a {kind.__name__} bundle")
+        return self.manifest
 
     def file(self, key: str) -> Path:
         """Path of an artefact named in the manifest, refusing paths that leave the bundle."""
-        rel = self.manifest["artifacts"][key] if key != "onnx" else self.manifest["onnx"]["file"]
+        m = self.manifest
+        if m is None:
+            raise BundleError(f"{self.name}/{self.version}: no manifest")
+        onnx = getattr(m, "onnx", None)
+        if key == "onnx" and onnx is not None:
+            rel = onnx.file
+        elif key in m.artifacts:
+            rel = m.artifacts[key]
+        else:
+            raise BundleError(f"{self.name}/{self.version}: the manifest names no {key!r} file")
         path = (self.path / rel).resolve()
         if self.path.resolve() not in path.parents:
             raise BundleError(f"{self.name}/{self.version}: artefact {rel!r} escapes the bundle")
@@ -118,35 +133,33 @@ def read_bundle(repo: Path, name: str, version: int | None = None) -> BundleRef:
     path = repo / name / str(version)
     if repo.resolve() not in path.resolve().parents:
         raise BundleError(f"{name}/{version}: the version directory leads out of {repo}")
+    where = f"{name}/{version}"
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        data = json.loads((path / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{name}/{version}: unreadable manifest: {exc}") from exc
+        raise BundleError(f"{where}: unreadable manifest: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: manifest is not a JSON object")
+    try:
+        manifest = _parse(data)
+    except ManifestError as exc:
+        raise BundleError(f"{path / MANIFEST}: {exc}") from None
     ref = BundleRef(name=name, version=version, path=path, manifest=manifest)
     validate_manifest(ref)
     return ref
 
 
 def validate_manifest(ref: BundleRef) -> None:
-    """Schema and file checks; raises BundleError naming what is wrong."""
+    """Checks beyond the contract's schema (the version, the files); raises BundleError naming
+    what is wrong."""
     m = ref.manifest
     where = f"{ref.name}/{ref.version}"
-    if not isinstance(m, dict):
-        raise BundleError(f"{where}: manifest is not a JSON object")
-    missing = [k for k in _REQUIRED if k not in m]
-    if missing:
-        raise BundleError(f"{where}: manifest lacks {missing}")
-    if m["kind"] not in KINDS:
-        raise BundleError(f"{where}: unknown kind {m['kind']!r} (expected one of {KINDS})")
-    if int(m["version"]) != ref.version:
-        raise BundleError(f"{where}: manifest says version {m['version']}")
-    if not isinstance(m["artifacts"], dict):
-        raise BundleError(f"{where}: manifest 'artifacts' must map names to files")
-    files = list(m["artifacts"])
-    if m["kind"] in ONNX_KINDS:
-        onnx_spec = m.get("onnx")
-        if not isinstance(onnx_spec, dict) or not {"file", "inputs", "outputs"} <= set(onnx_spec):
-            raise BundleError(f"{where}: manifest 'onnx' needs file, inputs and outputs")
+    if m is None:
+        raise BundleError(f"{where}: no manifest")
+    if m.version != ref.version:
+        raise BundleError(f"{where}: manifest says version {m.version}")
+    files = list(m.artifacts)
+    if m.kind in ONNX_KINDS:
         files.insert(0, "onnx")
     for key in files:
         path = ref.file(key)

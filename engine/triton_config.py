@@ -154,7 +154,7 @@ def read_triton(
         name=name,
         version=version,
         path=path,
-        manifest={},
+        manifest=None,
         model_file=model_file,
         config=config,
         config_file=config_path(model_dir),

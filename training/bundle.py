@@ -2,7 +2,8 @@
 
 A bundle is built in a hidden temporary directory beside its final place and renamed into
 place in one step, so a reader (the engine polling the repository) never sees half a bundle.
-Artefacts are ONNX, ``.npy`` (no pickle) and Parquet; the manifest is JSON.
+Artefacts are ONNX, ``.npy`` (no pickle) and Parquet; the manifest is JSON, written through
+the typed bundle contract the engine reads (:mod:`kernels.bundle_manifest`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+from kernels.bundle_manifest import MANIFEST_FILE, BundleManifest, manifest_json
 
 
 def next_version(model_dir: Path) -> int:
@@ -27,29 +25,19 @@ def next_version(model_dir: Path) -> int:
 
 
 def write_bundle(
-    repo: Path,
-    name: str,
-    kind: str,
-    manifest: dict[str, Any],
-    write_artifacts: Callable[[Path], None],
+    repo: Path, name: str, manifest: BundleManifest, write_artifacts: Callable[[Path], None]
 ) -> Path:
-    """Create the next version of ``name``: ``write_artifacts(tmpdir)`` writes the files,
-    then the manifest is added and the directory renamed into place. Returns its path."""
+    """Create the next version of ``name``: ``write_artifacts(tmpdir)`` writes the files (and
+    may fill in the manifest, e.g. its parity error), then the manifest, stamped with name,
+    version and time and checked against the contract, is added and the directory renamed
+    into place. Returns its path."""
     model_dir = repo / name
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
     try:
         write_artifacts(tmp)
         version = next_version(model_dir)
-        full = {
-            "format_version": FORMAT_VERSION,
-            "name": name,
-            "version": version,
-            "kind": kind,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            **manifest,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False, default=_jsonable))
+        (tmp / MANIFEST_FILE).write_text(manifest_json(manifest.stamped(name, version)))
         final = model_dir / str(version)
         os.rename(tmp, final)
         return final
@@ -58,19 +46,19 @@ def write_bundle(
         raise
 
 
-def write_metrics_json(directory: Path, manifest: dict[str, Any]) -> None:
+def write_metrics_json(directory: Path, manifest: BundleManifest) -> None:
     """``metrics.json`` beside a bundle's artefacts: its test (and valid) metrics and the split
     they were measured on, readable without parsing the manifest."""
     payload = {
-        "model_type": manifest.get("model_type"),
-        "test": manifest.get("metrics", {}),
-        "valid": manifest.get("valid_metrics", {}),
-        "split": manifest.get("split", {}),
+        "model_type": manifest.model_type,
+        "test": manifest.metrics,
+        "valid": manifest.valid_metrics,
+        "split": manifest.split or {},
     }
     (directory / "metrics.json").write_text(json.dumps(payload, indent=2, default=_jsonable))
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, Path):

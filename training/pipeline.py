@@ -20,6 +20,16 @@ import numpy as np
 import polars as pl
 import torch
 
+from kernels.bundle_manifest import (
+    CTR_FILES,
+    PROFILES_FILES,
+    CTRBundle,
+    Graph,
+    History,
+    ProfilesBundle,
+    Tensor,
+)
+from kernels.bundle_manifest import Calibration as CalibrationSpec
 from kernels.featurize import (
     CategoricalField,
     FeatureSchema,
@@ -53,7 +63,6 @@ from training.report import write_report
 from training.retrieval import RetrievalConfig, interactions, train_retrieval
 from training.simulate import DEVICES, GroundTruth, item_index, user_index
 from training.splits import Split, global_time_split, per_user_split
-from training.streaming import StreamingConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +116,6 @@ class TrainConfig:
     budget_minutes: float | None = 10.0
     seed: int = 0
     progress: bool = True
-    # Stream the tables that scale with events through a work directory (training.streaming);
-    # None: hold them in memory.
-    streaming: StreamingConfig | None = None
 
 
 # What the CTR search tries after a model's configured setting, in order (a tight budget
@@ -506,29 +512,26 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         users = users.join(user_history, on="user_id", how="full", coalesce=True).sort("user_id")
     parity_rows = {"cat": cat[te][:2000], "num": num[te][:2000]}
     for name, model in fitted.items():
-        manifest: dict[str, Any] = {
-            "model_type": name,
-            "onnx": {
-                "file": "model.onnx",
-                "inputs": [
-                    {"name": "cat", "dtype": "int64", "shape": [-1, len(schema.categorical)]},
-                    {"name": "num", "dtype": "float32", "shape": [-1, len(schema.numeric)]},
+        manifest = CTRBundle(
+            model_type=name,
+            onnx=Graph(
+                inputs=[
+                    Tensor(name="cat", dtype="int64", shape=[-1, len(schema.categorical)]),
+                    Tensor(name="num", dtype="float32", shape=[-1, len(schema.numeric)]),
                 ],
-                "outputs": [{"name": "pctr", "dtype": "float32", "shape": [-1]}],
-            },
-            "features": schema.to_json(),
-            **({"history": {**history.to_json(), "as_of_ms": as_of_ms}} if history else {}),
-            "calibration": {**model.calibration.to_json(), "applied": "in_graph"},
-            "artifacts": {
-                "items": "items.parquet",
-                "users": "users.parquet",
-                "metrics": "metrics.json",
+                outputs=[Tensor(name="pctr", dtype="float32", shape=[-1])],
+            ),
+            features=schema.to_json(),
+            history=History(**history.to_json(), as_of_ms=as_of_ms) if history else None,
+            calibration=CalibrationSpec(**model.calibration.to_json(), applied="in_graph"),
+            artifacts={
+                **CTR_FILES,
                 **{user_item_artifact(by): f"user_{by}.parquet" for by in user_item},
             },
-            "metrics": test_metrics[name],
-            "valid_metrics": valid_metrics[name],
-            "split": spec,
-            "train": {
+            metrics=test_metrics[name],
+            valid_metrics=valid_metrics[name],
+            split=spec,
+            train={
                 **json.loads(json.dumps(asdict(config), default=str)),
                 "model": name,
                 "tuned": tuned[name],
@@ -536,7 +539,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "position_tower": position_tower,
             },
-        }
+        )
         write_ctr_bundle(
             out,
             "ctr" if name == best else f"ctr-{name}",
@@ -631,7 +634,7 @@ def write_ctr_bundle(
     out: Path,
     name: str,
     model: CalibratedCTR,
-    manifest: dict[str, Any],
+    manifest: CTRBundle,
     cat: np.ndarray,
     num: np.ndarray,
     parity_rows: dict[str, np.ndarray],
@@ -645,17 +648,15 @@ def write_ctr_bundle(
         example = (torch.from_numpy(cat[:8]), torch.from_numpy(num[:8]))
         # The graph is the serving form (folded weights); parity is against the trained model.
         export_onnx(serving_form(model), example, ["cat", "num"], "pctr", tmp / "model.onnx")
-        manifest["parity_max_abs_error"] = parity_max_abs_error(
-            model, tmp / "model.onnx", parity_rows
-        )
-        items.write_parquet(tmp / "items.parquet")
-        users.write_parquet(tmp / "users.parquet")
+        manifest.parity_max_abs_error = parity_max_abs_error(model, tmp / "model.onnx", parity_rows)
+        items.write_parquet(tmp / CTR_FILES["items"])
+        users.write_parquet(tmp / CTR_FILES["users"])
         for by, table in (user_item or {}).items():
-            table.write_parquet(tmp / manifest["artifacts"][user_item_artifact(by)])
+            table.write_parquet(tmp / manifest.artifacts[user_item_artifact(by)])
         write_metrics_json(tmp, manifest)
 
-    path = write_bundle(out, name, "ctr", manifest, write)
-    log.info("CTR bundle %s (%s)", path, manifest["model_type"])
+    path = write_bundle(out, name, manifest, write)
+    log.info("CTR bundle %s (%s)", path, manifest.model_type)
     return path
 
 
@@ -798,19 +799,18 @@ def train_profiles(data: Dataset, out: Path, config: TrainConfig) -> dict[str, A
         "rfm_segments": dict(table.group_by("rfm_segment").len().sort("rfm_segment").iter_rows()),
         "kmeans_k": segments.k if segments is not None else None,
     }
-    manifest: dict[str, Any] = {
-        "as_of": as_of.isoformat(),
-        "artifacts": {"profiles": "profiles.parquet"},
-        "rfm_segment_rules": dict(RFM_SEGMENT_RULES),
-        "kmeans": segments.to_dict() if segments is not None else None,
-        "summary": summary,
-    }
+    manifest = ProfilesBundle(
+        as_of=as_of.isoformat(),
+        artifacts=PROFILES_FILES,
+        rfm_segment_rules=dict(RFM_SEGMENT_RULES),
+        kmeans=segments.to_dict() if segments is not None else None,
+        summary=summary,
+    )
     path = write_bundle(
         out,
         "profiles",
-        "profiles",
         manifest,
-        lambda tmp: table.write_parquet(tmp / "profiles.parquet"),
+        lambda tmp: table.write_parquet(tmp / PROFILES_FILES["profiles"]),
     )
     log.info("profiles bundle %s: %s", path, summary)
     return summary

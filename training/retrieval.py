@@ -34,6 +34,16 @@ import polars as pl
 import torch
 
 from kernels import topk
+from kernels.bundle_manifest import (
+    RETRIEVAL_FILES,
+    SEQUENCE_FILES,
+    Graph,
+    Ivf,
+    RetrievalBundle,
+    Sequence,
+    Tensor,
+    TowerIO,
+)
 from training import metrics
 from training.bundle import write_bundle, write_metrics_json
 from training.export import export_onnx, parity_max_abs_error
@@ -877,45 +887,32 @@ def write_retrieval_bundle(
             item_attributes.select("item_id", *attrs), on="item_id", how="left"
         )
     scorer = EmbeddingScorer(user, item)
-    manifest: dict[str, Any] = {
-        "model_type": model_type,
-        "onnx": {
-            "file": "model.onnx",
-            "inputs": [
-                {"name": "user_index", "dtype": "int64", "shape": [-1]},
-                {"name": "item_index", "dtype": "int64", "shape": [-1]},
+    manifest = RetrievalBundle(
+        model_type=model_type,
+        onnx=Graph(
+            inputs=[
+                Tensor(name="user_index", dtype="int64", shape=[-1]),
+                Tensor(name="item_index", dtype="int64", shape=[-1]),
             ],
-            "outputs": [{"name": "score", "dtype": "float32", "shape": [-1]}],
-        },
-        "embedding_dim": int(user.shape[1]),
+            outputs=[Tensor(name="score", dtype="float32", shape=[-1])],
+        ),
+        embedding_dim=int(user.shape[1]),
         # Item-item cosine uses columns [0, latent_dim): MF's last column is the item bias.
-        "latent_dim": model.latent_dim,
-        "metric": "ip",
-        "artifacts": {
-            "user_embeddings": "user_embeddings.npy",
-            "item_embeddings": "item_embeddings.npy",
-            "consumed_indptr": "consumed_indptr.npy",
-            "consumed_indices": "consumed_indices.npy",
-            "popularity": "popularity.npy",
-            "users": "users.parquet",
-            "items": "items.parquet",
-            "metrics": "metrics.json",
-        },
-        "metrics": test_metrics,
-        "valid_metrics": valid_metrics,
-        "cold_start": cold_start_about,
-        "split": split_spec,
-        "train": {**asdict(config), **model.info, "positives": int(u_all.size)},
-    }
-    if model.tower is not None:
-        manifest["sequence"] = sequence_manifest(model.tower, data)
-        manifest["artifacts"].update(SEQUENCE_ARTIFACTS)
+        latent_dim=model.latent_dim,
+        artifacts={**RETRIEVAL_FILES, **(SEQUENCE_FILES if model.tower is not None else {})},
+        metrics=test_metrics,
+        valid_metrics=valid_metrics,
+        cold_start=cold_start_about,
+        split=split_spec,
+        train={**asdict(config), **model.info, "positives": int(u_all.size)},
+        sequence=sequence_manifest(model.tower, data) if model.tower is not None else None,
+    )
 
     def write(tmp: Path) -> None:
         example = (torch.zeros(4, dtype=torch.int64), torch.zeros(4, dtype=torch.int64))
         export_onnx(scorer, example, ["user_index", "item_index"], "score", tmp / "model.onnx")
         rng = np.random.default_rng(config.seed)
-        manifest["parity_max_abs_error"] = parity_max_abs_error(
+        manifest.parity_max_abs_error = parity_max_abs_error(
             scorer,
             tmp / "model.onnx",
             {
@@ -935,36 +932,29 @@ def write_retrieval_bundle(
         n_lists = ivf_lists_for(data.n_items, config.ivf_min_items, config.ivf_lists)
         if n_lists:
             ivf = write_ivf(tmp, item, n_lists, config.seed)
-            manifest["ivf"] = ivf["ivf"]
-            manifest["artifacts"].update(ivf["artifacts"])
+            manifest.ivf = Ivf(**ivf["ivf"])
+            manifest.artifacts = {**manifest.artifacts, **ivf["artifacts"]}
         write_metrics_json(tmp, manifest)
 
-    path = write_bundle(out, bundle, "retrieval", manifest, write)
+    path = write_bundle(out, bundle, manifest, write)
     log.info("retrieval bundle %s (%s)", path, model_type)
     return path
 
 
-SEQUENCE_ARTIFACTS = {
-    "user_tower": "user_tower.onnx",
-    "recent_indptr": "recent_indptr.npy",
-    "recent_indices": "recent_indices.npy",
-}
-
-
-def sequence_manifest(tower: SASRec, data: Interactions) -> dict[str, Any]:
+def sequence_manifest(tower: SASRec, data: Interactions) -> Sequence:
     """What the engine needs to run the user tower: the input's length and padding row, and
     the time after which a logged click is newer than the shipped recent items."""
     as_of_ms = int(data.pair_times(*ALL_PARTS).max() * 1000) if data.timed else 0
-    return {
-        "max_len": tower.max_len,
-        "pad": tower.pad,
-        "as_of_ms": as_of_ms,
-        "events": ["click"],
-        "user_tower": {
-            "inputs": [{"name": "items", "dtype": "int64", "shape": [-1, tower.max_len]}],
-            "outputs": [{"name": "user", "dtype": "float32", "shape": [-1, tower.dim]}],
-        },
-    }
+    return Sequence(
+        max_len=tower.max_len,
+        pad=tower.pad,
+        as_of_ms=as_of_ms,
+        events=["click"],
+        user_tower=TowerIO(
+            inputs=[Tensor(name="items", dtype="int64", shape=[-1, tower.max_len])],
+            outputs=[Tensor(name="user", dtype="float32", shape=[-1, tower.dim])],
+        ),
+    )
 
 
 def write_sequence_artifacts(
@@ -976,8 +966,8 @@ def write_sequence_artifacts(
     rows = [items[indptr[u] : indptr[u + 1]] for u in range(len(indptr) - 1)]
     padded = left_padded(rows, tower.max_len, tower.pad)
     example = (torch.from_numpy(padded[:4]),)
-    export_onnx(tower, example, ["items"], "user", tmp / SEQUENCE_ARTIFACTS["user_tower"])
+    export_onnx(tower, example, ["items"], "user", tmp / SEQUENCE_FILES["user_tower"])
     pick = np.random.default_rng(seed).permutation(len(padded))[:500]
-    parity_max_abs_error(tower, tmp / SEQUENCE_ARTIFACTS["user_tower"], {"items": padded[pick]})
-    np.save(tmp / SEQUENCE_ARTIFACTS["recent_indptr"], indptr)
-    np.save(tmp / SEQUENCE_ARTIFACTS["recent_indices"], items)
+    parity_max_abs_error(tower, tmp / SEQUENCE_FILES["user_tower"], {"items": padded[pick]})
+    np.save(tmp / SEQUENCE_FILES["recent_indptr"], indptr)
+    np.save(tmp / SEQUENCE_FILES["recent_indices"], items)

@@ -149,13 +149,15 @@ class OnnxModel(ServedModel):
             self.batcher.close()
 
     def _check_signature(self) -> None:
-        spec = self.ref.manifest["onnx"]
+        spec = getattr(self.ref.manifest, "onnx", None)
         where = f"{self.ref.name}/{self.ref.version}"
-        want_in = {i["name"]: i["dtype"] for i in spec["inputs"]}
+        if spec is None:
+            raise BundleError(f"{where}: the manifest names no ONNX graph")
+        want_in = {i.name: i.dtype for i in spec.inputs}
         have_in = {n: _DTYPES.get(i.type, i.type) for n, i in self.inputs.items()}
         if want_in != have_in:
             raise BundleError(f"{where}: ONNX inputs {have_in} do not match the manifest {want_in}")
-        want_out = [o["name"] for o in spec["outputs"]]
+        want_out = [o.name for o in spec.outputs]
         if want_out != self.outputs:
             raise BundleError(
                 f"{where}: ONNX outputs {self.outputs} do not match the manifest {want_out}"

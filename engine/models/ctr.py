@@ -17,6 +17,7 @@ from engine.live_history import LiveFields, LiveHistory
 from engine.models.base import OnnxModel
 from engine.repository import BundleRef
 from engine.settings import Settings
+from kernels.bundle_manifest import CTRBundle
 from kernels.featurize import FeatureSchema, NumericField, user_item_artifact
 
 
@@ -25,8 +26,9 @@ class CTRModel(OnnxModel):
 
     def __init__(self, ref: BundleRef, settings: Settings) -> None:
         super().__init__(ref, settings)
+        manifest = ref.bundle(CTRBundle)
         try:
-            self.schema = FeatureSchema.from_json(ref.manifest["features"])
+            self.schema = FeatureSchema.from_json(manifest.features)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{ref.name}/{ref.version}: bad feature schema: {exc}") from exc
         self.default_position = settings.default_position
@@ -45,8 +47,8 @@ class CTRModel(OnnxModel):
         # Live histories (set by the server when it logs feedback): see engine.live_history.
         self.live: LiveHistory | None = None
         self._history = (
-            LiveFields(self.schema, ref.manifest["history"], store, users, items, user_item)
-            if "history" in ref.manifest
+            LiveFields(self.schema, manifest.history, store, users, items, user_item)
+            if manifest.history is not None
             else None
         )
         self.warmup()

@@ -16,6 +16,7 @@ from engine.repository import BundleRef
 from engine.settings import Settings
 from engine.topk_batching import TopKBatcher, TopKQuery
 from kernels import gpu, ivf_topk, load_ivf, topk
+from kernels.bundle_manifest import RetrievalBundle
 from kernels.filters import Exclusions
 
 
@@ -67,7 +68,8 @@ class RetrievalModel(OnnxModel):
         # Approximate retrieval when the bundle carries an IVF index (built by the trainer for
         # large catalogues) and the settings allow it.
         self.ivf = None
-        if "ivf" in ref.manifest and settings.retrieval_search != "exact":
+        manifest = ref.bundle(RetrievalBundle)
+        if manifest.ivf is not None and settings.retrieval_search != "exact":
             try:
                 self.ivf = load_ivf(ref.path)
             except (OSError, ValueError) as exc:
@@ -82,9 +84,7 @@ class RetrievalModel(OnnxModel):
         self.popularity_matrix = np.ascontiguousarray(self.popularity[:, None])
         # Item-item similarity is cosine over the latent part (the trainer may append the item
         # bias as a last column, which says how popular an item is, not what it is like).
-        latent = self.item_embeddings[
-            :, : ref.manifest.get("latent_dim", self.item_embeddings.shape[1])
-        ]
+        latent = self.item_embeddings[:, : manifest.latent_dim or self.item_embeddings.shape[1]]
         norms = np.linalg.norm(latent, axis=1, keepdims=True)
         self.item_unit = np.ascontiguousarray(
             latent / np.where(norms > 0, norms, 1.0), dtype=np.float32

@@ -19,6 +19,7 @@ from engine.models.retrieval import RetrievalModel
 from engine.repository import BundleRef
 from engine.runtime import create_session
 from engine.settings import Settings
+from kernels.bundle_manifest import RetrievalBundle
 
 
 class SequenceRetrievalModel(RetrievalModel):
@@ -27,10 +28,12 @@ class SequenceRetrievalModel(RetrievalModel):
     def __init__(self, ref: BundleRef, settings: Settings) -> None:
         # Set before the base class warms up (warm-up calls retrieve).
         self.live: LiveHistory | None = None
-        spec = ref.manifest["sequence"]
+        spec = ref.bundle(RetrievalBundle).sequence
         where = f"{ref.name}/{ref.version}"
-        self.max_len, self.pad = int(spec["max_len"]), int(spec["pad"])
-        self.history_cut_ms: int | None = int(spec["as_of_ms"])
+        if spec is None:
+            raise BundleError(f"{where}: the manifest has no sequence section")
+        self.max_len, self.pad = spec.max_len, spec.pad
+        self.history_cut_ms: int | None = spec.as_of_ms
         try:
             self.recent_indptr = np.load(ref.file("recent_indptr"), allow_pickle=False)
             self.recent_indices = np.load(ref.file("recent_indices"), allow_pickle=False)
@@ -93,6 +96,6 @@ class SequenceRetrievalModel(RetrievalModel):
 def served_kind(ref: BundleRef, kind: type[ServedModel]) -> type[ServedModel]:
     """The class serving ``ref``: :class:`SequenceRetrievalModel` for a retrieval bundle with a
     user tower, else ``kind`` (the class of the bundle's kind)."""
-    if kind is RetrievalModel and "sequence" in ref.manifest:
+    if kind is RetrievalModel and ref.bundle(RetrievalBundle).sequence is not None:
         return SequenceRetrievalModel
     return kind

@@ -13,6 +13,7 @@ from engine.errors import BundleError
 from engine.models.base import OnnxModel
 from engine.repository import BundleRef
 from engine.settings import Settings
+from kernels.bundle_manifest import UpliftBundle
 from kernels.tabular import TabularSchema
 
 
@@ -25,15 +26,13 @@ class UpliftModel(OnnxModel):
     ) -> None:
         super().__init__(ref, settings, on_batch)
         where = f"{ref.name}/{ref.version}"
+        manifest = ref.bundle(UpliftBundle)
         try:
-            self.schema = TabularSchema.from_dict(ref.manifest["schema"])
-            self.treatments: list[str] = [str(t) for t in ref.manifest["treatments"]]
+            self.schema = TabularSchema.from_dict(manifest.customer_schema)
         except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(
-                f"{where}: uplift manifest needs schema and treatments: {exc}"
-            ) from exc
-        value = ref.manifest.get("value_per_conversion")
-        self.value_per_conversion = float(value) if value else 1.0
+            raise BundleError(f"{where}: bad customer schema: {exc}") from exc
+        self.treatments: list[str] = list(manifest.treatments)
+        self.value_per_conversion = manifest.value_per_conversion or 1.0
         # Warm-up and a shape check: one row of zeros must give one uplift per treatment.
         out = self.score(np.zeros((1, self.schema.width), dtype=np.float32))
         if out.shape != (1, len(self.treatments)):

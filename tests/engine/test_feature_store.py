@@ -86,7 +86,7 @@ def test_served_features_equal_the_trainers_encoding_of_the_shipped_tables(
     trained_repo: Path,
 ) -> None:
     ref = read_bundle(trained_repo, "ctr")
-    assert "history" in ref.manifest and ref.manifest["train"]["position_tower"]
+    assert ref.manifest.history is not None and ref.manifest.train["position_tower"]
     model = CTRModel(ref, Settings(repo=trained_repo))
     schema = model.schema
     assert {f.source for f in schema.numeric} >= {"user", "user_item"}

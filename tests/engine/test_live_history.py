@@ -55,9 +55,9 @@ def ctr(trained_repo: Path) -> CTRModel:
 def test_live_events_give_the_trainers_features(ctr: CTRModel, sim_dir: Path) -> None:
     """Snapshot + live events, through the engine, equal the trainer's history tables over the
     log extended by the same events, encoded by the bundle's schema."""
-    spec_json = ctr.ref.manifest["history"]
-    spec = HistorySpec(tuple(spec_json["by"]), spec_json["prior"], spec_json["strength"])
-    cut = spec_json["as_of_ms"]
+    spec_json = ctr.ref.manifest.history
+    spec = HistorySpec(tuple(spec_json.by), spec_json.prior, spec_json.strength)
+    cut = spec_json.as_of_ms
     items = pl.read_parquet(sim_dir / "items.parquet")
     events = pl.read_parquet(sim_dir / "events.parquet")
     user = events["user_id"][0]

@@ -49,15 +49,15 @@ def tower_top_k(
     """In-process reference: the bundle's ONNX user tower on the user's shipped recent items
     plus ``clicked``, against the item table, consumed and clicked items excluded."""
     ref = read_bundle(bundle.parent.parent, bundle.parent.name, int(bundle.name))
-    spec = ref.manifest["sequence"]
+    spec = ref.manifest.sequence
     users = pl.read_parquet(ref.file("users"))["user_id"].to_list()
     items = pl.read_parquet(ref.file("items"))["item_id"].to_list()
     row, item_row = users.index(user_id), {v: i for i, v in enumerate(items)}
     indptr, recent = np.load(ref.file("recent_indptr")), np.load(ref.file("recent_indices"))
     history = [*recent[indptr[row] : indptr[row + 1]], *(item_row[c] for c in clicked)]
-    history = history[-spec["max_len"] :]
-    seq = np.full((1, spec["max_len"]), spec["pad"], dtype=np.int64)
-    seq[0, spec["max_len"] - len(history) :] = history
+    history = history[-spec.max_len :]
+    seq = np.full((1, spec.max_len), spec.pad, dtype=np.int64)
+    seq[0, spec.max_len - len(history) :] = history
     session = ort.InferenceSession(str(ref.file("user_tower")), providers=["CPUExecutionProvider"])
     (query,) = session.run(None, {"items": seq})
     scores = np.load(ref.file("item_embeddings")) @ query[0]
@@ -160,17 +160,17 @@ def test_the_tower_input_is_recent_items_then_fresh_clicks(sequence_repo: Path) 
 
 def test_the_trainer_ships_the_tower_on_each_users_recent_items(sequence_repo: Path) -> None:
     ref = read_bundle(sequence_repo, "retrieval", 1)
-    spec = ref.manifest["sequence"]
+    spec = ref.manifest.sequence
     indptr, recent = np.load(ref.file("recent_indptr")), np.load(ref.file("recent_indices"))
     user_rows = np.load(ref.file("user_embeddings"))
-    assert np.diff(indptr).max() == spec["max_len"] and spec["pad"] == len(
+    assert np.diff(indptr).max() == spec.max_len and spec.pad == len(
         pl.read_parquet(ref.file("items"))
     )
     session = ort.InferenceSession(str(ref.file("user_tower")), providers=["CPUExecutionProvider"])
-    seq = np.full((len(user_rows), spec["max_len"]), spec["pad"], dtype=np.int64)
+    seq = np.full((len(user_rows), spec.max_len), spec.pad, dtype=np.int64)
     for u in range(len(user_rows)):
         items = recent[indptr[u] : indptr[u + 1]]
-        seq[u, spec["max_len"] - len(items) :] = items
+        seq[u, spec.max_len - len(items) :] = items
     (vectors,) = session.run(None, {"items": seq})
     np.testing.assert_allclose(vectors, user_rows, atol=1e-4)
-    assert replace(TINY_SEQUENCE).max_len == spec["max_len"]
+    assert replace(TINY_SEQUENCE).max_len == spec.max_len

@@ -213,14 +213,14 @@ def trending_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_engine_serves_trending_minus_what_the_user_consumed(trending_repo: Path) -> None:
     ref = read_bundle(trending_repo, "retrieval")
-    assert ref.manifest["model_type"] == "trending"
+    assert ref.manifest.model_type == "trending"
     model = RetrievalModel(ref, Settings(repo=trending_repo))
     users = np.load(ref.path / "user_embeddings.npy")
     items = np.load(ref.path / "item_embeddings.npy")
     # The last column is the decayed popularity, which every user weighs 1; iALS in front of
     # it only breaks near-ties (and gives similar items and audiences their geometry).
     trend = items[:, -1]
-    assert np.all(users[:, -1] == 1.0) and ref.manifest["latent_dim"] == items.shape[1] - 1
+    assert np.all(users[:, -1] == 1.0) and ref.manifest.latent_dim == items.shape[1] - 1
     slack = 2 * np.abs(users[:, :-1] @ items[:, :-1].T).max()
     assert slack < 2e-3 * trend.max()
     for user in ("u0", "u5"):

@@ -185,7 +185,7 @@ def plan(
 
     try:
         bundle = find_bundle(repo, model)
-        value = value_per_conversion or bundle.manifest.get("value_per_conversion") or 1.0
+        value = value_per_conversion or bundle.manifest.value_per_conversion or 1.0
         options = PlanOptions(
             fraction=fraction,
             budget=budget,

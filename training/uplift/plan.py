@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from kernels.bundle_manifest import MANIFEST_FILE, ManifestError, UpliftBundle, parse_manifest
 from kernels.campaign_plan import Plan, PlanError, PlanOptions, plan_campaign
 from kernels.tabular import TabularSchema
 from training.errors import InputError
@@ -21,17 +22,17 @@ from training.uplift.data import encode_frame, scan_table
 
 
 @dataclass(frozen=True)
-class UpliftBundle:
+class UpliftModel:
     path: Path
-    manifest: dict[str, Any]
+    manifest: UpliftBundle
 
     @property
     def schema(self) -> TabularSchema:
-        return TabularSchema.from_dict(self.manifest["schema"])
+        return TabularSchema.from_dict(self.manifest.customer_schema)
 
     @property
     def treatments(self) -> list[str]:
-        return list(self.manifest["treatments"])
+        return list(self.manifest.treatments)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         import onnxruntime as ort
@@ -39,7 +40,7 @@ class UpliftBundle:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         session = ort.InferenceSession(
-            str(self.path / self.manifest["onnx"]["file"]),
+            str(self.path / self.manifest.onnx.file),
             options,
             providers=["CPUExecutionProvider"],
         )
@@ -47,23 +48,26 @@ class UpliftBundle:
         return uplift.astype(np.float64)
 
 
-def find_bundle(repo: Path, name: str = "uplift") -> UpliftBundle:
+def find_bundle(repo: Path, name: str = "uplift") -> UpliftModel:
     """The newest version of model ``name`` in ``repo``, which must be an uplift bundle."""
     folder = repo / name
     versions = sorted(
-        int(p.name)
-        for p in folder.glob("*")
-        if p.name.isdigit() and (p / "manifest.json").is_file()
+        int(p.name) for p in folder.glob("*") if p.name.isdigit() and (p / MANIFEST_FILE).is_file()
     )
     if not versions:
         raise InputError(
             f"{repo}: no model {name!r} (train one with `reachrank train --format campaign`)"
         )
     path = folder / str(versions[-1])
-    manifest = json.loads((path / "manifest.json").read_text())
-    if manifest.get("kind") != "uplift":
-        raise InputError(f"{path}: model {name!r} is a {manifest.get('kind')!r} model, not uplift")
-    return UpliftBundle(path, manifest)
+    data = json.loads((path / MANIFEST_FILE).read_text())
+    if data.get("kind") != "uplift":
+        raise InputError(f"{path}: model {name!r} is a {data.get('kind')!r} model, not uplift")
+    try:
+        manifest = parse_manifest(data)
+    except ManifestError as exc:
+        raise InputError(f"{path / MANIFEST_FILE}: {exc}") from None
+    assert isinstance(manifest, UpliftBundle)
+    return UpliftModel(path, manifest)
 
 
 def parse_costs(given: Sequence[str], treatments: Sequence[str]) -> tuple[float, ...]:
@@ -85,7 +89,7 @@ def parse_costs(given: Sequence[str], treatments: Sequence[str]) -> tuple[float,
 
 
 def plan_file(
-    bundle: UpliftBundle, customers: Path, options: PlanOptions, user_column: str = "user_id"
+    bundle: UpliftModel, customers: Path, options: PlanOptions, user_column: str = "user_id"
 ) -> tuple[pl.DataFrame, Plan]:
     """Score and plan a customer file; returns the plan table and the plan."""
     frame = scan_table(customers).collect()

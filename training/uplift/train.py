@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kernels.bundle_manifest import UPLIFT_FILES, Graph, Tensor, UpliftBundle
 from training.bundle import write_bundle
 from training.errors import InputError
 from training.export import export_onnx, parity_max_abs_error
@@ -198,22 +199,21 @@ def _export(
         _plot(report["curves"], tmp / "qini.png")
         (tmp / "report.md").write_text(render_report(report))
 
-    manifest = {
-        "model_type": report["winner"],
-        "onnx": {
-            "file": "model.onnx",
-            "inputs": [{"name": INPUT, "dtype": "float32"}],
-            "outputs": [{"name": OUTPUT, "dtype": "float32"}],
-        },
-        "artifacts": {"report": "report.md", "report_json": "report.json", "qini": "qini.png"},
-        "schema": data.schema.to_dict(),
-        "treatments": list(data.treatments),
-        "value_per_conversion": report["value_per_conversion"],
-        "metrics": report["shipped"]["test"],
-        "valid_metrics": report["candidates"][report["winner"]]["valid"],
-        "mlp": asdict(config.mlp),
-    }
-    return write_bundle(out, config.name, "uplift", manifest, artifacts)
+    manifest = UpliftBundle(
+        model_type=report["winner"],
+        onnx=Graph(
+            inputs=[Tensor(name=INPUT, dtype="float32")],
+            outputs=[Tensor(name=OUTPUT, dtype="float32")],
+        ),
+        artifacts=UPLIFT_FILES,
+        customer_schema=data.schema.to_dict(),
+        treatments=list(data.treatments),
+        value_per_conversion=report["value_per_conversion"],
+        metrics=report["shipped"]["test"],
+        valid_metrics=report["candidates"][report["winner"]]["valid"],
+        mlp=asdict(config.mlp),
+    )
+    return write_bundle(out, config.name, manifest, artifacts)
 
 
 def plan_curve(
