@@ -63,6 +63,7 @@ from training.report import write_report
 from training.retrieval import RetrievalConfig, interactions, train_retrieval
 from training.simulate import DEVICES, GroundTruth, item_index, user_index
 from training.splits import Split, global_time_split, per_user_split
+from training.streaming import StreamingConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ class TrainConfig:
     budget_minutes: float | None = 10.0
     seed: int = 0
     progress: bool = True
+    # Stream the tables that scale with events through a work directory (training.streaming);
+    # None: hold them in memory.
+    streaming: StreamingConfig | None = None
 
 
 # What the CTR search tries after a model's configured setting, in order (a tight budget
