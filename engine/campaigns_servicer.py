@@ -11,6 +11,8 @@ from reachrank.v1 import campaigns_pb2, campaigns_pb2_grpc, ranking_pb2
 
 from engine.campaigns import DEFAULT_CONTROL_FRACTION, CampaignQuery, ContactCaps, plan_online
 from engine.contacts import ContactStore
+from engine.decisions.log import DecisionLog
+from engine.decisions.plan import plan_decision
 from engine.errors import FailedPrecondition
 from engine.grpc_adapter import grpc_errors
 from engine.models.profiles import ProfilesModel
@@ -45,11 +47,16 @@ def query_of(request: campaigns_pb2.CampaignRequest) -> CampaignQuery:
 
 class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
     def __init__(
-        self, registry: ModelRegistry, settings: Settings, contacts: ContactStore | None
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        contacts: ContactStore | None,
+        decisions: DecisionLog | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.contacts = contacts
+        self.decisions = decisions
 
     @grpc_errors
     def Plan(
@@ -64,9 +71,10 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
             raise FailedPrecondition(
                 f"model {self.settings.profiles_model!r} is not a profiles model"
             )
-        result = plan_online(
-            model, profiles, self.contacts, query_of(request), self.settings.max_audience
-        )
+        query = query_of(request)
+        result = plan_online(model, profiles, self.contacts, query, self.settings.max_audience)
+        if self.decisions is not None:
+            plan_decision(self.decisions, query, result)
         s = result.summary
         return campaigns_pb2.CampaignResponse(
             user_ids=result.user_ids,
@@ -99,10 +107,14 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
 
 
 def add_campaigns_to_server(
-    server: grpc.Server, registry: ModelRegistry, settings: Settings, contacts: ContactStore | None
+    server: grpc.Server,
+    registry: ModelRegistry,
+    settings: Settings,
+    contacts: ContactStore | None,
+    decisions: DecisionLog | None = None,
 ) -> str:
     """Add the Campaigns service; returns its full name (for reflection)."""
     campaigns_pb2_grpc.add_CampaignsServicer_to_server(
-        CampaignsServicer(registry, settings, contacts), server
+        CampaignsServicer(registry, settings, contacts, decisions), server
     )
     return SERVICE_NAME

@@ -12,6 +12,7 @@ import grpc
 from reachrank.v1 import feedback_pb2, feedback_pb2_grpc, models_pb2, models_pb2_grpc
 
 from engine.contacts import ContactStore, InProcessContacts, replay_contacts
+from engine.decisions.log import DecisionLog, open_decision_log
 from engine.experiment_file import ExperimentFile
 from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
@@ -35,12 +36,16 @@ class ExtraServices:
     # Campaign contact counts and consent from the feedback log (None without one).
     contacts: ContactStore | None = None
     state: StateStore | None = None
+    # The server's decision log (engine.decisions; None without decision_log_dir).
+    decisions: DecisionLog | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
         """Stop polling the experiments file and flush the feedback log into Parquet; call
         after the server stopped taking RPCs."""
         self._stop.set()
+        if self.decisions is not None:
+            self.decisions.close()  # what the stopped RPCs decided, into Parquet
         if self.feedback is not None:
             self.feedback.close()
         if self.state is not None:
@@ -110,7 +115,14 @@ def add_extra_services(
             FeedbackServicer(feedback, settings.feedback_max_events, live, contacts), server
         )
         names.append(FEEDBACK_SERVICE)
-    extras = ExtraServices(store, feedback, tuple(names), contacts=contacts, state=state)
+    extras = ExtraServices(
+        store,
+        feedback,
+        tuple(names),
+        contacts=contacts,
+        state=state,
+        decisions=open_decision_log(settings),
+    )
     if backing is not None and settings.experiments_poll_interval_s > 0:
         extras.poll_experiments(settings.experiments_poll_interval_s)
     return extras

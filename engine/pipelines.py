@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from engine.models.profiles import Profile, ProfilesModel, UserSegment
 from engine.models.retrieval import RetrievalModel
 from engine.settings import Settings
 from kernels import cap_per_category, mmr
+
+if TYPE_CHECKING:
+    from engine.decisions.draft import DecisionDraft
 
 PERSONALISED = "personalised"
 COLD_START_SEGMENT = "cold_start_segment"
@@ -70,12 +74,14 @@ def recommend(
     max_per_category: int = 0,
     mmr_lambda: float = 0.0,
     segment: UserSegment | None = None,
+    decision: DecisionDraft | None = None,
 ) -> Recommendation:
     """The k items to show ``user_id``: retrieve candidates by embedding (for a user the
     retrieval model doesn't know: the favourites of the user's K-means segment when profiled,
     else overall popularity), excluding consumed/excluded items and honouring filters inside
     the scan, then order them by calibrated pCTR (retrieval score when no CTR model is
-    loaded)."""
+    loaded). ``decision`` (the decision log's draft) records what was decided and may explore
+    (engine.decisions; not with diversity re-ranking)."""
     if not user_id:
         raise InvalidArgument("user_id is required")
     _check_k(k, settings)
@@ -110,10 +116,19 @@ def recommend(
         # Highest pCTR first; the retrieval order (already deterministic) breaks ties.
         order = np.lexsort((np.arange(len(rows)), -scores))
         models.append(ctr.id)
+        if decision is not None:
+            decision.saw(ctr, cat, num)
     else:
         scores = retrieval_scores
         order = np.arange(len(rows))
-    order = diversify(retrieval, rows, scores, order, k, max_per_category, mmr_lambda)
+    if decision is not None and decision.explores and not (max_per_category or mmr_lambda):
+        known = ctr_rows_of(retrieval, ctr)[rows] >= 0 if ctr is not None else None
+        order = decision.choose(scores, k, known=known)
+    else:
+        order = diversify(retrieval, rows, scores, order, k, max_per_category, mmr_lambda)
+    if decision is not None:
+        decision.ranked(retrieval.item_ids, rows, scores, order)
+        decision.strategy = strategy
     # Columns to Python values once (numpy scalars cost a conversion per field and item).
     picked = rows[order]
     items = [
@@ -191,6 +206,7 @@ def rank_ads(
     reserve_price: float,
     context: Mapping[str, str],
     winners_only: bool = False,
+    decision: DecisionDraft | None = None,
 ) -> Auction:
     """pCTR for every ad bidding at least the reserve, then a GSP auction over ``slots``.
     ``overrides`` maps an ad's index to its feature overrides (most ads have none). The result
@@ -228,9 +244,16 @@ def rank_ads(
         empty = np.zeros(0)
         return Auction([], empty, empty, empty, empty.astype(np.int32), empty, below, [ctr.id])
     per_row = [overrides.get(j, {}) for j in range(len(ad_ids))] if overrides else None
-    cat, num = ctr.features(user_id, ctr.item_rows(ad_ids), context, per_row)
+    item_rows = ctr.item_rows(ad_ids)
+    cat, num = ctr.features(user_id, item_rows, context, per_row)
     pctr = ctr.predict(cat, num)
-    result = gsp_auction(pctr, bids, ad_ids, slots, reserve_price)
+    if decision is not None and decision.explores:  # engine.decisions: explored slots
+        result = decision.auction(pctr, bids, ad_ids, slots, reserve_price, item_rows >= 0)
+    else:
+        result = gsp_auction(pctr, bids, ad_ids, slots, reserve_price)
+    if decision is not None:
+        decision.saw(ctr, cat, num)
+        decision.auctioned(ad_ids, pctr, bids, result)
     keep = min(slots, len(result.order)) if winners_only else len(result.order)
     order = result.order[:keep]
     return Auction(

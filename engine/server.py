@@ -164,11 +164,13 @@ def start_server(
         state,
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(
-        RankingServicer(registry, settings, extras.experiments), server
+        RankingServicer(registry, settings, extras.experiments, extras.decisions), server
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
     add_kserve_to_server(server, registry, settings)
-    campaigns = add_campaigns_to_server(server, registry, settings, extras.contacts)
+    campaigns = add_campaigns_to_server(
+        server, registry, settings, extras.contacts, extras.decisions
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

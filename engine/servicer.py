@@ -15,6 +15,7 @@ from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
+from engine.decisions.log import DecisionLog
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.experiments import ExperimentStore
 from engine.grpc_adapter import grpc_errors
@@ -90,10 +91,12 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         registry: ModelRegistry,
         settings: Settings,
         experiments: ExperimentStore | None = None,
+        decisions: DecisionLog | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.experiments = experiments
+        self.decisions = decisions
 
     def _retrieval(self, name: str | None = None, version: int | None = None) -> RetrievalModel:
         name = name or self.settings.retrieval_model
@@ -122,13 +125,15 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         segment = UserSegment(profiles, request.user_id)  # looked up once, if at all
         chosen = route(self.experiments, self.settings, "recommend", request.user_id, segment)
         f = request.filters
+        draft = self.decisions.draft("recommend") if self.decisions is not None else None
+        context_map = dict(request.context)
         result = pipelines.recommend(
             self._retrieval(*chosen.retrieval),
             self._ctr(*chosen.ctr, required=bool(chosen.experiment)),
             self.settings,
             user_id=request.user_id,
             k=request.k,
-            context=dict(request.context),
+            context=context_map,
             categories=list(f.categories),
             min_price=f.min_price if f.HasField("min_price") else None,
             max_price=f.max_price if f.HasField("max_price") else None,
@@ -137,7 +142,10 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             segment=segment,
             max_per_category=request.diversity.max_per_category,
             mmr_lambda=request.diversity.mmr_lambda,
+            decision=draft,
         )
+        if draft is not None and self.decisions is not None:
+            self.decisions.submit(draft, request.user_id, context_map, chosen, result.models)
         return ranking_pb2.RecommendResponse(
             items=scored_items(result.items),
             strategy=result.strategy,
@@ -160,6 +168,8 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         ad_ids, bids, overrides = (
             candidate_columns(request.candidates) if columnar else candidate_messages(request.ads)
         )
+        draft = self.decisions.draft("rank_ads") if self.decisions is not None else None
+        context_map = dict(request.context)
         result = pipelines.rank_ads(
             ctr,
             self.settings,
@@ -169,9 +179,12 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             overrides=overrides,
             slots=request.slots,
             reserve_price=request.reserve_price,
-            context=dict(request.context),
+            context=context_map,
             winners_only=columnar and not request.all_ranked,
+            decision=draft,
         )
+        if draft is not None and self.decisions is not None:
+            self.decisions.submit(draft, request.user_id, context_map, chosen, result.models)
         response = ranking_pb2.RankAdsResponse(
             below_reserve=result.below_reserve,
             models=[model_ref(m) for m in result.models],

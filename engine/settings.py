@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.decisions.config import DEFAULT_SAMPLE_RATES, ExplorationSettings
+
 
 class Settings(BaseSettings):
     """ReachRank server configuration."""
@@ -189,3 +191,23 @@ class Settings(BaseSettings):
     Set/Delete, KServe repository load/unload). An admin token passes everywhere."""
     admin_tokens: SecretStr | None = None
     """Comma-separated admin tokens, added to those of ``admin_tokens_file``."""
+
+    decision_log_dir: Path | None = None
+    """Directory of the decision log (`engine.decisions`): sampled Recommend, RankAds and
+    Campaigns.Plan decisions with the features as served and each pick's propensity, in the
+    feedback log's WAL and Parquet form; None: off."""
+    decision_sample_rates: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_SAMPLE_RATES)
+    )
+    """Share of each RPC's decisions logged (``recommend``, ``rank_ads``, ``plan``)."""
+    decision_flush_ms: float = Field(20.0, gt=0)
+    """The writer hands queued decisions to the WAL this often: a decision is fsynced within
+    about this plus one fsync, and a crash loses at most that window's decisions."""
+    decision_max_pending: int = Field(10_000, ge=1)
+    """Decisions queued for the writer at most; beyond it new ones are dropped and counted."""
+    decision_seed: int | None = None
+    """Seed of the sampling and exploration draws (None: fresh per process)."""
+    exploration: dict[str, ExplorationSettings] = Field(default_factory=dict)
+    """Exploration per RPC (``recommend``, ``rank_ads``), e.g.
+    ``{"rank_ads": {"method": "epsilon", "epsilon": 0.1, "budget": 0.2}}``; see
+    `engine.decisions.config`. Off by default."""

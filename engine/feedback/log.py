@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -85,7 +85,8 @@ class FeedbackLog:
     ``fsync_interval_ms``: 0 lets appenders lead the fsyncs themselves; more makes a flusher
     thread wait that long before each fsync to gather appenders. ``max_segment_bytes`` and
     ``max_segment_age_s`` (None: no age limit) decide when a segment is sealed for Parquet.
-    One process at a time may open a directory.
+    One process at a time may open a directory. ``to_parquet(payloads, path)`` writes a
+    sealed segment's records (the decision log, :mod:`engine.decisions`, passes its own).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class FeedbackLog:
         fsync_interval_ms: float = 0.0,
         max_segment_bytes: int = 64 * 1024 * 1024,
         max_segment_age_s: float | None = None,
+        to_parquet: Callable[[Sequence[bytes], Path], int] = write_events_parquet,
     ) -> None:
         if fsync_interval_ms < 0 or max_segment_bytes <= 0:
             raise ValueError("fsync_interval_ms must be >= 0 and max_segment_bytes > 0")
@@ -105,6 +107,7 @@ class FeedbackLog:
         self._interval = fsync_interval_ms / 1000.0
         self._max_bytes = max_segment_bytes
         self._max_age = max_segment_age_s
+        self._to_parquet = to_parquet
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # wakes the flusher
         self._done = threading.Condition(self._lock)  # wakes appenders and flush()
@@ -144,9 +147,13 @@ class FeedbackLog:
 
     def append(self, events: Sequence[feedback_pb2.FeedbackEvent]) -> None:
         """Write ``events``; returns once they are fsynced. Raises LogFull or LogUnavailable."""
-        if not events:
+        self.append_payloads([e.SerializeToString() for e in events])
+
+    def append_payloads(self, payloads: Sequence[bytes]) -> None:
+        """``append`` for records already serialized (one per payload)."""
+        if not payloads:
             return
-        data = frame_all(e.SerializeToString() for e in events)
+        data = frame_all(payloads)
         with self._lock:
             self._check_usable()
             start = self._size
@@ -159,7 +166,7 @@ class FeedbackLog:
                 raise LogUnavailable(f"feedback log write failed: {exc}") from exc
             self._size += len(data)
             self._written += 1
-            self._events += len(events)
+            self._events += len(payloads)
             ticket = self._written
             if self._interval:
                 self._work.notify()
@@ -325,7 +332,7 @@ class FeedbackLog:
         path = segment_path(self.directory, seq)
         found = scan(path.read_bytes())
         if found.payloads:
-            rows = write_events_parquet(found.payloads, parquet_path(self.directory, seq))
+            rows = self._to_parquet(found.payloads, parquet_path(self.directory, seq))
             log.info("feedback log: %s -> %d Parquet rows", path.name, rows)
         path.unlink()
         fsync_dir(self.directory)
