@@ -47,6 +47,12 @@ class ModelSettings(BaseModel):
     """onnxruntime threads per inference (None: decided at load, engine.runtime)."""
     ort_inter_op_threads: int = Field(1, ge=0)
     """onnxruntime threads across graph nodes."""
+    retrieval_max_batch: int = Field(0, ge=0)
+    """A retrieval model: Recommend queries searched together in one top-k pass (0: auto,
+    see ``Settings.retrieval_max_batch``)."""
+    retrieval_max_queue: int = Field(4096, ge=1)
+    """A retrieval model: queries allowed to wait for the top-k pass; beyond it
+    RESOURCE_EXHAUSTED."""
 
     @classmethod
     def defaults(cls, settings: Settings) -> ModelSettings:
@@ -62,6 +68,8 @@ _FROM_SETTINGS = (
     "batch_workers",
     "ort_intra_op_threads",
     "ort_inter_op_threads",
+    "retrieval_max_batch",
+    "retrieval_max_queue",
 )
 
 

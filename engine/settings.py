@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     blas_threads: int = Field(1, ge=1)
     """OpenBLAS/MKL threads; kept low so they don't fight Numba and onnxruntime for cores."""
 
-    # The knobs from here to batch_workers, and the onnxruntime threads above, are defaults:
+    # The knobs from here to retrieval_max_queue, and the onnxruntime threads above, are defaults:
     # each model may set its own (engine.model_settings: a bundle's serving.json, a Triton
     # model's config.pbtxt).
     batching: bool = True

@@ -97,17 +97,18 @@ class RetrievalModel(OnnxModel):
             [[0], np.cumsum(np.bincount(self.consumed_indices, minlength=n_items))]
         ).astype(np.int64)
         # Concurrent Recommend calls share one scan of the item table.
-        max_batch = settings.retrieval_max_batch or (64 if gpu.use_gpu_by_default() else 1)
+        ms = self.model_settings
+        max_batch = ms.retrieval_max_batch or (64 if gpu.use_gpu_by_default() else 1)
         self.topk_batcher = (
             TopKBatcher(
                 self._search_items,
                 max_batch_rows=max_batch,
-                max_queue_delay_us=self.model_settings.max_queue_delay_us,
-                max_queue_rows=settings.retrieval_max_queue,
+                max_queue_delay_us=ms.max_queue_delay_us,
+                max_queue_rows=ms.retrieval_max_queue,
                 name=f"{where}/topk",
                 on_batch=record_batch(f"{ref.name}.topk"),
             )
-            if self.model_settings.batching and max_batch > 1
+            if ms.batching and max_batch > 1
             else None
         )
         self.warmup()

@@ -14,6 +14,7 @@ import tritonclient.grpc as tg
 
 from engine.errors import BundleError
 from engine.models.ctr import CTRModel
+from engine.models.retrieval import RetrievalModel
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
 from tests.engine.kserve_helpers import as_protocol, ctr_inputs, reference
@@ -25,13 +26,27 @@ def mixed_repo(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     repo = build_repository(tmp_path_factory.mktemp("mixed") / "repo")
     shutil.copytree(trained_repo / "ctr", repo / "ctr")
     (repo / "ctr" / "serving.json").write_text(json.dumps({"max_batch_rows": 64}))
+    # Two retrieval models from one bundle: one keeps the server's retrieval knobs, the other
+    # sets its own top-k batch and queue.
+    shutil.copytree(trained_repo / "retrieval", repo / "retrieval")
+    shutil.copytree(trained_repo / "retrieval", repo / "retrieval-own")
+    (repo / "retrieval-own" / "serving.json").write_text(
+        json.dumps({"retrieval_max_batch": 8, "retrieval_max_queue": 100})
+    )
     return repo
 
 
 @pytest.fixture(scope="module")
 def mixed(mixed_repo: Path) -> Iterator[RunningServer]:
     running = start_server(
-        Settings(repo=mixed_repo, port=0, grace_period_s=0, max_batch_rows=4096, batch_workers=1)
+        Settings(
+            repo=mixed_repo,
+            port=0,
+            grace_period_s=0,
+            max_batch_rows=4096,
+            batch_workers=1,
+            retrieval_max_batch=4,
+        )
     )
     yield running
     running.stop(0)
@@ -79,3 +94,12 @@ def test_a_bundle_takes_its_own_serving_json(mixed: RunningServer, mixed_repo: P
         assert mixed.registry.get("ctr") is reloaded  # the refused load kept the serving one
     finally:
         beside.unlink()
+
+
+def test_a_retrieval_bundle_takes_its_own_top_k_knobs(mixed: RunningServer) -> None:
+    server_wide, own = mixed.registry.get("retrieval"), mixed.registry.get("retrieval-own")
+    assert isinstance(server_wide, RetrievalModel) and isinstance(own, RetrievalModel)
+    assert server_wide.topk_batcher is not None and own.topk_batcher is not None
+    assert server_wide.topk_batcher.max_batch_rows == 4  # the server's setting
+    assert server_wide.topk_batcher.max_queue_rows == Settings().retrieval_max_queue
+    assert (own.topk_batcher.max_batch_rows, own.topk_batcher.max_queue_rows) == (8, 100)
