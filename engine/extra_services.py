@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from reachrank.v1 import feedback_pb2, feedback_pb2_grpc, models_pb2, models_pb2_grpc
@@ -74,6 +75,7 @@ def add_extra_services(
     live: HistoryStore | None = None,
     live_since_ms: int | None = None,
     state: StateStore | None = None,
+    ads: Any = None,
 ) -> ExtraServices:
     """Experiments always (from ``experiments_file`` if set); Feedback when ``feedback_dir`` is.
     ``prepare`` readies an experiment's models before it is stored (file or RPC)."""
@@ -112,7 +114,8 @@ def add_extra_services(
             recovered.truncated_bytes,
         )
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            FeedbackServicer(feedback, settings.feedback_max_events, live, contacts), server
+            FeedbackServicer(feedback, settings.feedback_max_events, live, contacts, ads=ads),
+            server,
         )
         names.append(FEEDBACK_SERVICE)
     extras = ExtraServices(

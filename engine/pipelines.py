@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.auction import gsp_auction
+from engine.ads.bidding import ranked_mixed
+from engine.auction import CPC, gsp_auction
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from engine.models.base import ModelId
 from engine.models.ctr import CTRModel
@@ -57,6 +58,9 @@ class Auction:
     price: np.ndarray  # per click; 0 for non-winners
     below_reserve: int
     models: list[ModelId]
+    # With bid types (engine.ads.bidding): each ad's type, each winner's expected charge.
+    bid_type: np.ndarray | None = None
+    expected_charge: np.ndarray | None = None
 
 
 def recommend(
@@ -206,6 +210,8 @@ def rank_ads(
     reserve_price: float,
     context: Mapping[str, str],
     winners_only: bool = False,
+    bid_types: np.ndarray | None = None,
+    reserve_ecpm: float = 0.0,
     decision: DecisionDraft | None = None,
 ) -> Auction:
     """pCTR for every ad bidding at least the reserve, then a GSP auction over ``slots``.
@@ -214,7 +220,7 @@ def rank_ads(
     if not user_id:
         raise InvalidArgument("user_id is required")
     n = len(ad_ids)
-    if not n:
+    if not n and bid_types is None:  # with bid types: campaign rules may have dropped them all
         raise InvalidArgument("ads must not be empty")
     if n > settings.max_ads:
         raise InvalidArgument(f"at most {settings.max_ads} ads per request, got {n}")
@@ -234,12 +240,15 @@ def rank_ads(
             if ad_id in seen:
                 raise InvalidArgument(f"ads[{i}].ad_id {ad_id!r} appears twice")
             seen.add(ad_id)
-    keep = np.flatnonzero(bids >= reserve_price)
+    # The per-click reserve binds CPC bids; every type meets the eCPM one (engine.ads.bidding).
+    eligible = bids >= reserve_price
+    keep = np.flatnonzero(eligible if bid_types is None else eligible | (bid_types != CPC))
     below = n - len(keep)
     if len(keep) < n:
         ad_ids = [ad_ids[i] for i in keep]
         overrides = {j: overrides[i] for j, i in enumerate(keep) if i in overrides}
         bids = bids[keep]
+        bid_types = bid_types[keep] if bid_types is not None else None
     if not len(keep):
         empty = np.zeros(0)
         return Auction([], empty, empty, empty, empty.astype(np.int32), empty, below, [ctr.id])
@@ -247,6 +256,13 @@ def rank_ads(
     item_rows = ctr.item_rows(ad_ids)
     cat, num = ctr.features(user_id, item_rows, context, per_row)
     pctr = ctr.predict(cat, num)
+    if bid_types is not None or reserve_ecpm:  # CPA/CPM bids, or an eCPM reserve
+        types = bid_types if bid_types is not None else np.zeros(len(bids), dtype=np.int64)
+        columns, under = ranked_mixed(
+            ctr, cat, num, pctr, ad_ids, bids, types, slots, reserve_price, reserve_ecpm,
+            winners_only,
+        )  # fmt: skip
+        return Auction(**columns, below_reserve=below + under, models=[ctr.id])
     if decision is not None and decision.explores:  # engine.decisions: explored slots
         result = decision.auction(pctr, bids, ad_ids, slots, reserve_price, item_rows >= 0)
     else:

@@ -30,6 +30,8 @@ ADMIN_METHODS = frozenset(
         "/reachrank.v1.ModelService/Unload",
         "/reachrank.v1.Experiments/Set",
         "/reachrank.v1.Experiments/Delete",
+        "/reachrank.v1.AdCampaigns/Set",
+        "/reachrank.v1.AdCampaigns/Delete",
         "/inference.GRPCInferenceService/RepositoryModelLoad",
         "/inference.GRPCInferenceService/RepositoryModelUnload",
     }

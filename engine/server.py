@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import kernels
+from engine.ads.setup import add_ads_to_server
 from engine.campaigns_servicer import add_campaigns_to_server
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
@@ -155,6 +156,8 @@ def start_server(
         interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
+    # Campaign budgets, pacing and frequency caps on RankAds (engine.ads), billed by LogEvents.
+    ads = add_ads_to_server(server, settings, state)
     extras = add_extra_services(
         server,
         settings,
@@ -162,9 +165,11 @@ def start_server(
         live,
         _oldest_history_cut(registry),
         state,
+        ads=ads.gate,
     )
     ranking_pb2_grpc.add_RankingServicer_to_server(
-        RankingServicer(registry, settings, extras.experiments, extras.decisions), server
+        RankingServicer(registry, settings, extras.experiments, extras.decisions, ads=ads.gate),
+        server,
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServiceServicer(registry), server)
     add_kserve_to_server(server, registry, settings)
@@ -178,6 +183,7 @@ def start_server(
             RANKING_SERVICE,
             *extras.service_names,
             campaigns,
+            ads.service_name,
             KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,

@@ -15,6 +15,7 @@ from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
+from engine.ads.gate import AdGate, disabled_gate
 from engine.decisions.log import DecisionLog
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.experiments import ExperimentStore
@@ -77,6 +78,9 @@ def fill_ranked_columns(out: ranking_pb2.RankedAdColumns, auction: pipelines.Auc
     out.expected_value.extend(auction.expected_value.tolist())
     out.slot.extend(auction.slot.tolist())
     out.price.extend(auction.price.tolist())
+    if auction.bid_type is not None and auction.expected_charge is not None:
+        out.bid_type.extend(auction.bid_type.tolist())
+        out.expected_charge.extend(auction.expected_charge.tolist())
 
 
 def model_ref(model_id: ModelId) -> ranking_pb2.ModelRef:
@@ -92,10 +96,13 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         settings: Settings,
         experiments: ExperimentStore | None = None,
         decisions: DecisionLog | None = None,
+        ads: AdGate | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.experiments = experiments
+        # Campaign budgets, pacing and frequency caps on RankAds (engine.ads; off without any).
+        self.ads = ads if ads is not None else disabled_gate()
         self.decisions = decisions
 
     def _retrieval(self, name: str | None = None, version: int | None = None) -> RetrievalModel:
@@ -168,29 +175,34 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         ad_ids, bids, overrides = (
             candidate_columns(request.candidates) if columnar else candidate_messages(request.ads)
         )
+        ads = self.ads.admit(request, request.user_id, ad_ids, bids, overrides)
         draft = self.decisions.draft("rank_ads") if self.decisions is not None else None
         context_map = dict(request.context)
         result = pipelines.rank_ads(
             ctr,
             self.settings,
             user_id=request.user_id,
-            ad_ids=ad_ids,
-            bids=bids,
-            overrides=overrides,
+            ad_ids=ads.ad_ids,
+            bids=ads.bids,
+            overrides=ads.overrides,
             slots=request.slots,
             reserve_price=request.reserve_price,
             context=context_map,
             winners_only=columnar and not request.all_ranked,
+            bid_types=ads.bid_types,
+            reserve_ecpm=request.reserve_ecpm,
             decision=draft,
         )
         if draft is not None and self.decisions is not None:
             self.decisions.submit(draft, request.user_id, context_map, chosen, result.models)
+        result = self.ads.commit(ads, result)
         response = ranking_pb2.RankAdsResponse(
             below_reserve=result.below_reserve,
             models=[model_ref(m) for m in result.models],
             experiment=chosen.experiment,
             variant=chosen.variant,
         )
+        ads.fill(response)
         if columnar:
             fill_ranked_columns(response.ranked, result)
         else:
@@ -207,6 +219,14 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
                     strict=True,
                 )
             )
+            if result.bid_type is not None and result.expected_charge is not None:
+                for message, kind, charge in zip(
+                    response.ads,
+                    result.bid_type.tolist(),
+                    result.expected_charge.tolist(),
+                    strict=True,
+                ):
+                    message.bid_type, message.expected_charge = kind, charge
         return response
 
     @grpc_errors

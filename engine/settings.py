@@ -163,6 +163,23 @@ class Settings(BaseSettings):
     serve the same experiments. Without it, experiments set by RPC live in memory only."""
     experiments_poll_interval_s: float = Field(2.0, ge=0)
     """How often each process re-reads ``experiments_file`` for changes (0: never)."""
+    ad_campaigns_file: Path | None = None
+    """JSON file of ad campaigns (budgets, flights, pacing, frequency caps for RankAds):
+    ``{"campaigns": [AdCampaign, ...]}`` in the protobuf JSON mapping of
+    ``reachrank.v1.AdCampaign``; written through by the AdCampaigns RPCs and polled like
+    ``experiments_file``. Without any campaign RankAds applies no campaign rules."""
+    ad_campaigns_poll_interval_s: float = Field(2.0, ge=0)
+    """How often each process re-reads ``ad_campaigns_file`` for changes (0: never)."""
+    ads_click_window_s: float = Field(600.0, gt=0)
+    """How long after an impression its click (or purchase) may still be billed: the budget
+    check counts the expected charge of impressions this recent on top of what was billed."""
+    ads_pacing_interval_s: float = Field(300.0, gt=0)
+    """How often (in served time) each paced campaign's throttle is decided anew."""
+    ads_replay_time: bool = False
+    """Honour ``RankAdsRequest.serve_time_unix_ms`` (replays and simulated days): budgets,
+    pacing and caps run on the requests' clock instead of the server's."""
+    ads_seed: int | None = None
+    """Seed of the pacing throttle's random draws (None: from the OS; set for replays)."""
 
     otlp_endpoint: str | None = None
     """OpenTelemetry collector to send decision traces to over OTLP/gRPC, e.g.

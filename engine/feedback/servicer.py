@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import grpc
 from reachrank.v1 import feedback_pb2, feedback_pb2_grpc
@@ -57,11 +58,13 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
         max_events: int,
         live: HistoryStore | None = None,
         contacts: ContactStore | None = None,
+        ads: Any = None,
     ) -> None:
         self.log = log
         self.max_events = max_events
         self.live = live
         self.contacts = contacts
+        self.ads = ads  # engine.ads.gate: bills logged charges to campaign budgets
 
     @grpc_errors
     def LogEvents(
@@ -77,4 +80,6 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
             self.live.observe(request.events)
         if self.contacts is not None:  # campaign contact caps and consent
             self.contacts.observe(request.events)
+        if self.ads is not None:
+            self.ads.observe(request.events)
         return feedback_pb2.LogEventsResponse(accepted=len(request.events))
