@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from reachrank.v1 import models_pb2
 
 from engine.errors import BundleError, InvalidArgument, NotFound, ServingError
+from engine.guardrails import STOPPED, GuardrailMonitor, control_of, validate_guardrails
 from kernels import hash_string, hash_strings
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def validate(experiment: models_pb2.Experiment) -> None:
             )
         if variant.ctr_version < 0 or variant.retrieval_version < 0:
             raise ExperimentError(f"{where}: variants[{i}]: versions must be >= 0")
+    validate_guardrails(experiment, where)
     if not experiment.rpcs:
         raise ExperimentError(f"{where}: rpcs: name at least one of {list(RPCS)}")
     for i, rpc in enumerate(experiment.rpcs):
@@ -108,7 +110,9 @@ def assign(
     if not experiment.enabled or not targeted(experiment, segment):
         return None
     bucket = hash_string(f"{salt_of(experiment)}:{user_id}") / _HASH_RANGE
-    return experiment.variants[int(np.searchsorted(_bounds(experiment), bucket, side="right"))].name
+    variant = experiment.variants[int(np.searchsorted(_bounds(experiment), bucket, side="right"))]
+    # A variant stopped by a guardrail keeps its users' buckets; the control serves them.
+    return control_of(experiment) if variant.state == STOPPED else variant.name
 
 
 class ExperimentStore:
@@ -133,6 +137,8 @@ class ExperimentStore:
         for experiment in experiments:
             validate(experiment)
             self._experiments[experiment.name] = _copy(experiment)
+        # Guarded rollout: stops variants that are significantly worse (engine.guardrails).
+        self.guardrails = GuardrailMonitor(self)
 
     def set(self, experiment: models_pb2.Experiment) -> models_pb2.Experiment:
         """Create or replace an experiment (already prepared); returns the stored copy."""
@@ -197,6 +203,40 @@ class ExperimentStore:
                 return self._experiments[name]
             except KeyError:
                 raise NotFound(f"no experiment named {name!r}") from None
+
+    def find(self, name: str) -> models_pb2.Experiment | None:
+        with self._lock:
+            return self._experiments.get(name)
+
+    def stop_variant(self, name: str, variant: str, reason: str, when_ms: int) -> bool:
+        """Mark ``variant`` of experiment ``name`` stopped (written through to the file);
+        False if it is gone or was already stopped."""
+
+        def stopped(experiment: models_pb2.Experiment) -> models_pb2.Experiment | None:
+            for v in experiment.variants:
+                if v.name == variant and v.state != STOPPED:
+                    out = _copy(experiment)
+                    arm = next(a for a in out.variants if a.name == variant)
+                    arm.state, arm.stop_reason, arm.stopped_unix_ms = STOPPED, reason, when_ms
+                    return out
+            return None
+
+        if self._backing is None:
+            with self._lock:
+                current = self._experiments.get(name)
+                changed = stopped(current) if current is not None else None
+                if changed is not None:
+                    self._experiments[name] = changed
+            return changed is not None
+        with self._backing.locked():
+            on_file = {e.name: e for e in self._backing.read()}
+            changed = stopped(on_file[name]) if name in on_file else None
+            if changed is None:
+                return False
+            on_file[name] = changed
+            self._backing.write(on_file.values())
+            self._adopt(on_file.values(), self._backing.stamp(), prepared=name)
+        return True
 
     def list(self) -> list[models_pb2.Experiment]:
         with self._lock:

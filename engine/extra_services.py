@@ -19,6 +19,7 @@ from engine.experiments import ExperimentStore
 from engine.experiments_servicer import ExperimentsServicer
 from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
+from engine.guardrails import tap_feedback
 from engine.live_history import replay_feedback, sibling_logs
 from engine.settings import Settings
 from engine.state import HistoryStore, StateStore
@@ -105,6 +106,8 @@ def add_extra_services(
             max_segment_bytes=settings.feedback_segment_bytes,
             max_segment_age_s=settings.feedback_segment_age_s,
         )
+        # Guardrails count the arms' impressions, clicks and revenue once they are durable.
+        tap_feedback(feedback, store.guardrails)
         recovered = feedback.recovery
         log.info(
             "feedback log %s: %d records in %d segments recovered, %d bytes cut",

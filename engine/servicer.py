@@ -20,6 +20,7 @@ from engine.decisions.log import DecisionLog
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.experiments import ExperimentStore
 from engine.grpc_adapter import grpc_errors
+from engine.guardrails import watched
 from engine.models.base import ModelId, OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel, UserSegment
@@ -125,6 +126,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         return model
 
     @grpc_errors
+    @watched("recommend")  # guardrails: the arm's latency and errors
     def Recommend(
         self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RecommendResponse:
@@ -162,6 +164,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         )
 
     @grpc_errors
+    @watched("rank_ads")
     def RankAds(
         self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RankAdsResponse:
