@@ -46,6 +46,13 @@ class Rows(Protocol):
 
     def labels(self) -> np.ndarray: ...
 
+    @property
+    def positives(self) -> int: ...
+
+    def rate(self) -> float: ...
+
+    def head(self, rows: int) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 @dataclass(frozen=True)
 class ArrayRows:
@@ -67,6 +74,18 @@ class ArrayRows:
 
     def labels(self) -> np.ndarray:
         return self.label
+
+    @property
+    def positives(self) -> int:
+        return int(self.label.sum())
+
+    def rate(self) -> float:
+        """The share of positive labels."""
+        return float(self.label.mean())
+
+    def head(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``rows`` rows' (cat, num)."""
+        return self.cat[:rows], self.num[:rows]
 
 
 def fit_ctr(
