@@ -33,6 +33,11 @@ COMMANDS: dict[str, LazyCommand] = {
     "ab-report": LazyCommand(
         "training.ab_cli:ab_report", "Report A/B experiments from a feedback log.", "train"
     ),
+    "ope-report": LazyCommand(
+        "training.decisions_cli:ope_report",
+        "Off-policy evaluation of a candidate model on the decision log.",
+        "train",
+    ),
     "campaign": LazyCommand(
         "training.uplift.cli:campaign", "Plan a campaign from an uplift model.", "train"
     ),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from training.decisions_cli import DECISION_KEYS, decision_options
 from training.simulate import SimulatorConfig
 from training.uplift.options import campaign_options
 
@@ -83,7 +84,16 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     "--format",
     "fmt",
     type=click.Choice(
-        ["events", "simulator", "movielens", "online-retail", "criteo", "talkingdata", "campaign"]
+        [
+            "events",
+            "simulator",
+            "movielens",
+            "online-retail",
+            "criteo",
+            "talkingdata",
+            "campaign",
+            "decisions",
+        ]
     ),
     default="events",
     show_default=True,
@@ -207,6 +217,7 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @campaign_options
+@decision_options
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -243,6 +254,14 @@ def train(
     **campaign: str | float | Path | None,
 ) -> None:
     """Train, evaluate and export models from an event log into a model repository."""
+    decisions = {k: campaign.pop(k) for k in DECISION_KEYS}
+    if fmt == "decisions":  # a CTR model from the server's decision log: training.decisions
+        from training.decisions_cli import train_decisions
+
+        train_decisions(
+            events_path, out, ctr_model=ctr_model or "lr", seed=seed, epochs=ctr_epochs, **decisions
+        )
+        return
     if fmt == "campaign":  # uplift models from a randomised campaign: training.uplift
         from training.uplift.cli import train_campaign
 
