@@ -9,24 +9,37 @@ import polars as pl
 POSITIVE_EVENTS: tuple[str, ...] = ("click", "purchase", "rating")
 
 
-def ctr_examples(events: pl.LazyFrame) -> pl.LazyFrame:
+def ctr_examples(events: pl.LazyFrame, conversions: bool = False) -> pl.LazyFrame:
     """One row per impression with ``label`` = 1 when the same page view (request_id)
     has a click on the same item. Impressions without a request_id are matched to clicks
-    by (user_id, item_id, calendar day)."""
+    by (user_id, item_id, calendar day). With ``conversions``, also ``converted`` = 1 when
+    the clicked impression was followed by a purchase of the item, matched the same way
+    (ESMM's click-and-purchase label, see training.cvr)."""
     impressions = events.filter(pl.col("event") == "impression").with_columns(
         pl.col("ts").dt.date().alias("_day")
     )
-    clicks = events.filter(pl.col("event") == "click").with_columns(
+    examples = _matched(impressions, events, "click", "label")
+    if conversions:
+        examples = _matched(examples, events, "purchase", "converted").with_columns(
+            (pl.col("converted") * pl.col("label")).alias("converted")
+        )
+    return examples.drop("_day")
+
+
+def _matched(impressions: pl.LazyFrame, events: pl.LazyFrame, kind: str, name: str) -> pl.LazyFrame:
+    """``impressions`` with ``name`` = 1 where an event of ``kind`` shares the page view and
+    item (or, without a request_id, the user, item and day), else 0."""
+    found = events.filter(pl.col("event") == kind).with_columns(
         pl.col("ts").dt.date().alias("_day")
     )
     by_request = (
-        clicks.filter(pl.col("request_id").is_not_null())
+        found.filter(pl.col("request_id").is_not_null())
         .select("request_id", "item_id")
         .unique()
         .with_columns(pl.lit(1, dtype=pl.Int8).alias("_by_request"))
     )
     by_day = (
-        clicks.filter(pl.col("request_id").is_null())
+        found.filter(pl.col("request_id").is_null())
         .select("user_id", "item_id", "_day")
         .unique()
         .with_columns(pl.lit(1, dtype=pl.Int8).alias("_by_day"))
@@ -37,9 +50,9 @@ def ctr_examples(events: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(
             pl.max_horizontal(
                 pl.col("_by_request").fill_null(0), pl.col("_by_day").fill_null(0)
-            ).alias("label")
+            ).alias(name)
         )
-        .drop("_by_request", "_by_day", "_day")
+        .drop("_by_request", "_by_day")
     )
 
 

@@ -31,10 +31,11 @@ def export_onnx(
     model: nn.Module,
     example: Sequence[torch.Tensor],
     input_names: Sequence[str],
-    output_name: str,
+    output_name: str | Sequence[str],
     path: Path,
 ) -> None:
-    """Write ``model`` to ``path`` with every input's first axis dynamic ("batch")."""
+    """Write ``model`` to ``path`` with every input's first axis dynamic ("batch"); a model
+    returning a tuple names each output (``output_name`` a sequence)."""
     model.eval()
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = {name: {0: batch} for name in input_names}
@@ -44,7 +45,7 @@ def export_onnx(
             model,
             tuple(example),
             input_names=list(input_names),
-            output_names=[output_name],
+            output_names=[output_name] if isinstance(output_name, str) else list(output_name),
             dynamic_shapes=dynamic_shapes,
             dynamo=True,
             optimize=True,
@@ -63,14 +64,26 @@ def parity_max_abs_error(
     inputs: dict[str, np.ndarray],
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
-    """Largest |torch - onnxruntime| over the given rows; raises ParityError above tolerance."""
+    """Largest |torch - onnxruntime| over the given rows and every output (a model may return
+    a tuple, in the graph's output order); raises ParityError above tolerance."""
     with torch.no_grad():
-        expected = model(*(torch.from_numpy(v) for v in inputs.values())).numpy()
+        expected = model(*(torch.from_numpy(v) for v in inputs.values()))
+    if isinstance(expected, torch.Tensor):
+        expected = (expected,)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, inputs)
-    error = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
+    outputs = session.run(None, inputs)
+    if len(outputs) != len(expected):
+        raise ParityError(f"{path.name}: {len(outputs)} outputs, the model returns {len(expected)}")
+    error = max(
+        (
+            float(np.max(np.abs(got.astype(np.float64) - want.numpy())))
+            for got, want in zip(outputs, expected, strict=True)
+            if want.numel()
+        ),
+        default=0.0,
+    )
     if not error <= tolerance:
         raise ParityError(
             f"{path.name}: torch vs onnxruntime max abs error {error:.3g} > {tolerance}"

@@ -39,6 +39,7 @@ from kernels.featurize import (
 from training import metrics
 from training.budget import CTR_SHARE, SEQUENCE_SHARE, Budget, search, setting_label
 from training.bundle import write_bundle, write_metrics_json
+from training.cvr import CVRConfig, CVRData, CVRResult, has_conversions, oracle_pcvr, train_cvr
 from training.errors import NotEnoughData
 from training.examples import ctr_examples, positives
 from training.export import export_onnx, parity_max_abs_error
@@ -58,6 +59,7 @@ from training.models.ctr import (
     PositionBias,
 )
 from training.models.ctr_serving import serving_form
+from training.models.esmm import WithCVR
 from training.profiles import RFM_SEGMENT_RULES, KMeansSegments, kmeans_segments, user_profiles
 from training.report import write_report
 from training.retrieval import RetrievalConfig, interactions, train_retrieval
@@ -100,6 +102,8 @@ class TrainConfig:
     # Examination x relevance (training.models.ctr.PositionBias) when rows have several
     # positions; else the position is one more field.
     position_bias: bool = True
+    # pCVR (training.cvr) when the log has purchases: served as every CTR bundle's `pcvr`.
+    cvr: CVRConfig = field(default_factory=CVRConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     split: SplitKind = "global"
     test_fraction: float = 0.2
@@ -283,6 +287,8 @@ def train_all(data: Dataset, out: Path, config: TrainConfig) -> dict[str, Any]:
         report["other_calibration"] = {f"ctr_{k}": v for k, v in ctr.other_calibration.items()}
         report["ctr_tuned"] = {f"ctr_{k}": v for k, v in ctr.tuned.items()}
         curves = ctr.curves
+        if ctr.cvr is not None:
+            report["cvr"] = ctr.cvr.to_json()
     report["profiles"] = train_profiles(data, out, config)
 
     retrieval_plan = plan.for_retrieval(data.events, config)
@@ -332,11 +338,14 @@ class CTRResult:
     other_calibration: dict[str, dict[str, Any]]
     # Per model: the setting the search kept and the valid logloss of each one tried.
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The conversion model shipped in the CTR bundles (None: no purchases in the log).
+    cvr: CVRResult | None = None
 
 
-def ctr_frame(data: Dataset) -> pl.LazyFrame:
-    """Labelled impressions joined with the item and user side tables."""
-    examples = ctr_examples(data.events)
+def ctr_frame(data: Dataset, conversions: bool = False) -> pl.LazyFrame:
+    """Labelled impressions (with ``converted`` when ``conversions``) joined with the item and
+    user side tables."""
+    examples = ctr_examples(data.events, conversions)
     if data.items is not None:
         side = data.items.lazy()
         if "price" in data.items.columns:
@@ -390,7 +399,8 @@ def predict_pctr(model: CalibratedCTR, cat: np.ndarray, num: np.ndarray) -> np.n
 
 def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) -> CTRResult:
     """Fit every configured CTR model on the same split; ship the best by valid logloss."""
-    examples, spec = plan.label(ctr_frame(data))
+    conversions = config.cvr.enabled and has_conversions(data.events)
+    examples, spec = plan.label(ctr_frame(data, conversions))
     history = ctr_history(data, examples, config)
     if history is not None:
         # Collected once: the schema's statistics and the frame below both read it.
@@ -400,6 +410,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     frame = examples.select(
         *dict.fromkeys([*schema.field_names, "user_id", "item_id", "position", *keep]),
         "label",
+        *(["converted"] if conversions else []),
         "split",
         "ts",
     ).collect()
@@ -498,6 +509,21 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         test_pctr[name] = p_te
         log.info("CTR %s: test %s", name, test_metrics[name])
     best = min(fitted, key=lambda n: valid_metrics[n]["logloss"])
+    cvr = None
+    if conversions:
+        converted = frame["converted"].to_numpy().astype(np.float32)
+        cvr = train_cvr(
+            CVRData(cat, num, label, converted, tr, va, te),
+            schema.n_buckets,
+            [f.name for f in schema.categorical].index("position") if position_tower else None,
+            config.cvr,
+            ctr_fit_config(config),
+            lambda m, logits, y: calibrate(m, logits, y, config.calibration),
+            test_pctr[best],
+            None
+            if oracle_auc is None
+            else (p_oracle, oracle_pcvr(data.ground_truth, frame.filter(pl.Series(te)))),
+        )
 
     items = frame_items(data, examples, _item_columns(schema))
     user_cols = ["user_id"] + [
@@ -523,8 +549,12 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                     Tensor(name="cat", dtype="int64", shape=[-1, len(schema.categorical)]),
                     Tensor(name="num", dtype="float32", shape=[-1, len(schema.numeric)]),
                 ],
-                outputs=[Tensor(name="pctr", dtype="float32", shape=[-1])],
+                outputs=[
+                    Tensor(name=out, dtype="float32", shape=[-1])
+                    for out in ("pctr", "pcvr")[: 1 + (cvr is not None)]
+                ],
             ),
+            cvr={"model": "esmm", "metrics": cvr.metrics} if cvr is not None else None,
             features=schema.to_json(),
             history=History(**history.to_json(), as_of_ms=as_of_ms) if history else None,
             calibration=CalibrationSpec(**model.calibration.to_json(), applied="in_graph"),
@@ -555,6 +585,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             items,
             users,
             user_item,
+            cvr.pcvr if cvr is not None else None,
         )
     return CTRResult(
         test_metrics,
@@ -567,6 +598,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         test_pctr,
         other_calibration,
         tuned,
+        cvr,
     )
 
 
@@ -645,14 +677,21 @@ def write_ctr_bundle(
     items: pl.DataFrame,
     users: pl.DataFrame,
     user_item: dict[str, pl.DataFrame] | None = None,
+    pcvr: torch.nn.Module | None = None,
 ) -> Path:
-    """Export, check parity (fails above the tolerance), write the side tables."""
+    """Export, check parity (fails above the tolerance), write the side tables. With ``pcvr``
+    (cat, num) -> pCVR, the graph has a second output, ``pcvr``."""
 
     def write(tmp: Path) -> None:
         example = (torch.from_numpy(cat[:8]), torch.from_numpy(num[:8]))
         # The graph is the serving form (folded weights); parity is against the trained model.
-        export_onnx(serving_form(model), example, ["cat", "num"], "pctr", tmp / "model.onnx")
-        manifest.parity_max_abs_error = parity_max_abs_error(model, tmp / "model.onnx", parity_rows)
+        served, trained, outputs = serving_form(model), model, "pctr"
+        if pcvr is not None:
+            served, trained, outputs = WithCVR(served, pcvr), WithCVR(model, pcvr), ("pctr", "pcvr")
+        export_onnx(served, example, ["cat", "num"], outputs, tmp / "model.onnx")
+        manifest.parity_max_abs_error = parity_max_abs_error(
+            trained, tmp / "model.onnx", parity_rows
+        )
         items.write_parquet(tmp / CTR_FILES["items"])
         users.write_parquet(tmp / CTR_FILES["users"])
         for by, table in (user_item or {}).items():

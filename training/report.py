@@ -130,6 +130,46 @@ def leaderboard_section(board: Sequence[Mapping[str, Any]], why: str) -> list[st
     ]
 
 
+CVR_COLUMNS = ("pcvr_auc", "pcvr_ece", "pctcvr_auc", "pctcvr_ece")
+
+
+def cvr_section(cvr: Mapping[str, Any]) -> list[str]:
+    """The conversion model beside its baselines: pCVR on the clicked test rows, pCTCVR
+    (served pCTR x pCVR) on every test row, and against the simulator's truth where known."""
+    oracle = cvr["baselines"].get("oracle")
+    truth = ("pcvr_ece_vs_oracle", "pcvr_bias_unclicked") if oracle else ()
+    header = ["model", *CVR_COLUMNS, *truth] + (["pCVR AUC / oracle"] if oracle else [])
+    rows = []
+    named = {f"{cvr['model']} (shipped as `{cvr['output']}`)": cvr["models"][cvr["model"]]}
+    named |= {f"baseline: {k}": v for k, v in cvr["baselines"].items()}
+    for label, m in named.items():
+        row: list[object] = [label, *(m.get(c) for c in (*CVR_COLUMNS, *truth))]
+        if oracle:
+            row.append(m["pcvr_auc"] / oracle["pcvr_auc"])
+        rows.append(row)
+    sizes = cvr.get("rows", {})
+    return [
+        "## Conversion (pCVR, test split)",
+        "",
+        markdown_table(header, rows),
+        "",
+        "ESMM: CTR and CVR towers over shared embeddings, fitted on every training impression "
+        "(click and click-and-purchase labels); pCVR calibrated on the clicked valid rows and "
+        f"served as the `{cvr['output']}` output of every CTR bundle. pCVR metrics on the "
+        f"{sizes.get('test_clicked', '?')} clicked test rows (purchase label), pCTCVR = served "
+        "pCTR x pCVR on every test row. `clicked_only`: the same CVR tower fitted on the "
+        f"{sizes.get('train_clicked', '?')} clicked training rows alone."
+        + (
+            " `oracle`: the simulator's true probabilities; `pcvr_ece_vs_oracle` is the ECE "
+            "against them (no label noise), `pcvr_bias_unclicked` the mean pCVR error on "
+            "unclicked rows (where a clicked-only model saw no label)."
+            if oracle
+            else ""
+        ),
+        "",
+    ]
+
+
 def write_report(
     out: Path, report: Mapping[str, Any], curves: Mapping[str, ReliabilityCurve]
 ) -> Path:
@@ -205,6 +245,9 @@ def write_report(
             reliability_plot(name, curve, plots / file)
             lines.append(f"![reliability {name}]({PLOTS}/{file})")
         lines.append("")
+
+    if "cvr" in report:
+        lines += cvr_section(report["cvr"])
 
     retrieval = {
         k.removeprefix("retrieval_"): v for k, v in models.items() if k.startswith("retrieval_")
