@@ -90,13 +90,17 @@ class AsyncReachRankClient:
         exclude: str | Iterable[str] | None = None,
         max_per_category: int = 0,
         mmr_lambda: float = 0.0,
+        consent: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> Recommendation:
         """The `k` items `user_id` is most likely to engage with, best first.
 
         `max_per_category` caps items per category and `mmr_lambda` in (0, 1] trades
-        relevance for variety (maximal marginal relevance); 0 turns either off.
+        relevance for variety (maximal marginal relevance); 0 turns either off. `consent`
+        "context_only": the user allows no personalisation (answered from context and
+        popularity only; `Recommendation.consent_mode` says which mode answered); None: the
+        server's default.
         """
         request = convert.recommend_request(
             user_id,
@@ -108,6 +112,7 @@ class AsyncReachRankClient:
             exclude=exclude,
             max_per_category=max_per_category,
             mmr_lambda=mmr_lambda,
+            consent=consent,
         )
         request_id = request_id or new_request_id()
         response = await self._invoke(self._ranking.Recommend, request, timeout, request_id)
@@ -122,11 +127,13 @@ class AsyncReachRankClient:
         reserve_price: float = 0.0,
         context: Mapping[str, Any] | None = None,
         all_ranked: bool = False,
+        consent: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> AdAuction:
         """Run a pCTR x bid auction over `ads` (AdBid or dicts) for `slots` slots. The result
-        holds the winners, or with `all_ranked` every eligible ad by expected value."""
+        holds the winners, or with `all_ranked` every eligible ad by expected value. `consent`
+        as in `recommend`."""
         request = convert.rank_ads_request(
             user_id,
             ads,
@@ -134,6 +141,7 @@ class AsyncReachRankClient:
             reserve_price=reserve_price,
             context=context,
             all_ranked=all_ranked,
+            consent=consent,
         )
         request_id = request_id or new_request_id()
         response = await self._invoke(self._ranking.RankAds, request, timeout, request_id)

@@ -27,6 +27,9 @@ COMMANDS: dict[str, LazyCommand] = {
     "train": LazyCommand("training.cli:train", "Train the models of a repository.", "train"),
     "serve": LazyCommand("engine.cli:serve", "Serve a model repository over gRPC.", "serve"),
     "client": LazyCommand("clients.commands:client", "Call a running server.", None),
+    "forget-user": LazyCommand(
+        "clients.commands:forget_user", "Admin: erase a user (right to be forgotten).", None
+    ),
     "loadtest": LazyCommand(
         "clients.loadtest_cli:loadtest", "Load-test a server and report latency.", None
     ),

@@ -17,6 +17,8 @@ from reachrank.v1 import (
     feedback_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    privacy_pb2,
+    privacy_pb2_grpc,
     ranking_pb2_grpc,
 )
 
@@ -74,6 +76,7 @@ class ReachRankClient:
         self._experiments = models_pb2_grpc.ExperimentsStub(self._channel)
         self._feedback = feedback_pb2_grpc.FeedbackStub(self._channel)
         self._campaigns = campaigns_pb2_grpc.CampaignsStub(self._channel)
+        self._privacy = privacy_pb2_grpc.PrivacyStub(self._channel)
         self._rng = random.Random()
 
     def close(self) -> None:
@@ -102,13 +105,17 @@ class ReachRankClient:
         exclude: str | Iterable[str] | None = None,
         max_per_category: int = 0,
         mmr_lambda: float = 0.0,
+        consent: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> Recommendation:
         """The `k` items `user_id` is most likely to engage with, best first.
 
         `max_per_category` caps items per category and `mmr_lambda` in (0, 1] trades
-        relevance for variety (maximal marginal relevance); 0 turns either off.
+        relevance for variety (maximal marginal relevance); 0 turns either off. `consent`
+        "context_only": the user allows no personalisation (answered from context and
+        popularity only; `Recommendation.consent_mode` says which mode answered); None: the
+        server's default.
         """
         request = convert.recommend_request(
             user_id,
@@ -120,6 +127,7 @@ class ReachRankClient:
             exclude=exclude,
             max_per_category=max_per_category,
             mmr_lambda=mmr_lambda,
+            consent=consent,
         )
         request_id = request_id or new_request_id()
         response = self._invoke(self._ranking.Recommend, request, timeout, request_id)
@@ -134,11 +142,13 @@ class ReachRankClient:
         reserve_price: float = 0.0,
         context: Mapping[str, Any] | None = None,
         all_ranked: bool = False,
+        consent: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
     ) -> AdAuction:
         """Run a pCTR x bid auction over `ads` (AdBid or dicts) for `slots` slots. The result
-        holds the winners, or with `all_ranked` every eligible ad by expected value."""
+        holds the winners, or with `all_ranked` every eligible ad by expected value. `consent`
+        as in `recommend`."""
         request = convert.rank_ads_request(
             user_id,
             ads,
@@ -146,6 +156,7 @@ class ReachRankClient:
             reserve_price=reserve_price,
             context=context,
             all_ranked=all_ranked,
+            consent=consent,
         )
         request_id = request_id or new_request_id()
         response = self._invoke(self._ranking.RankAds, request, timeout, request_id)
@@ -240,6 +251,17 @@ class ReachRankClient:
             self._feedback.LogEvents, request, timeout, request_id, retryable=False
         )
         return response.accepted
+
+    def forget_user(
+        self, user_id: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> dict[str, int]:
+        """Admin: erase `user_id` everywhere the server keeps data (live histories, state
+        store, feedback log, the repository's bundle tables) and serve them as a new user from
+        now on; later training runs leave them out. Returns what was erased per place.
+        Idempotent (so retried like a read)."""
+        request = privacy_pb2.ForgetUserRequest(user_id=user_id)
+        response = self._invoke(self._privacy.ForgetUser, request, timeout, request_id)
+        return dict(response.erased)
 
     def models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         """Every model in the server's repository and its state."""

@@ -74,6 +74,15 @@ def client() -> None:
     """Call a running ReachRank server."""
 
 
+consent_option = click.option(
+    "--consent",
+    type=click.Choice(["personalised", "context_only"]),
+    default=None,
+    help="The user's consent (default: the server's): context_only answers from context and "
+    "popularity only.",
+)
+
+
 @client.command()
 @click.option("--user", "user_id", required=True, help="User id.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of items.")
@@ -87,6 +96,7 @@ def client() -> None:
     "--mmr", "mmr_lambda", type=float, default=0.0, show_default=True,
     help="Diversity: maximal-marginal-relevance lambda in (0, 1] (0: off).",
 )  # fmt: skip
+@consent_option
 @connection_options
 @json_flag
 def recommend(
@@ -99,6 +109,7 @@ def recommend(
     exclude: tuple[str, ...],
     max_per_category: int,
     mmr_lambda: float,
+    consent: str | None,
     connection: Connection,
     as_json: bool,
 ) -> None:
@@ -114,13 +125,15 @@ def recommend(
             exclude=exclude,
             max_per_category=max_per_category,
             mmr_lambda=mmr_lambda,
+            consent=consent,
         )
     _show(
         as_json,
         result,
         lambda: (
             _items_table(result.items)
-            + f"\nstrategy: {result.strategy}; models: {_models_line(result.models)}"
+            + f"\nstrategy: {result.strategy} ({result.consent_mode}); "
+            + f"models: {_models_line(result.models)}"
             + (f"; experiment: {result.experiment}/{result.variant}" if result.experiment else "")
         ),
     )
@@ -289,6 +302,7 @@ def profile(user_id: str, connection: Connection, as_json: bool) -> None:
     "--reserve", type=float, default=0.0, show_default=True, help="Reserve price per click."
 )
 @click.option("--context", multiple=True, callback=key_values, help="KEY=VALUE request context.")
+@consent_option
 @connection_options
 @json_flag
 def rank_ads(
@@ -297,6 +311,7 @@ def rank_ads(
     slots: int,
     reserve: float,
     context: dict[str, str],
+    consent: str | None,
     connection: Connection,
     as_json: bool,
 ) -> None:
@@ -304,7 +319,13 @@ def rank_ads(
     with connection.client() as sdk:
         # Every eligible ad: the table shows the losers too (slot "-").
         result = sdk.rank_ads(
-            user_id, ads, slots=slots, reserve_price=reserve, context=context, all_ranked=True
+            user_id,
+            ads,
+            slots=slots,
+            reserve_price=reserve,
+            context=context,
+            all_ranked=True,
+            consent=consent,
         )
 
     def render() -> str:
@@ -416,6 +437,22 @@ def unload_model(name: str, connection: Connection, as_json: bool) -> None:
     with connection.client() as sdk:
         status = sdk.unload_model(name)
     _show(as_json, status, lambda: _models_table([status]))
+
+
+@client.command("forget-user")
+@click.option("--user", "user_id", required=True, help="User id to erase.")
+@connection_options
+@json_flag
+def forget_user(user_id: str, connection: Connection, as_json: bool) -> None:
+    """Admin: erase a user everywhere the server keeps data; later training runs leave them
+    out. Prints what was erased where (idempotent: zeros once done)."""
+    with connection.client() as sdk:
+        erased = sdk.forget_user(user_id)
+    _show(
+        as_json,
+        erased,
+        lambda: format_table(["place", "erased"], sorted(erased.items())),
+    )
 
 
 @client.command()

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from reachrank.v1 import feedback_pb2, models_pb2, ranking_pb2
+from reachrank.v1 import feedback_pb2, models_pb2, privacy_pb2, ranking_pb2
 
 from clients.tensors import from_tensor, to_tensor
 from clients.types import (
@@ -55,6 +55,24 @@ def filters(
     return message
 
 
+CONSENTS = {
+    "": privacy_pb2.CONSENT_DEFAULT,
+    "personalised": privacy_pb2.CONSENT_PERSONALISED,
+    "context_only": privacy_pb2.CONSENT_CONTEXT_ONLY,
+}
+
+
+def consent_value(consent: str | None) -> int:
+    """The wire value of a consent name ("personalised", "context_only"; None or "": the
+    server's default)."""
+    try:
+        return CONSENTS[consent or ""]
+    except KeyError:
+        raise ValueError(
+            f"consent must be one of {sorted(c for c in CONSENTS if c)}, got {consent!r}"
+        ) from None
+
+
 def recommend_request(
     user_id: str,
     k: int,
@@ -66,8 +84,10 @@ def recommend_request(
     exclude: str | Iterable[str] | None = None,
     max_per_category: int = 0,
     mmr_lambda: float = 0.0,
+    consent: str | None = None,
 ) -> ranking_pb2.RecommendRequest:
     return ranking_pb2.RecommendRequest(
+        consent=consent_value(consent),
         user_id=user_id,
         k=k,
         context=_text_map(context),
@@ -129,11 +149,13 @@ def rank_ads_request(
     reserve_price: float = 0.0,
     context: Mapping[str, Any] | None = None,
     all_ranked: bool = False,
+    consent: str | None = None,
 ) -> ranking_pb2.RankAdsRequest:
     """The candidates as columns (`RankAdsRequest.candidates`): ids, packed bids, and feature
     overrides only for the ads that carry any."""
     bids = list(map(as_ad_bid, ads))
     request = ranking_pb2.RankAdsRequest(
+        consent=consent_value(consent),
         user_id=user_id,
         context=_text_map(context),
         slots=slots,
@@ -182,6 +204,7 @@ def recommendation(response: ranking_pb2.RecommendResponse, request_id: str = ""
         experiment=response.experiment,
         variant=response.variant,
         request_id=request_id,
+        consent_mode=response.consent_mode,
     )
 
 
@@ -249,6 +272,7 @@ def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> A
         experiment=response.experiment,
         variant=response.variant,
         request_id=request_id,
+        consent_mode=response.consent_mode,
     )
 
 
@@ -270,6 +294,7 @@ def log_events_request(
     wire = []
     for event in map(as_feedback_event, events):
         fields = {name: getattr(event, name) for name in event.__slots__ if name != "context"}
+        fields["consent"] = consent_value(fields["consent"])
         wire.append(feedback_pb2.FeedbackEvent(**fields, context=_text_map(event.context)))
     return feedback_pb2.LogEventsRequest(events=wire)
 

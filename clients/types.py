@@ -42,6 +42,8 @@ class Recommendation:
     variant: str = ""
     # The x-request-id the call carried: feedback events quote it too.
     request_id: str = ""
+    # Which consent mode answered: "personalised" or "context_only" (no per-user state read).
+    consent_mode: str = ""
 
     @property
     def item_ids(self) -> list[str]:
@@ -141,6 +143,8 @@ class AdAuction:
     variant: str = ""
     # The x-request-id the call carried: feedback events quote it too.
     request_id: str = ""
+    # Which consent mode answered: "personalised" or "context_only" (no per-user state read).
+    consent_mode: str = ""
 
     @property
     def winners(self) -> list[RankedAd]:
@@ -186,6 +190,9 @@ class FeedbackEvent:
     # Revenue of a purchase.
     value: float = 0.0
     context: Mapping[str, str] = field(default_factory=dict)
+    # "context_only": the user gave no consent to personalisation (the server drops the event
+    # or logs it without the user id); "personalised"; "": the server's default.
+    consent: str = ""
 
 
 def _ranking_model(models: Sequence[ModelInfo]) -> ModelInfo | None:

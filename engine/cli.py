@@ -87,6 +87,21 @@ from engine.settings import Settings
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Admin bearer tokens (model management), one per line [none].",
 )
+@click.option(
+    "--default-consent",
+    type=click.Choice(["personalised", "context_only"]),
+    help="Consent assumed for requests and events that carry none [personalised].",
+)
+@click.option(
+    "--forgotten-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Tombstone set of users erased by ForgetUser [<repo>/forgotten.parquet].",
+)
+@click.option(
+    "--pseudonym-key-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Secret: user ids kept at rest as HMAC-SHA256 pseudonyms [off].",
+)
 @click.option("--log-json", is_flag=True, default=None, help="JSON log lines.")
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:

@@ -69,6 +69,15 @@ class InProcessContacts:
                         # Sign carries the state: +ts opted out, -ts opted (back) in.
                         self._opted_out[e.user_id] = ts if kind == "opt_out" else -ts
 
+    def forget(self, user_id: str) -> int:
+        """Drop the user's contacts, purchase time and consent (erasure); entries dropped."""
+        with self._lock:
+            contacts = self._contacts.pop(user_id, None)
+            erased = len(contacts) if contacts is not None else 0
+            erased += self._purchase.pop(user_id, None) is not None
+            erased += self._opted_out.pop(user_id, None) is not None
+        return erased
+
     def contacts_since(self, user_ids: Sequence[str], since_ms: int) -> np.ndarray:
         with self._lock:
             return np.array(

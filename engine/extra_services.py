@@ -21,6 +21,7 @@ from engine.feedback.log import FeedbackLog
 from engine.feedback.servicer import FeedbackServicer
 from engine.guardrails import tap_feedback
 from engine.live_history import replay_feedback, sibling_logs
+from engine.privacy.policy import policy_for
 from engine.settings import Settings
 from engine.state import HistoryStore, StateStore
 
@@ -117,7 +118,14 @@ def add_extra_services(
             recovered.truncated_bytes,
         )
         feedback_pb2_grpc.add_FeedbackServicer_to_server(
-            FeedbackServicer(feedback, settings.feedback_max_events, live, contacts, ads=ads),
+            FeedbackServicer(
+                feedback,
+                settings.feedback_max_events,
+                live,
+                contacts,
+                privacy=policy_for(settings),
+                ads=ads,
+            ),
             server,
         )
         names.append(FEEDBACK_SERVICE)

@@ -50,6 +50,8 @@ class LiveHistory:
         self.max_users = max_users
         self._lock = threading.Lock()
         self._events: OrderedDict[str, deque[tuple[int, str, bool]]] = OrderedDict()
+        # Per-user reads answered (`since` calls): privacy tests prove a request read none.
+        self.reads = 0
 
     def observe(self, events: Iterable[Any]) -> None:
         """Record impression and click events (objects with user_id, item_id, event and
@@ -71,10 +73,17 @@ class LiveHistory:
     def since(self, user_id: str, cut_ms: int) -> list[tuple[str, bool]]:
         """(item id, is a click) of the user's events strictly after `cut_ms`."""
         with self._lock:
+            self.reads += 1
             queue = self._events.get(user_id)
             if not queue:
                 return []
             return [(item, click) for ts, item, click in queue if ts > cut_ms]
+
+    def forget(self, user_id: str) -> int:
+        """Drop the user's events (erasure); returns how many there were."""
+        with self._lock:
+            queue = self._events.pop(user_id, None)
+        return len(queue) if queue is not None else 0
 
 
 class LiveFields:

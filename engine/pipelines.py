@@ -78,6 +78,7 @@ def recommend(
     max_per_category: int = 0,
     mmr_lambda: float = 0.0,
     segment: UserSegment | None = None,
+    personalise: bool = True,
     decision: DecisionDraft | None = None,
 ) -> Recommendation:
     """The k items to show ``user_id``: retrieve candidates by embedding (for a user the
@@ -88,18 +89,21 @@ def recommend(
     (engine.decisions; not with diversity re-ranking)."""
     if not user_id:
         raise InvalidArgument("user_id is required")
+    # Without `personalise` (no consent, or a forgotten user: engine.privacy) nothing of the
+    # user's is read: "" names no one, so every table answers its defaults.
+    lookup_id = user_id if personalise else ""
     _check_k(k, settings)
     _check_price_range(min_price, max_price)
     if max_per_category < 0:
         raise InvalidArgument(f"diversity.max_per_category must be >= 0, got {max_per_category}")
     if not (math.isfinite(mmr_lambda) and 0.0 <= mmr_lambda <= 1.0):
         raise InvalidArgument(f"diversity.mmr_lambda must be in [0, 1], got {mmr_lambda}")
-    row = retrieval.user_row.get(user_id)
+    row = retrieval.user_row.get(user_id) if personalise else None
     strategy, popularity = PERSONALISED, None
     models = [retrieval.id]
     if row is None:
         strategy = COLD_START
-        segment = segment or UserSegment(profiles, user_id)
+        segment = segment or UserSegment(profiles if personalise else None, user_id)
         cluster = segment.value[1]
         if profiles is not None and cluster >= 0:
             popularity = _cluster_popularity(retrieval, profiles, cluster)
@@ -113,9 +117,11 @@ def recommend(
         excluded = np.concatenate([retrieval.consumed(row), excluded])
     allowed = retrieval.allowed_mask(categories, min_price, max_price)
     n = max(k, settings.retrieval_candidates)
-    rows, retrieval_scores = retrieval.retrieve(row, n, excluded, allowed, popularity, user_id)
+    rows, retrieval_scores = retrieval.retrieve(
+        row, n, excluded, allowed, popularity, lookup_id or None
+    )
     if ctr is not None and len(rows):
-        cat, num = ctr.features(user_id, ctr_rows_of(retrieval, ctr)[rows], context)
+        cat, num = ctr.features(lookup_id, ctr_rows_of(retrieval, ctr)[rows], context)
         scores = ctr.predict(cat, num)
         # Highest pCTR first; the retrieval order (already deterministic) breaks ties.
         order = np.lexsort((np.arange(len(rows)), -scores))
@@ -210,6 +216,7 @@ def rank_ads(
     reserve_price: float,
     context: Mapping[str, str],
     winners_only: bool = False,
+    personalise: bool = True,
     bid_types: np.ndarray | None = None,
     reserve_ecpm: float = 0.0,
     decision: DecisionDraft | None = None,
@@ -254,7 +261,8 @@ def rank_ads(
         return Auction([], empty, empty, empty, empty.astype(np.int32), empty, below, [ctr.id])
     per_row = [overrides.get(j, {}) for j in range(len(ad_ids))] if overrides else None
     item_rows = ctr.item_rows(ad_ids)
-    cat, num = ctr.features(user_id, item_rows, context, per_row)
+    # Without `personalise`, "": no stored features or live history of the user.
+    cat, num = ctr.features(user_id if personalise else "", item_rows, context, per_row)
     pctr = ctr.predict(cat, num)
     if bid_types is not None or reserve_ecpm:  # CPA/CPM bids, or an eCPM reserve
         types = bid_types if bid_types is not None else np.zeros(len(bids), dtype=np.int64)

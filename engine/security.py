@@ -1,10 +1,10 @@
 """Who may call the server: TLS / mutual-TLS credentials and a bearer-token interceptor.
 
 Every RPC but ``grpc.health.v1.Health/*`` needs ``authorization: Bearer <token>`` matching a
-configured token; model management RPCs need an admin token. Server reflection is guarded
-like any other RPC: it lists the API, and callers that hold a token can pass it to grpcurl
-(``-H 'authorization: Bearer ...'``). No token configured means authentication is off.
-Tokens are compared in constant time and never logged.
+configured token; model management RPCs and erasure (Privacy/ForgetUser) need an admin token.
+Server reflection is guarded like any other RPC: it lists the API, and callers that hold a
+token can pass it to grpcurl (``-H 'authorization: Bearer ...'``). No token configured means
+authentication is off. Tokens are compared in constant time and never logged.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ADMIN_METHODS = frozenset(
         "/reachrank.v1.ModelService/Unload",
         "/reachrank.v1.Experiments/Set",
         "/reachrank.v1.Experiments/Delete",
+        "/reachrank.v1.Privacy/ForgetUser",
         "/reachrank.v1.AdCampaigns/Set",
         "/reachrank.v1.AdCampaigns/Delete",
         "/inference.GRPCInferenceService/RepositoryModelLoad",

@@ -29,6 +29,7 @@ from engine.model_service import ModelServiceServicer
 from engine.models.ctr import CTRModel
 from engine.models.sequence import SequenceRetrievalModel
 from engine.observability import record_load, start_metrics_server
+from engine.privacy.servicer import add_privacy_to_server
 from engine.registry import ModelRegistry
 from engine.routing import prepare_experiment
 from engine.runtime import apply_thread_budget
@@ -176,6 +177,7 @@ def start_server(
     campaigns = add_campaigns_to_server(
         server, registry, settings, extras.contacts, extras.decisions
     )
+    privacy = add_privacy_to_server(server, settings, state, extras.feedback)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -183,6 +185,7 @@ def start_server(
             RANKING_SERVICE,
             *extras.service_names,
             campaigns,
+            privacy,
             ads.service_name,
             KSERVE_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
-from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+from reachrank.v1 import privacy_pb2, ranking_pb2, ranking_pb2_grpc
 
 from clients.tensors import from_tensor, to_tensor
 from engine import pipelines
@@ -25,6 +25,7 @@ from engine.models.base import ModelId, OnnxModel
 from engine.models.ctr import CTRModel
 from engine.models.profiles import ProfilesModel, UserSegment
 from engine.models.retrieval import RetrievalModel
+from engine.privacy.policy import policy_for
 from engine.registry import ModelRegistry
 from engine.routing import route
 from engine.settings import Settings
@@ -102,6 +103,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         self.registry = registry
         self.settings = settings
         self.experiments = experiments
+        self.privacy = policy_for(settings)  # consent, pseudonyms, tombstones (engine.privacy)
         # Campaign budgets, pacing and frequency caps on RankAds (engine.ads; off without any).
         self.ads = ads if ads is not None else disabled_gate()
         self.decisions = decisions
@@ -130,9 +132,10 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     def Recommend(
         self, request: ranking_pb2.RecommendRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RecommendResponse:
-        profiles = self._profiles()
-        segment = UserSegment(profiles, request.user_id)  # looked up once, if at all
-        chosen = route(self.experiments, self.settings, "recommend", request.user_id, segment)
+        subject = self.privacy.resolve(request.user_id, request.consent)
+        profiles = self._profiles() if subject.use_state else None
+        segment = UserSegment(profiles, subject.user_id)  # looked up once, if at all
+        chosen = route(self.experiments, self.settings, "recommend", subject.user_id, segment)
         f = request.filters
         draft = self.decisions.draft("recommend") if self.decisions is not None else None
         context_map = dict(request.context)
@@ -140,7 +143,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             self._retrieval(*chosen.retrieval),
             self._ctr(*chosen.ctr, required=bool(chosen.experiment)),
             self.settings,
-            user_id=request.user_id,
+            user_id=subject.user_id,
             k=request.k,
             context=context_map,
             categories=list(f.categories),
@@ -151,6 +154,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             segment=segment,
             max_per_category=request.diversity.max_per_category,
             mmr_lambda=request.diversity.mmr_lambda,
+            personalise=subject.use_state,
             decision=draft,
         )
         if draft is not None and self.decisions is not None:
@@ -158,6 +162,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         return ranking_pb2.RecommendResponse(
             items=scored_items(result.items),
             strategy=result.strategy,
+            consent_mode=subject.mode,
             models=[model_ref(m) for m in result.models],
             experiment=chosen.experiment,
             variant=chosen.variant,
@@ -168,8 +173,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
     def RankAds(
         self, request: ranking_pb2.RankAdsRequest, context: grpc.ServicerContext
     ) -> ranking_pb2.RankAdsResponse:
-        segment = UserSegment(self._profiles(), request.user_id)
-        chosen = route(self.experiments, self.settings, "rank_ads", request.user_id, segment)
+        subject = self.privacy.resolve(request.user_id, request.consent)
+        segment = UserSegment(self._profiles() if subject.use_state else None, subject.user_id)
+        chosen = route(self.experiments, self.settings, "rank_ads", subject.user_id, segment)
         ctr = self._ctr(*chosen.ctr, required=True)
         assert ctr is not None
         columnar = request.HasField("candidates")
@@ -184,7 +190,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         result = pipelines.rank_ads(
             ctr,
             self.settings,
-            user_id=request.user_id,
+            user_id=subject.user_id,
             ad_ids=ads.ad_ids,
             bids=ads.bids,
             overrides=ads.overrides,
@@ -192,6 +198,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             reserve_price=request.reserve_price,
             context=context_map,
             winners_only=columnar and not request.all_ranked,
+            personalise=subject.use_state,
             bid_types=ads.bid_types,
             reserve_ecpm=request.reserve_ecpm,
             decision=draft,
@@ -201,6 +208,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         result = self.ads.commit(ads, result)
         response = ranking_pb2.RankAdsResponse(
             below_reserve=result.below_reserve,
+            consent_mode=subject.mode,
             models=[model_ref(m) for m in result.models],
             experiment=chosen.experiment,
             variant=chosen.variant,
@@ -296,7 +304,12 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
                 ranking_pb2.AudienceMember(
                     user_id=u.user_id, score=u.score, rfm_segment=u.rfm_segment, cluster=u.cluster
                 )
-                for u in result.users
+                for u, forgotten in zip(
+                    result.users,
+                    self.privacy.tombstones.mask([u.user_id for u in result.users]),
+                    strict=True,
+                )
+                if not forgotten
             ],
             eligible_users=result.eligible_users,
             models=[model_ref(m) for m in result.models],
@@ -311,9 +324,14 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             raise FailedPrecondition(
                 f"model {self.settings.profiles_model!r} is not a profiles model"
             )
-        p = pipelines.profile(profiles, request.user_id)
+        subject = self.privacy.resolve(request.user_id, privacy_pb2.CONSENT_PERSONALISED)
+        if not subject.use_state and request.user_id:
+            return ranking_pb2.ProfileResponse(
+                user_id=request.user_id, known=False, models=[model_ref(profiles.id)]
+            )
+        p = pipelines.profile(profiles, subject.user_id)
         return ranking_pb2.ProfileResponse(
-            user_id=p.user_id,
+            user_id=request.user_id,
             known=p.known,
             features=p.features,
             attributes=p.attributes,

@@ -228,3 +228,22 @@ class Settings(BaseSettings):
     """Exploration per RPC (``recommend``, ``rank_ads``), e.g.
     ``{"rank_ads": {"method": "epsilon", "epsilon": 0.1, "budget": 0.2}}``; see
     `engine.decisions.config`. Off by default."""
+
+    default_consent: Literal["personalised", "context_only"] = "personalised"
+    """Consent assumed for requests and feedback events that carry none (CONSENT_DEFAULT).
+    ``context_only``: such callers are answered from context and popularity only and their
+    events never logged with a user id (engine.privacy)."""
+    unconsented_events: Literal["drop", "anonymise"] = "anonymise"
+    """LogEvents' events of users without consent (or forgotten): ``drop`` them, or
+    ``anonymise`` them (logged with an empty user id: counts per item still reach the
+    trainer; consent events, opt_out/opt_in, always keep their id)."""
+    forgotten_file: Path | None = None
+    """The persisted tombstone set of forgotten users (digests only), honoured on every
+    request and read by the trainer; None: ``<repo>/forgotten.parquet``."""
+    privacy_audit_log: Path | None = None
+    """Append-only JSON lines of every ForgetUser (who, when, counts; never the user's data);
+    None: ``privacy-audit.jsonl`` beside the tombstone set."""
+    pseudonym_key_file: Path | None = None
+    """Secret (>= 16 bytes) for pseudonymous ids at rest: user ids are replaced by
+    HMAC-SHA256(key, id) at the request boundary, so the feedback log, the state store and
+    bundles trained from them hold only pseudonyms (train raw logs with ``--pseudonym-key``)."""

@@ -214,6 +214,20 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     show_default=True,
     help="Encoded CTR rows in memory at once while fitting (batches are drawn within a chunk).",
 )
+@click.option(
+    "--forgotten",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Tombstone set of users erased by ForgetUser, left out of training (default: "
+    "<out>/forgotten.parquet, the server's, when it exists; else $REACHRANK_FORGOTTEN_FILE).",
+)
+@click.option(
+    "--pseudonym-key",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Secret file: key users by HMAC-SHA256 pseudonyms in the bundles (serve with the same "
+    "--pseudonym-key-file). Not for a log the server already wrote pseudonymous.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @campaign_options
@@ -249,6 +263,8 @@ def train(
     work_dir: Path | None,
     partition_events: int,
     chunk_rows: int,
+    forgotten: Path | None,
+    pseudonym_key: Path | None,
     seed: int,
     quiet: bool,
     **campaign: str | float | Path | None,
@@ -276,6 +292,7 @@ def train(
     import torch
 
     from training.errors import InputError
+    from training.forgotten import FILE as FORGOTTEN_FILE
     from training.models.ctr import CTRSize
     from training.pipeline import Dataset, TrainConfig, train_all
     from training.read_ads import CRITEO_INT_COLUMNS
@@ -311,7 +328,9 @@ def train(
             ctx.call_on_close(lambda: shutil.rmtree(work, ignore_errors=True))
         streaming = StreamingConfig(work, partition_events=partition_events, chunk_rows=chunk_rows)
     try:
-        read = read_events(events_path, fmt)
+        if forgotten is None and (out / FORGOTTEN_FILE).exists():
+            forgotten = out / FORGOTTEN_FILE
+        read = read_events(events_path, fmt, forgotten=forgotten, pseudonym_key=pseudonym_key)
         if streaming is None:
             events, read_report = read.collect()
             lazy_events = events.lazy()

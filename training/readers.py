@@ -23,6 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
+from training.forgotten import exclude_forgotten
+from training.pseudonyms import pseudonymise
 from training.read_ads import read_criteo, read_talkingdata
 from training.read_common import (
     ROW,
@@ -51,8 +53,16 @@ _TEXT_SUFFIXES = {
 }
 
 
-def read_events(path: str | Path, format: str = "events", **options: str | None) -> ReadResult:
-    """Read ``path`` in ``format`` (one of :data:`FORMATS`); ``options`` go to that reader."""
+def read_events(
+    path: str | Path,
+    format: str = "events",
+    forgotten: Path | None = None,
+    pseudonym_key: Path | None = None,
+    **options: str | None,
+) -> ReadResult:
+    """Read ``path`` in ``format`` (one of :data:`FORMATS`); ``options`` go to that reader.
+    ``forgotten``: the tombstone set of erased users (see :func:`filter_events`);
+    ``pseudonym_key``: a secret file, to key users by HMAC pseudonyms (training.pseudonyms)."""
     try:
         reader = FORMATS[format]
     except KeyError:
@@ -61,14 +71,19 @@ def read_events(path: str | Path, format: str = "events", **options: str | None)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     result = reader(path, **options)
-    return replace(result, events=filter_events(result.events))
+    events = pseudonymise(filter_events(result.events, forgotten), pseudonym_key)
+    users = result.users
+    if users is not None:
+        users = pseudonymise(exclude_forgotten(users, forgotten), pseudonym_key)
+    return replace(result, events=events, users=users)
 
 
-def filter_events(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Rows every read leaves out of the conformed log before training sees it (e.g. users who
-    asked to be forgotten): a function of the LazyFrame, so both the in-memory and the streaming
-    trainer apply it. None today."""
-    return events
+def filter_events(events: pl.LazyFrame, forgotten: Path | None = None) -> pl.LazyFrame:
+    """Rows every read leaves out of the conformed log before training sees it: a function of
+    the LazyFrame, so both the in-memory and the streaming trainer apply it. Today: the users
+    erased by ForgetUser (``forgotten``, else ``$REACHRANK_FORGOTTEN_FILE``;
+    :mod:`training.forgotten`)."""
+    return exclude_forgotten(events, forgotten)
 
 
 def read_event_table(path: Path) -> ReadResult:

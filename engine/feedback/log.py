@@ -42,6 +42,7 @@ from engine.feedback.segments import (
     parquet_path,
     recover,
     segment_path,
+    segments,
 )
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class FeedbackLog:
         self._seq = next_sequence(self.directory)
         self._fd, self._size, self._opened_at = self._open_segment(self._seq)
         self._convert_queue: queue.Queue[int | None] = queue.Queue()
+        # Held while a segment turns into Parquet; erase_users holds it to stop that meanwhile.
+        self._convert_lock = threading.Lock()
         for seq in self.recovery.sealed:
             self._convert_queue.put(seq)
         self._flusher = threading.Thread(
@@ -329,15 +332,46 @@ class FeedbackLog:
                 self._convert_queue.task_done()
 
     def _convert(self, seq: int) -> None:
-        path = segment_path(self.directory, seq)
-        found = scan(path.read_bytes())
-        if found.payloads:
-            rows = self._to_parquet(found.payloads, parquet_path(self.directory, seq))
-            log.info("feedback log: %s -> %d Parquet rows", path.name, rows)
-        path.unlink()
-        fsync_dir(self.directory)
-        with self._lock:
-            self._converted += 1
+        with self._convert_lock:
+            path = segment_path(self.directory, seq)
+            found = scan(path.read_bytes())
+            if found.payloads:
+                rows = self._to_parquet(found.payloads, parquet_path(self.directory, seq))
+                log.info("feedback log: %s -> %d Parquet rows", path.name, rows)
+            path.unlink()
+            fsync_dir(self.directory)
+            with self._lock:
+                self._converted += 1
+
+    # -- erasure --------------------------------------------------------------------------
+
+    def erase_users(
+        self, user_ids: Sequence[str], user_of: Callable[[bytes], str] | None = None
+    ) -> dict[str, int]:
+        """Remove every record of ``user_ids`` from the WAL segments and the Parquet files
+        (``user_id`` column), and mask them in ``corrupt/``; each file is rewritten durably
+        (:mod:`engine.feedback.erase`). ``user_of`` reads a record's user id (default: a
+        FeedbackEvent's). Appends wait only while the WAL is rewritten; no segment turns into
+        Parquet until the end. Returns the records removed per place."""
+        from engine.feedback import erase
+
+        ids = frozenset(u for u in user_ids if u)
+        with self._convert_lock:
+            with self._lock:
+                self._check_usable()
+                while self._syncing:  # its fsync may be on the current segment's descriptor
+                    self._done.wait()
+                wal = 0
+                for seq, path in segments(self.directory).items():
+                    replaced, removed = erase.rewrite_segment(path, ids, user_of)
+                    wal += removed
+                    if replaced and seq == self._seq:
+                        self._fd, self._size = erase.reopen_append(path, self._fd)
+            parquet = sum(
+                erase.rewrite_parquet(p, ids) for p in sorted(self.parquet_dir.glob("*.parquet"))
+            )
+            corrupt = erase.mask_folder(self.directory / "corrupt", ids)
+        return {"feedback_wal": wal, "feedback_parquet": parquet, "feedback_corrupt": corrupt}
 
     # -- shutdown -------------------------------------------------------------------------
 

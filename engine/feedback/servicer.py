@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from engine.errors import InvalidArgument
 from engine.feedback.log import FeedbackLog
 from engine.feedback.parquet import FIXED_COLUMNS
 from engine.grpc_adapter import grpc_errors
+from engine.privacy.policy import PrivacyPolicy
 from engine.state import HistoryStore
 
 EVENTS = ("impression", "click", "purchase", "contact", "holdout", "opt_out", "opt_in")
@@ -42,6 +44,33 @@ def validate_event(event: feedback_pb2.FeedbackEvent, where: str) -> None:
             raise InvalidArgument(f"{where}.context[{key!r}]: empty or reserved key")
 
 
+def loggable_events(
+    privacy: PrivacyPolicy, events: Sequence[feedback_pb2.FeedbackEvent]
+) -> Sequence[feedback_pb2.FeedbackEvent]:
+    """The events as the log may hold them: keyed by the engine's id (the pseudonym at rest),
+    and without the user id (or dropped, as configured) for users without consent or
+    forgotten. A consent event (opt_out/opt_in) keeps its id unless the user is forgotten.
+    Returns ``events`` itself when nothing changes (no copy on the common path)."""
+    kept: list[feedback_pb2.FeedbackEvent] = []
+    changed = False
+    for event in events:
+        subject = privacy.resolve(event.user_id, event.consent)
+        if subject.use_state or (
+            event.event in USER_EVENTS and not privacy.tombstones.contains(subject.user_id)
+        ):
+            if subject.user_id != event.user_id:
+                event.user_id = subject.user_id
+                changed = True
+            kept.append(event)
+            continue
+        changed = True
+        if privacy.drop_unconsented or event.event in USER_EVENTS:
+            continue
+        event.user_id = ""  # anonymised: per-item counts still reach the trainer
+        kept.append(event)
+    return kept if changed else events
+
+
 def validate_request(request: feedback_pb2.LogEventsRequest, max_events: int) -> None:
     if len(request.events) > max_events:
         raise InvalidArgument(
@@ -58,12 +87,14 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
         max_events: int,
         live: HistoryStore | None = None,
         contacts: ContactStore | None = None,
+        privacy: PrivacyPolicy | None = None,
         ads: Any = None,
     ) -> None:
         self.log = log
         self.max_events = max_events
         self.live = live
         self.contacts = contacts
+        self.privacy = privacy
         self.ads = ads  # engine.ads.gate: bills logged charges to campaign budgets
 
     @grpc_errors
@@ -75,11 +106,15 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
         for event in request.events:
             if event.ts_unix_ms == 0:
                 event.ts_unix_ms = now
-        self.log.append(request.events)
+        events: Sequence[feedback_pb2.FeedbackEvent] = request.events
+        if self.privacy is not None:  # consent, pseudonyms at rest, forgotten users
+            events = loggable_events(self.privacy, events)
+        self.log.append(events)
+        keyed = [e for e in events if e.user_id] if len(events) else events
         if self.live is not None:  # only what is durable feeds the live features
-            self.live.observe(request.events)
+            self.live.observe(keyed)
         if self.contacts is not None:  # campaign contact caps and consent
-            self.contacts.observe(request.events)
+            self.contacts.observe(keyed)
         if self.ads is not None:
             self.ads.observe(request.events)
-        return feedback_pb2.LogEventsResponse(accepted=len(request.events))
+        return feedback_pb2.LogEventsResponse(accepted=len(events))

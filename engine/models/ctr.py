@@ -100,7 +100,7 @@ class CTRModel(OnnxModel):
                 j = lay.num_index.get(name)
                 if j is not None:
                     num[:, j] = self._numeric(self.schema.numeric[j], value)
-        if self.live is not None and self._history is not None and n:
+        if self.live is not None and self._history is not None and n and user_id:
             fresh = self.live.since(user_id, self._history.as_of_ms)
             if fresh:
                 self._history.apply(num, user_id, item_rows, fresh, attributes)

@@ -33,16 +33,26 @@ class StateStore(Protocol):
     def close(self) -> None:
         """Flush what is pending (bounded wait) and release connections."""
 
+    def forget(self, user_id: str) -> dict[str, int]:
+        """Erase everything kept about the user (histories, contacts, purchase and consent
+        times); returns what was erased per kind."""
+
 
 class EmbeddedState:
     """This process's memory: what one server logged (and replayed from its own log)."""
 
     def __init__(self) -> None:
-        self.histories: HistoryStore = LiveHistory()
-        self.contacts: ContactStore = InProcessContacts()
+        self.histories: LiveHistory = LiveHistory()
+        self.contacts: InProcessContacts = InProcessContacts()
 
     def close(self) -> None:
         pass
+
+    def forget(self, user_id: str) -> dict[str, int]:
+        return {
+            "state_histories": self.histories.forget(user_id),
+            "state_contacts": self.contacts.forget(user_id),
+        }
 
 
 def open_state_store(settings: Settings) -> StateStore:

@@ -1,0 +1,48 @@
+"""Leaving forgotten users out of every training run: the engine's tombstone set (ForgetUser,
+`engine.privacy`) holds SHA-256 digests of their ids (:func:`kernels.pseudonym.forgotten_digest`),
+and :func:`exclude_forgotten` anti-joins their rows out of a read event log (and its user
+table) before anything is trained on it (called by :func:`training.readers.filter_events`).
+
+Where the set is: the ``forgotten`` argument, else ``$REACHRANK_FORGOTTEN_FILE``; ``reachrank
+train`` passes ``<out>/forgotten.parquet``, the engine's default place (the repository it
+serves).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from kernels.pseudonym import forgotten_digest
+
+ENV = "REACHRANK_FORGOTTEN_FILE"
+FILE = "forgotten.parquet"
+
+
+def forgotten_set(path: Path | None) -> frozenset[str]:
+    """The digests of a tombstone file (``path``, else ``$REACHRANK_FORGOTTEN_FILE``); empty
+    when neither names an existing file."""
+    if path is None and os.environ.get(ENV):
+        path = Path(os.environ[ENV])
+    if path is None or not path.exists():
+        return frozenset()
+    return frozenset(pl.read_parquet(path, columns=["user_digest"])["user_digest"].to_list())
+
+
+def exclude_forgotten(frame: pl.LazyFrame, forgotten: Path | None = None) -> pl.LazyFrame:
+    """``frame`` (events, or a user table: a ``user_id`` column) without the rows of forgotten
+    users, lazily: an anti-join. Finding which ids are forgotten costs one pass over the
+    distinct user ids, only when the set is not empty."""
+    digests = forgotten_set(forgotten)
+    if not digests or "user_id" not in frame.collect_schema().names():
+        return frame
+    dtype = frame.collect_schema()["user_id"]
+    ids = frame.select(pl.col("user_id").unique()).collect()["user_id"].to_list()
+    gone = [u for u in ids if u is not None and forgotten_digest(str(u)) in digests]
+    if not gone:
+        return frame
+    return frame.join(
+        pl.LazyFrame({"user_id": gone}, schema={"user_id": dtype}), on="user_id", how="anti"
+    )
