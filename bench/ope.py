@@ -182,23 +182,34 @@ def serve(
     return {"expected": expected, "item": item, "pctr": pctr}
 
 
-def ope_seed(world: World, seed: int, requests: int, root: Path) -> dict[str, Any]:
-    """Log ``requests`` exploring decisions, estimate the candidate's CTR, serve it for truth."""
-    from training.decisions import read_feedback
-    from training.ope_report import Candidate, ope_report
-
-    contexts = Contexts.draw(world, requests, seed)
-    decisions, feedback = root / f"decisions-{seed}", root / f"feedback-{seed}"
+def log_traffic(
+    world: World, contexts: Contexts, root: Path, name: str, seed: int, live_history: bool
+) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """The logger serves every context exploring, every decision logged, clicks sent back."""
+    decisions, feedback = root / f"decisions-{name}", root / f"feedback-{name}"
     with server(
         world.repo,
         decision_log_dir=decisions,
         feedback_dir=feedback,
+        live_history=live_history,
         decision_sample_rates={"rank_ads": 1.0},
         decision_seed=seed,
         exploration=EXPLORATION,
     ) as (client, _):
-        clicks = np.random.default_rng(seed + 1000).random(requests)
-        logged = serve(client, world, contexts, f"s{seed}", clicks)
+        clicks = np.random.default_rng(seed + 1000).random(len(contexts.users))
+        logged = serve(client, world, contexts, name, clicks)
+    return decisions, feedback, logged
+
+
+def ope_seed(world: World, seed: int, requests: int, root: Path) -> dict[str, Any]:
+    """Log ``requests`` exploring decisions, estimate the candidate's CTR, serve it for truth.
+    Live histories are off on both servers: the candidate then sees, serving, the inputs the
+    decision log holds (with them on, its inputs would move with the logger's traffic)."""
+    from training.decisions import read_feedback
+    from training.ope_report import Candidate, ope_report
+
+    contexts = Contexts.draw(world, requests, seed)
+    decisions, feedback, logged = log_traffic(world, contexts, root, f"s{seed}", seed, False)
     with server(world.repo, ctr_model=world.candidate) as (client, _):
         target = serve(client, world, contexts, f"t{seed}")
     report = ope_report(
@@ -250,7 +261,155 @@ def run_ope(root: Path, world: World, seeds: int, requests: int) -> dict[str, An
     return {"rows": rows, "summary": summary(rows), "requests_per_seed": requests}
 
 
-PARTS = ("ope",)
+def score_impressions(
+    repo: Path, world: World, contexts: Contexts, shown: np.ndarray, feedback: Path
+) -> np.ndarray:
+    """The pCTR a repository's ``ctr`` serves for each shown (user, item, device), with the
+    live histories of ``feedback`` (a copy: the server replays what followed its training)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.simulate import DEVICES
+
+    copy = feedback.parent / f"{feedback.name}-{repo.name}"
+    shutil.copytree(feedback, copy)
+    out = np.zeros(len(shown))
+    with server(repo, feedback_dir=copy) as (client, _):
+
+        def run(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                auction = client.rank_ads(
+                    f"u{int(contexts.users[i])}",
+                    [{"ad_id": f"i{int(shown[i])}", "bid": 1.0}],
+                    context={"device": DEVICES[int(contexts.devices[i])]},
+                )
+                out[i] = auction.winners[0].pctr
+
+        bounds = np.linspace(0, len(shown), 5).astype(int)
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(run, a, b) for a, b in pairwise(bounds)]:
+                f.result()
+    return out
+
+
+def run_training(root: Path, world: World, requests: int) -> dict[str, Any]:
+    """A CTR model trained on the decision log of seed 0's traffic (features as served) vs one
+    trained on the client-sent events of the same traffic (the event trainer, with the
+    catalogue's side tables); both served on a later period's impressions."""
+    from training import metrics
+    from training.decisions import read_feedback, train_from_decisions
+    from training.models.ctr import CTRSize
+    from training.pipeline import Dataset, TrainConfig, train_all
+    from training.readers import read_events
+    from training.retrieval import RetrievalConfig
+
+    # Live histories on: the served features include them, as in production.
+    contexts = Contexts.draw(world, requests, seed=5_000)
+    decisions, feedback, _ = log_traffic(world, contexts, root, "period-1", 5_001, True)
+    config = TrainConfig(
+        ctr_models=("lr",),
+        ctr_size=CTRSize(dim=4, mlp=(16, 8), cross_layers=1),
+        ctr_epochs=2,
+        n_buckets=1 << 14,
+        budget_minutes=None,
+        ctr_search=False,
+        retrieval=RetrievalConfig(models=("trending",), progress=False),
+        progress=False,
+    )
+    from_decisions, from_events = root / "repo-decisions", root / "repo-events"
+    started = time.perf_counter()
+    a = train_from_decisions(
+        decisions, read_feedback(feedback), world.repo, from_decisions, "lr", config
+    )
+    seconds_a = time.perf_counter() - started
+    events, _ = read_events(feedback / "parquet", "events").collect()
+    data = Dataset(
+        events=events.lazy(),
+        items=pl.read_parquet(world.sim / "items.parquet"),
+        users=pl.read_parquet(world.sim / "users.parquet"),
+    )
+    started = time.perf_counter()
+    b = train_all(data, from_events, config)
+    seconds_b = time.perf_counter() - started
+    # The later period: new requests served by the logger (exploring), clicks from the truth.
+    later = Contexts.draw(world, requests // 2, seed=10_000)
+    draws = np.random.default_rng(10_001).random(len(later.users))
+    with server(
+        world.repo,
+        feedback_dir=root / "feedback-later",
+        exploration=EXPLORATION,
+        decision_seed=10_002,
+    ) as (client, _):
+        shown = serve(client, world, later, "later", draws)
+    label = (draws < shown["expected"]).astype(float)
+    rows = {}
+    for name, repo in (("decision_log", from_decisions), ("client_events", from_events)):
+        p = score_impressions(repo, world, later, shown["item"], feedback)
+        rows[name] = {
+            **metrics.evaluate_classification(label, p, ("auc", "logloss", "ece")),
+            "mse_vs_truth": float(np.mean((p - shown["expected"]) ** 2)),
+        }
+    rows["oracle"] = metrics.evaluate_classification(label, shown["expected"], ("auc", "logloss"))
+    return {
+        "train_rows": {
+            "decision_log": a["rows"],
+            "client_events": json.loads((from_events / "ctr" / "1" / "manifest.json").read_text())[
+                "train"
+            ]["rows"],
+        },
+        "client_events_test": b["models"].get("ctr_lr"),
+        "train_seconds": {"decision_log": seconds_a, "client_events": seconds_b},
+        "later_impressions": len(later.users),
+        "metrics": rows,
+    }
+
+
+def run_cost(world: World, seconds: float, root: Path) -> list[dict[str, Any]]:
+    """Server CPU per request with the decision log off, at the default sampling and logging
+    every decision (bench.cpu_cost's method: /proc CPU over a fixed-load run), round-robin."""
+    from bench.cpu_cost import process_cpu_seconds
+    from bench.serving import loadtest, serving
+    from engine.decisions.config import DEFAULT_SAMPLE_RATES
+
+    calls = (
+        ("health", "health", []),
+        ("RankAds, 20 ads", "rank-ads", ["--ads", "20", "--slots", "3"]),
+        ("Recommend, k=10", "recommend", ["-k", "10"]),
+    )
+    every = {rpc: 1.0 for rpc in DEFAULT_SAMPLE_RATES}
+    modes = {"off": None, "default": DEFAULT_SAMPLE_RATES, "every decision": every}
+    users, items = 400, 120
+    found: dict[tuple[str, str], list[float]] = {}
+    for repeat in range(2):
+        for mode, rates in modes.items():
+            env = {}
+            if rates is not None:
+                env = {
+                    "REACHRANK_DECISION_LOG_DIR": str(root / f"cost-{mode}-{repeat}"),
+                    "REACHRANK_DECISION_SAMPLE_RATES": json.dumps(rates),
+                }
+            with serving(world.repo, env, with_pid=True) as (target, pid):
+                for label, rpc, extra in calls:
+                    loadtest(target, rpc, 8, 1.0, users, items, extra)
+                    before = process_cpu_seconds(pid)
+                    r = loadtest(target, rpc, 8, seconds, users, items, [*extra, "--warmup", "0"])
+                    cpu = process_cpu_seconds(pid) - before
+                    found.setdefault((mode, label), []).append(cpu / max(r["requests"], 1) * 1e6)
+    out = []
+    for (mode, label), values in found.items():
+        off = np.median(found[("off", label)])
+        out.append(
+            {
+                "mode": mode,
+                "call": label,
+                "cpu_us_per_request": float(np.median(values)),
+                "vs_off": float(np.median(values) / off),
+                "runs": values,
+            }
+        )
+    return out
+
+
+PARTS = ("ope", "training", "cost")
 
 
 def main() -> None:
@@ -259,6 +418,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8000)
     parser.add_argument("--world-seed", type=int, default=11)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"Of {PARTS}.")
+    parser.add_argument("--cost-seconds", type=float, default=8.0)
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     root = Path(tempfile.mkdtemp(prefix="bench-ope-"))
@@ -269,6 +429,16 @@ def main() -> None:
         if "ope" in parts:
             result["ope"] = run_ope(root, world, args.seeds, args.requests)
             print(json.dumps(result["ope"]["summary"], indent=2))
+        if "training" in parts:
+            result["training"] = run_training(root, world, args.requests)
+            print(json.dumps(result["training"], indent=2))
+        if "cost" in parts:
+            result["cost"] = run_cost(world, args.cost_seconds, root)
+            for row in result["cost"]:
+                print(
+                    f"{row['mode']:<15}{row['call']:<18}{row['cpu_us_per_request']:>9,.0f} µs"
+                    f"{row['vs_off']:>7.2f}x"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["command"] = (

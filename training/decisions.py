@@ -218,8 +218,14 @@ def train_from_decisions(
     p_va, p_te = predict(cat[va], num[va]), predict(cat[te], num[te])
     test = metrics.evaluate_classification(label[te], p_te, ("auc", "logloss", "ece"))
     valid = metrics.evaluate_classification(label[va], p_va, ("auc", "logloss", "ece"))
+    # A pCTR graph only: the serving bundle's pCVR output (ESMM), if any, is not carried over.
+    onnx = base.onnx.model_copy(
+        update={"outputs": [o for o in base.onnx.outputs if o.name == "pctr"]}
+    )
     manifest = base.model_copy(
         update={
+            "onnx": onnx,
+            "cvr": None,
             "model_type": model_name,
             "calibration": Calibration(**calibrated.calibration.to_json(), applied="in_graph"),
             "metrics": test,

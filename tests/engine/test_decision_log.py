@@ -25,7 +25,8 @@ def decisions(directory: Path) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def logged(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Serve 30 Recommend and 30 exploring RankAds calls, logging every decision; stop."""
+    """Serve 30 Recommend (Thompson sampling on half of them) and 30 epsilon-greedy RankAds
+    calls, logging every decision; stop."""
     log_dir = tmp_path_factory.mktemp("decisions")
     settings = Settings(
         repo=trained_repo,
@@ -33,7 +34,10 @@ def logged(trained_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         decision_log_dir=log_dir,
         decision_sample_rates={"recommend": 1.0, "rank_ads": 1.0},
         decision_seed=5,
-        exploration={"rank_ads": {"method": "epsilon", "epsilon": 0.5, "slots": [1, 2]}},
+        exploration={
+            "rank_ads": {"method": "epsilon", "epsilon": 0.5, "slots": [1, 2]},
+            "recommend": {"method": "thompson", "budget": 0.5, "known_strength": 20.0},
+        },
     )
     running = start_server(settings)
     ads = [f"i{j}" for j in range(6)]  # items of the simulated catalogue
@@ -106,5 +110,13 @@ def test_exploring_decisions_log_exact_epsilon_propensities(logged: dict) -> Non
     assert (ads.filter(pl.col("position") == 0)["propensity"] == 0).all()
     # Some slots really explored (not the greedy pick): the small propensities occur.
     assert (shown["propensity"] < 0.2).any()
+
+
+def test_thompson_decisions_log_monte_carlo_propensities(logged: dict) -> None:
     recommend = logged["frame"].filter(pl.col("rpc") == "recommend")
-    assert (recommend.filter(pl.col("position") > 0)["propensity"] == 1.0).all()
+    assert (recommend["exploration"] == "thompson").all()
+    assert (recommend["propensity_method"] == "monte_carlo:256").all()
+    shown = recommend.filter(pl.col("position") > 0)["propensity"]
+    assert ((shown > 0) & (shown <= 1)).all() and (shown < 1).any()
+    explored = recommend.group_by("request_id").agg(pl.col("explored").first())["explored"]
+    assert 0 < explored.sum() < 30  # the budget: about half the requests explore

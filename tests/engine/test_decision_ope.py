@@ -29,6 +29,7 @@ def test_ope_report_estimates_a_candidates_ctr(world: World, tmp_path: Path) -> 
         world.repo,
         decision_log_dir=tmp_path / "decisions",
         feedback_dir=tmp_path / "feedback",
+        live_history=False,  # the candidate then serves on the inputs the log holds
         decision_sample_rates={"rank_ads": 1.0},
         decision_seed=2,
         exploration={"rank_ads": {"method": "epsilon", "epsilon": 0.5}},
