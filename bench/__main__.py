@@ -15,6 +15,7 @@ SUITES = (
     "kernels",
     "gpu",
     "feedback",
+    "erasure",
     "loadgen",
     "training",
     "campaigns",
