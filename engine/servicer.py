@@ -158,7 +158,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             decision=draft,
         )
         if draft is not None and self.decisions is not None:
-            self.decisions.submit(draft, request.user_id, context_map, chosen, result.models)
+            self.decisions.submit(
+                draft, subject.loggable_user_id, context_map, chosen, result.models
+            )
         return ranking_pb2.RecommendResponse(
             items=scored_items(result.items),
             strategy=result.strategy,
@@ -204,7 +206,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
             decision=draft,
         )
         if draft is not None and self.decisions is not None:
-            self.decisions.submit(draft, request.user_id, context_map, chosen, result.models)
+            self.decisions.submit(
+                draft, subject.loggable_user_id, context_map, chosen, result.models
+            )
         result = self.ads.commit(ads, result)
         response = ranking_pb2.RankAdsResponse(
             below_reserve=result.below_reserve,
