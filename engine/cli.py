@@ -47,6 +47,11 @@ from engine.settings import Settings
     help="Durable feedback log for LogEvents [off].",
 )
 @click.option(
+    "--decision-log-dir",
+    type=click.Path(path_type=Path),
+    help="Log sampled decisions with features and propensities (engine.decisions) [off].",
+)
+@click.option(
     "--state-store",
     help="Shared online state: embedded or redis://HOST:PORT/DB [embedded].",
 )
