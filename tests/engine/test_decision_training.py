@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 from bench.ope import Contexts, World, serve, server
+from clients.cli import main
 from engine.models.ctr import CTRModel
-from training.decisions import read_feedback, served_examples, train_from_decisions
-from training.pipeline import TrainConfig
+from training.decisions import read_feedback, served_examples
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +76,27 @@ def test_training_rows_hold_the_features_as_served(logged: dict) -> None:
     assert recomputed_differs > 0
 
 
-def test_a_model_trained_on_the_decisions_serves(logged: dict, tmp_path: Path) -> None:
+def test_reachrank_train_on_the_decisions_writes_a_bundle_that_serves(
+    logged: dict, tmp_path: Path
+) -> None:
     root = logged["root"]
-    config = TrainConfig(ctr_epochs=2, progress=False, n_buckets=1 << 14)
-    result = train_from_decisions(
-        root / "decisions",
-        read_feedback(root / "feedback"),
-        logged["repo"],
-        tmp_path,
-        config=config,
-    )
-    assert result["rows"] == 600 and np.isfinite(result["test"]["logloss"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train", "--format", "decisions",
+            "--events", str(root / "decisions"),
+            "--feedback", str(root / "feedback"),
+            "--serving-repo", str(logged["repo"]),
+            "--out", str(tmp_path),
+            "--ctr-epochs", "2",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["rows"] == 600 and np.isfinite(report["test"]["logloss"])
+    manifest = json.loads((Path(report["bundle"]) / "manifest.json").read_text())
+    assert manifest["train"]["source"] == "decisions"
+    assert manifest["features"] == logged["ctr"].schema.to_json()
     with server(tmp_path) as (client, _):
         auction = client.rank_ads("u3", [{"ad_id": "i1", "bid": 1.0}, {"ad_id": "i2", "bid": 1.0}])
         assert auction.models[0].name == "ctr" and 0 < auction.winners[0].pctr < 1
