@@ -51,6 +51,7 @@ class PricedAd:
     slot: int
     price: float  # in the bid's unit
     expected_charge: float  # per impression
+    pcvr: float | None = None  # when the serving CTR bundle has a conversion model
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,20 +121,16 @@ class AdsClient:
         r = response.ranked
         types = list(r.bid_type) or [0] * len(r.ad_ids)
         charges = list(r.expected_charge) or [0.0] * len(r.ad_ids)
-        priced = tuple(
-            PricedAd(a, p, b, BID_TYPE_NAMES[t], e, s, pr, ch)
-            for a, p, b, t, e, s, pr, ch in zip(
-                r.ad_ids,
-                r.pctr,
-                r.bid,
-                types,
-                r.expected_value,
-                r.slot,
-                r.price,
-                charges,
-                strict=True,
-            )
+        pcvr: list[float | None] = (
+            list(r.pcvr) if len(r.pcvr) == len(r.ad_ids) else [None] * len(r.ad_ids)
         )
+        priced = tuple(
+            PricedAd(*columns)
+            for columns in zip(
+                r.ad_ids, r.pctr, r.bid, [BID_TYPE_NAMES[t] for t in types], r.expected_value,
+                r.slot, r.price, charges, pcvr, strict=True,
+            )
+        )  # fmt: skip
         dropped = tuple(zip(response.dropped.ad_ids, response.dropped.reasons, strict=True))
         return MixedAuction(priced, response.below_reserve, dropped, request_id)
 

@@ -213,6 +213,16 @@ class CampaignBook:
 
     def _adopt(self, campaigns: Iterable[ad_campaigns_pb2.AdCampaign], stamp: object) -> None:
         compiled = {c.campaign_id: Campaign(c) for c in campaigns}
+        # An advertiser's caps count the impressions of every one of its campaigns, whichever
+        # campaign declared them.
+        by_advertiser: dict[str, set[tuple[str, str, int, int]]] = {}
+        for c in compiled.values():
+            by_advertiser.setdefault(c.advertiser, set()).update(
+                cap for cap in c.caps if cap[0] == "adv"
+            )
+        for c in compiled.values():
+            own = tuple(cap for cap in c.caps if cap[0] != "adv")
+            c.caps = own + tuple(sorted(by_advertiser[c.advertiser]))
         by_ad = {ad: c for c in compiled.values() for ad in c.message.ad_ids}
         self.by_id, self.by_ad, self._stamp = compiled, by_ad, stamp
 

@@ -287,12 +287,13 @@ class AdGate:
             ads.dropped[1].append("frequency_cap")
         keep = [j for j in range(len(result.ad_ids)) if j not in refused]
         at = np.array(keep, dtype=np.int64)
-        columns = ("pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge")
-        return dataclasses.replace(
-            result,
-            ad_ids=[result.ad_ids[j] for j in keep],
-            **{name: getattr(result, name)[at] for name in columns},
-        )
+        n = len(result.ad_ids)
+        columns = {  # every per-ad column of the result, whatever other hooks added
+            f.name: getattr(result, f.name)[at]
+            for f in dataclasses.fields(result)
+            if isinstance(getattr(result, f.name), np.ndarray) and len(getattr(result, f.name)) == n
+        }
+        return dataclasses.replace(result, ad_ids=[result.ad_ids[j] for j in keep], **columns)
 
     def observe(self, events: Iterable[Any]) -> None:
         """Bill logged clicks/purchases (their ``charge``) to their ads' campaigns."""

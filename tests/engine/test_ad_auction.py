@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.ads.bidding import ranked_mixed
 from engine.auction import CPA, CPC, CPM, gsp_auction, mixed_auction
+from engine.errors import FailedPrecondition
+from engine.models.base import ModelId
 
 
 def test_worked_example_one_auction_over_three_bid_types() -> None:
@@ -82,3 +85,18 @@ def test_prices_keep_the_rank_and_never_exceed_bids() -> None:
 def test_cpa_without_pcvr_is_refused() -> None:
     with pytest.raises(ValueError, match="pCVR"):
         mixed_auction(np.array([0.1]), None, np.array([5.0]), np.array([CPA]), ["a"], 1)
+
+
+def test_cpa_with_a_model_that_serves_no_pcvr_names_the_missing_conversion_model() -> None:
+    class NoConversionModel:  # the served CTR model's side of the contract, without a pCVR
+        id = ModelId("ctr", 3, "ctr", "")
+
+        def predict_pcvr(self, cat: np.ndarray, num: np.ndarray) -> None:
+            return None
+
+    with pytest.raises(FailedPrecondition, match="conversion model") as error:
+        ranked_mixed(
+            NoConversionModel(), np.zeros((2, 1)), np.zeros((2, 1)), np.array([0.1, 0.2]),
+            ["a", "b"], np.array([1.0, 20.0]), np.array([CPC, CPA]), 1, 0.0, 0.0, False,
+        )  # fmt: skip
+    assert "'b' bids CPA" in str(error.value) and "'ctr' v3" in str(error.value)

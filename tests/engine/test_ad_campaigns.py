@@ -1,8 +1,8 @@
 """Ad campaigns through the real server and client: flights and unknown campaigns drop ads with
 a reason, an exhausted budget stops serving at once, CPC spend is reconciled from logged clicks,
 frequency caps hold under concurrent requests, pacing follows the traffic curve on a tiny
-compressed day, CPA without a served pCVR is FAILED_PRECONDITION, and campaigns set by RPC
-persist in the file other workers poll."""
+compressed day, CPA bids rank and pay with the served pCVR, and campaigns set by RPC persist in
+the file other workers poll."""
 
 from __future__ import annotations
 
@@ -182,6 +182,24 @@ def test_frequency_caps_hold_under_concurrent_requests(ads: AdsClient) -> None:
     assert r.dropped == (("fa", "frequency_cap"),)
 
 
+def test_an_advertiser_cap_counts_every_campaign_of_the_advertiser(ads: AdsClient) -> None:
+    cap = Cap(scope=Cap.SCOPE_ADVERTISER, max_impressions=2, window_s=86400)
+    ads.set_campaign(
+        Campaign(campaign_id="g1", advertiser="adv-g", daily_budget=1e6, ad_ids=["g1a"],
+                 caps=[cap], pacing=Campaign.PACING_ASAP)
+    )  # fmt: skip
+    ads.set_campaign(
+        Campaign(campaign_id="g2", advertiser="adv-g", daily_budget=1e6, ad_ids=["g2a"],
+                 pacing=Campaign.PACING_ASAP)
+    )  # fmt: skip
+    t0 = day_start(8)
+    shown = []
+    for i, ad in enumerate(["g2a", "g1a", "g2a", "g1a"]):
+        r = ads.rank_ads("u7", [BidAd(ad, 10.0, "cpm")], serve_time_unix_ms=t0 + i)
+        shown.append(len(r.winners))
+    assert shown == [1, 1, 0, 0]  # g2 declares no cap, but its impressions count for adv-g
+
+
 def test_pacing_spreads_the_budget_over_the_traffic_curve(ads: AdsClient) -> None:
     # A tiny compressed day: 40 requests per hour; the paced campaign would spend 40 x 0.05 = 2
     # per hour unthrottled (48 a day) but has 12; an ASAP twin with the same budget runs out.
@@ -226,15 +244,27 @@ def test_pacing_spreads_the_budget_over_the_traffic_curve(ads: AdsClient) -> Non
     assert cumulative["pa"][11] >= 12 - 0.05  # spent before noon
 
 
-def test_cpa_without_a_served_pcvr_is_failed_precondition(ads: AdsClient) -> None:
+def test_cpa_bids_rank_and_pay_with_the_served_pcvr(ads: AdsClient) -> None:
     ads.set_campaign(
-        Campaign(campaign_id="cpa", advertiser="z", daily_budget=100, ad_ids=["z1"],
+        Campaign(campaign_id="cpa", advertiser="z", daily_budget=100, ad_ids=["z1", "z2"],
                  pacing=Campaign.PACING_ASAP)
     )  # fmt: skip
-    with pytest.raises(ReachRankError) as error:
-        ads.rank_ads("u6", [BidAd("z1", 30.0, "cpa")], serve_time_unix_ms=day_start(7))
-    assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "pCVR" in error.value.message and "conversion model" in error.value.message
+    r = ads.rank_ads(
+        "u6",
+        [BidAd("z1", 30.0, "cpa"), BidAd("z2", 1.0, "cpc")],
+        slots=2,
+        serve_time_unix_ms=day_start(7),
+    )
+    by_id = {a.ad_id: a for a in r.ads}
+    cpa, cpc = by_id["z1"], by_id["z2"]
+    assert cpa.pcvr is not None and 0 < cpa.pcvr < 1  # the tiny log has purchases: ESMM served
+    assert cpa.expected_value == pytest.approx(30.0 * cpa.pctr * cpa.pcvr, rel=1e-5)
+    assert cpc.expected_value == pytest.approx(1.0 * cpc.pctr, rel=1e-5)
+    first, second = sorted((cpa, cpc), key=lambda a: a.slot)
+    # The winner of slot 1 pays, in its unit, the runner-up's value per impression.
+    units = first.pctr * (first.pcvr if first.bid_type == "cpa" else 1.0)
+    assert first.price == pytest.approx(second.expected_value / units, rel=1e-4)
+    assert first.expected_charge == pytest.approx(second.expected_value, rel=1e-4)
 
 
 def test_bad_campaigns_are_refused_with_the_field_named(ads: AdsClient) -> None:
