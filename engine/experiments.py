@@ -27,6 +27,7 @@ from kernels import hash_string, hash_strings
 
 if TYPE_CHECKING:
     from engine.experiment_file import ExperimentFile
+    from engine.shadow import ShadowRunner
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ class ExperimentStore:
             self._experiments[experiment.name] = _copy(experiment)
         # Guarded rollout: stops variants that are significantly worse (engine.guardrails).
         self.guardrails = GuardrailMonitor(self)
+        # Scores the experiments' shadow models off the request path (engine.shadow).
+        self.shadows: ShadowRunner | None = None
 
     def set(self, experiment: models_pb2.Experiment) -> models_pb2.Experiment:
         """Create or replace an experiment (already prepared); returns the stored copy."""

@@ -47,6 +47,8 @@ class ExtraServices:
         """Stop polling the experiments file and flush the feedback log into Parquet; call
         after the server stopped taking RPCs."""
         self._stop.set()
+        if self.experiments.shadows is not None:  # the shadows queued, into their log
+            self.experiments.shadows.close()
         if self.decisions is not None:
             self.decisions.close()  # what the stopped RPCs decided, into Parquet
         if self.feedback is not None:

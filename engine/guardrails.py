@@ -383,9 +383,10 @@ def validate_guardrails(experiment: models_pb2.Experiment, where: str) -> None:
 
 
 def watched(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a Ranking servicer method (inside ``grpc_errors``): its latency and outcome
-    count for the arm that served it when its experiment has guardrails. A success names its
-    arm in the response; a failure's arm is routed again (failures are rare)."""
+    """Decorate a Ranking servicer method (inside ``grpc_errors``): when its experiment has
+    guardrails its latency and outcome count for the arm that served it, and when it has
+    shadows the request is offered to them (engine.shadow). A success names its arm in the
+    response; a failure's arm is routed again (failures are rare)."""
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -397,13 +398,23 @@ def watched(rpc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 _record_failure(self, rpc, request, exc, time.perf_counter() - start)
                 raise
             if response.experiment:
-                seconds = time.perf_counter() - start
-                _record(self, response.experiment, response.variant, seconds, False)
+                _answered(self, rpc, request, response, time.perf_counter() - start)
             return response
 
         return wrapper
 
     return decorate
+
+
+def _answered(servicer: Any, rpc: str, request: Any, response: Any, seconds: float) -> None:
+    store = servicer.experiments
+    experiment = store.find(response.experiment) if store is not None else None
+    if experiment is None:
+        return
+    if experiment.guardrails:
+        store.guardrails.record_request(experiment, response.variant, seconds, False)
+    if experiment.shadows and store.shadows is not None:
+        store.shadows.offer(rpc, experiment, request, response)
 
 
 def _record(servicer: Any, name: str, variant: str, seconds: float, failed: bool) -> None:

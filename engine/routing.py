@@ -69,25 +69,34 @@ def route(
 def prepare_experiment(
     registry: ModelRegistry, settings: Settings, experiment: models_pb2.Experiment
 ) -> None:
-    """Check every arm's models exist and load pinned versions beside the serving ones, so no
-    request ever waits for a load. Raises InvalidArgument / BundleError naming the arm."""
-    for i, v in enumerate(experiment.variants):
+    """Check every arm's (and shadow's) models exist and load pinned versions beside the
+    serving ones, so no request ever waits for a load. Raises InvalidArgument / BundleError
+    naming the arm."""
+    wanted = [
+        (f"variants[{i}].{field}_model", name, version)
+        for i, v in enumerate(experiment.variants)
         for field, name, version in (
             ("ctr", v.ctr_model or settings.ctr_model, v.ctr_version),
             ("retrieval", v.retrieval_model or settings.retrieval_model, v.retrieval_version),
-        ):
-            where = f"variants[{i}].{field}_model"
-            available = versions(settings.repo, name)
-            if not available:
-                raise InvalidArgument(f"{where}: model {name!r} is not in the repository")
-            if version and version not in available:
-                raise InvalidArgument(
-                    f"{where}: model {name!r} has no version {version} (has {available})"
-                )
-            try:
-                if version:
-                    registry.load_version(name, version)
-                elif registry.find(name) is None:
-                    registry.load(name)
-            except BundleError as exc:
-                raise BundleError(f"{where}: cannot load {name!r}: {exc}") from None
+        )
+    ]
+    # Shadow models (engine.shadow) are ready before their first sampled request too.
+    wanted += [
+        (f"shadows[{i}].ctr_model", s.ctr_model or settings.ctr_model, s.ctr_version)
+        for i, s in enumerate(experiment.shadows)
+    ]
+    for where, name, version in wanted:
+        available = versions(settings.repo, name)
+        if not available:
+            raise InvalidArgument(f"{where}: model {name!r} is not in the repository")
+        if version and version not in available:
+            raise InvalidArgument(
+                f"{where}: model {name!r} has no version {version} (has {available})"
+            )
+        try:
+            if version:
+                registry.load_version(name, version)
+            elif registry.find(name) is None:
+                registry.load(name)
+        except BundleError as exc:
+            raise BundleError(f"{where}: cannot load {name!r}: {exc}") from None

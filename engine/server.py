@@ -36,6 +36,7 @@ from engine.runtime import apply_thread_budget
 from engine.security import auth_interceptor, server_credentials
 from engine.servicer import RankingServicer
 from engine.settings import Settings
+from engine.shadow import open_shadows
 from engine.state import open_state_store
 from engine.tracing import Tracing, open_tracing
 
@@ -168,6 +169,7 @@ def start_server(
         state,
         ads=ads.gate,
     )
+    open_shadows(registry, settings, extras.experiments)  # closed by extras.close()
     ranking_pb2_grpc.add_RankingServicer_to_server(
         RankingServicer(registry, settings, extras.experiments, extras.decisions, ads=ads.gate),
         server,

@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = Field(1.0, ge=0, le=1)
     """Share of traces started here that are recorded; a caller's sampled ``traceparent``
     is always followed."""
+    shadow_log_dir: Path | None = None
+    """Directory of the shadow log (`engine.shadow`): what the experiments' shadow models
+    scored on sampled live requests beside the served scores, in the feedback log's WAL and
+    Parquet form; None: shadows are scored and counted but not logged."""
+    shadow_max_pending: int = Field(1000, ge=1)
+    """Shadow requests queued at most; beyond it new ones are dropped (counted)."""
+    shadow_seed: int | None = None
+    """Seed of the shadows' sampling draws (None: fresh per process)."""
 
     tls_cert_file: Path | None = None
     """PEM server certificate (chain); with ``tls_key_file`` the server speaks TLS only."""
