@@ -195,7 +195,7 @@ class RankAdsRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., ads: _Optional[_Iterable[_Union[Ad, _Mapping]]] = ..., slots: _Optional[int] = ..., reserve_price: _Optional[float] = ..., candidates: _Optional[_Union[AdColumns, _Mapping]] = ..., all_ranked: _Optional[bool] = ..., reserve_ecpm: _Optional[float] = ..., serve_time_unix_ms: _Optional[int] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
 
 class RankedAdColumns(_message.Message):
-    __slots__ = ("ad_ids", "pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge")
+    __slots__ = ("ad_ids", "pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge", "pcvr")
     AD_IDS_FIELD_NUMBER: _ClassVar[int]
     PCTR_FIELD_NUMBER: _ClassVar[int]
     BID_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +204,7 @@ class RankedAdColumns(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     BID_TYPE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_CHARGE_FIELD_NUMBER: _ClassVar[int]
+    PCVR_FIELD_NUMBER: _ClassVar[int]
     ad_ids: _containers.RepeatedScalarFieldContainer[str]
     pctr: _containers.RepeatedScalarFieldContainer[float]
     bid: _containers.RepeatedScalarFieldContainer[float]
@@ -212,10 +213,11 @@ class RankedAdColumns(_message.Message):
     price: _containers.RepeatedScalarFieldContainer[float]
     bid_type: _containers.RepeatedScalarFieldContainer[BidType]
     expected_charge: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., pctr: _Optional[_Iterable[float]] = ..., bid: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., slot: _Optional[_Iterable[int]] = ..., price: _Optional[_Iterable[float]] = ..., bid_type: _Optional[_Iterable[_Union[BidType, str]]] = ..., expected_charge: _Optional[_Iterable[float]] = ...) -> None: ...
+    pcvr: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, ad_ids: _Optional[_Iterable[str]] = ..., pctr: _Optional[_Iterable[float]] = ..., bid: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., slot: _Optional[_Iterable[int]] = ..., price: _Optional[_Iterable[float]] = ..., bid_type: _Optional[_Iterable[_Union[BidType, str]]] = ..., expected_charge: _Optional[_Iterable[float]] = ..., pcvr: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankedAd(_message.Message):
-    __slots__ = ("ad_id", "pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge")
+    __slots__ = ("ad_id", "pctr", "bid", "expected_value", "slot", "price", "bid_type", "expected_charge", "pcvr")
     AD_ID_FIELD_NUMBER: _ClassVar[int]
     PCTR_FIELD_NUMBER: _ClassVar[int]
     BID_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +226,7 @@ class RankedAd(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     BID_TYPE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_CHARGE_FIELD_NUMBER: _ClassVar[int]
+    PCVR_FIELD_NUMBER: _ClassVar[int]
     ad_id: str
     pctr: float
     bid: float
@@ -232,7 +235,8 @@ class RankedAd(_message.Message):
     price: float
     bid_type: BidType
     expected_charge: float
-    def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ..., bid_type: _Optional[_Union[BidType, str]] = ..., expected_charge: _Optional[float] = ...) -> None: ...
+    pcvr: float
+    def __init__(self, ad_id: _Optional[str] = ..., pctr: _Optional[float] = ..., bid: _Optional[float] = ..., expected_value: _Optional[float] = ..., slot: _Optional[int] = ..., price: _Optional[float] = ..., bid_type: _Optional[_Union[BidType, str]] = ..., expected_charge: _Optional[float] = ..., pcvr: _Optional[float] = ...) -> None: ...
 
 class DroppedAds(_message.Message):
     __slots__ = ("ad_ids", "reasons")
