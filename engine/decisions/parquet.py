@@ -13,13 +13,28 @@ from reachrank.v1 import decisions_pb2
 
 from clients.tensors import from_tensor
 from engine.feedback.files import publish
-from kernels.decision_table import COLUMNS
+from kernels.decision_table import DECISION_COLUMNS
+
+
+def _matrix_column(name: str, blocks: list[np.ndarray], dtype: pl.DataType) -> pl.Series:
+    """One list per row from per-decision [n, width] blocks: one 2-D array when the widths
+    agree (the usual case: one schema), built without a Python list per row."""
+    widths = {b.shape[1] for b in blocks}
+    if len(widths) == 1 and blocks:
+        stacked = np.concatenate(blocks)
+        width = widths.pop()
+        if width == 0:  # no features (a Plan, or Recommend without a CTR model): null
+            return pl.Series(name, [None] * len(stacked), pl.List(dtype))
+        return pl.Series(name, stacked).cast(pl.List(dtype))
+    return pl.Series(name, [row for b in blocks for row in b.tolist()], pl.List(dtype))
 
 
 def decisions_frame(decisions: Sequence[decisions_pb2.Decision]) -> pl.DataFrame:
-    per_decision: dict[str, list] = {c: [] for c in COLUMNS}
-    for d in decisions:
-        n = len(d.item_ids)
+    """One row per candidate: the decision's columns repeated, then the candidate's."""
+    counts = np.array([len(d.item_ids) for d in decisions], dtype=np.int64)
+    per_decision: dict[str, list] = {c: [] for c in DECISION_COLUMNS}
+    cat_blocks, num_blocks = [], []
+    for d, n in zip(decisions, counts.tolist(), strict=True):
         model = d.models[-1] if d.models else None
         values = {
             "request_id": d.request_id,
@@ -37,41 +52,48 @@ def decisions_frame(decisions: Sequence[decisions_pb2.Decision]) -> pl.DataFrame
             "explored": d.explored,
             "propensity_method": d.propensity_method,
             "feature_schema": d.feature_schema,
-            "slots": int(sum(1 for p in d.positions if p > 0)),
+            "slots": sum(1 for p in d.positions if p > 0),
         }
         for name, value in values.items():
-            per_decision[name].extend([value] * n)
-        per_decision["candidate"].extend(range(n))
-        per_decision["item_id"].extend(d.item_ids)
-        per_decision["score"].extend(d.scores)
-        per_decision["position"].extend(d.positions)
-        per_decision["propensity"].extend(d.propensities)
-        per_decision["bid"].extend(d.bids or [0.0] * n)
-        per_decision["price"].extend(d.prices or [0.0] * n)
-        per_decision["treatment"].extend(d.treatments or [""] * n)
-        cat = from_tensor(d.cat) if d.cat.dtype else np.zeros((n, 0), np.int64)
-        num = from_tensor(d.num) if d.num.dtype else np.zeros((n, 0), np.float32)
-        per_decision["cat"].extend(cat.tolist())
-        per_decision["num"].extend(num.tolist())
+            per_decision[name].append(value)
+        cat_blocks.append(from_tensor(d.cat) if d.cat.dtype else np.zeros((n, 0), np.int64))
+        num_blocks.append(from_tensor(d.num) if d.num.dtype else np.zeros((n, 0), np.float32))
+
+    def column(field: str, dtype: type, fill: object) -> np.ndarray | list:
+        parts = [
+            getattr(d, field) or [fill] * n for d, n in zip(decisions, counts.tolist(), strict=True)
+        ]
+        if dtype is str:
+            return [x for part in parts for x in part]
+        return np.concatenate([np.asarray(p, dtype=dtype) for p in parts]) if parts else []
+
     frame = pl.DataFrame(
-        per_decision,
+        {name: values for name, values in per_decision.items()},
         schema={
-            **{c: pl.String for c in COLUMNS},
+            **{c: pl.String for c in DECISION_COLUMNS},
             "ts": pl.Int64,
             "model_version": pl.Int64,
             "explored": pl.Boolean,
             "slots": pl.Int32,
-            "candidate": pl.Int32,
-            "score": pl.Float32,
-            "position": pl.Int32,
-            "propensity": pl.Float64,
-            "bid": pl.Float64,
-            "price": pl.Float64,
-            "cat": pl.List(pl.Int64),
-            "num": pl.List(pl.Float32),
         },
     )
-    return frame.with_columns(
+    frame = frame.select(pl.all().gather(np.repeat(np.arange(len(decisions)), counts)))
+    candidates = pl.DataFrame(
+        {
+            "candidate": np.concatenate([np.arange(n) for n in counts.tolist()] or [[]]),
+            "item_id": column("item_ids", str, ""),
+            "score": column("scores", np.float32, 0.0),
+            "position": column("positions", np.int32, 0),
+            "propensity": column("propensities", np.float64, 0.0),
+            "bid": column("bids", np.float64, 0.0),
+            "price": column("prices", np.float64, 0.0),
+            "treatment": column("treatments", str, ""),
+        },
+        schema_overrides={"candidate": pl.Int32, "item_id": pl.String, "treatment": pl.String},
+    ).with_columns(
+        _matrix_column("cat", cat_blocks, pl.Int64), _matrix_column("num", num_blocks, pl.Float32)
+    )
+    return pl.concat([frame, candidates], how="horizontal").with_columns(
         pl.from_epoch("ts", time_unit="ms").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
     )
 
