@@ -19,6 +19,7 @@ SUITES = (
     "loadgen",
     "training",
     "campaigns",
+    "ad_day",
     "ope",
     "kserve",
     "triton",
