@@ -3,7 +3,8 @@
 When on, every decision RPC (Recommend, RankAds, Score, Campaigns Plan, KServe ModelInfer) is
 one SERVER span, a child of the caller's W3C ``traceparent`` (gRPC metadata) when it sends
 one, and the server's own ``traceparent`` comes back in trailing metadata. Its stages (route,
-retrieve, features, infer, auction, plan, shadow) are child spans, made by wrapping the stage
+retrieve, features, infer, auction, plan, log: the decision log's hand-off, shadow: the
+shadow models' hand-off) are child spans, made by wrapping the stage
 functions named in ``STAGES`` when a traced server starts, the way OpenTelemetry's
 instrumentation packages patch libraries: with tracing off nothing is wrapped, so a request
 pays nothing at all, and the pipelines carry no tracing code.
@@ -68,6 +69,9 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("engine.kserve.servicer", "triton_infer", "infer"),
     ("engine.pipelines", "gsp_auction", "auction"),
     ("engine.campaigns", "plan_campaign", "plan"),
+    ("engine.decisions.log:DecisionLog", "submit", "log"),
+    ("engine.campaigns_servicer", "plan_decision", "log"),
+    ("engine.shadow:ShadowRunner", "offer", "shadow"),
 )
 
 _tracer: contextvars.ContextVar[trace.Tracer | None] = contextvars.ContextVar(

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from reachrank.v1 import ranking_pb2, ranking_pb2_grpc
+from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import engine.pipelines
 import engine.servicer
@@ -38,8 +38,16 @@ def exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture(scope="module")
-def traced(trained_repo: Path, exporter: InMemorySpanExporter) -> Iterator[RunningServer]:
-    running = start_server(Settings(repo=trained_repo, port=0), span_exporter=exporter)
+def traced(
+    tmp_path_factory: pytest.TempPathFactory, trained_repo: Path, exporter: InMemorySpanExporter
+) -> Iterator[RunningServer]:
+    settings = Settings(
+        repo=trained_repo,
+        port=0,
+        decision_log_dir=tmp_path_factory.mktemp("traced") / "decisions",
+        decision_sample_rates={"recommend": 1.0, "rank_ads": 1.0},
+    )
+    running = start_server(settings, span_exporter=exporter)
     yield running
     running.stop(0)
 
@@ -79,7 +87,7 @@ def test_recommend_follows_the_callers_traceparent(
     assert attributes["reachrank.strategy"] == result.strategy
     assert list(attributes["reachrank.models"]) == [f"{m.name}/{m.version}" for m in result.models]
     names = [s.name for s in sorted(children, key=lambda s: s.start_time)]
-    assert names == ["route", "retrieve", "features", "infer"]
+    assert names == ["route", "retrieve", "features", "infer", "log"]
     by_name = {s.name: s for s in children}
     ctr = traced.registry.get("ctr")
     assert by_name["infer"].attributes["reachrank.model"] == ctr.id.name
@@ -101,10 +109,32 @@ def test_rank_ads_is_a_child_of_the_callers_current_span(
     assert root.context.trace_id == mine.get_span_context().trace_id
     assert root.parent.span_id == mine.get_span_context().span_id
     names = [s.name for s in sorted(children, key=lambda s: s.start_time)]
-    assert names == ["route", "features", "infer", "auction"]
+    assert names == ["route", "features", "infer", "auction", "log"]
     by_name = {s.name: s for s in children}
     assert by_name["features"].attributes["reachrank.rows"] == len(ADS)
     assert by_name["auction"].attributes["reachrank.rows"] == len(ADS)
+
+
+def test_the_shadow_hand_off_is_a_stage(traced: RunningServer, spans: InMemorySpanExporter) -> None:
+    stub = models_pb2_grpc.ExperimentsStub(grpc.insecure_channel(f"127.0.0.1:{traced.port}"))
+    stub.Set(
+        models_pb2.Experiment(
+            name="traced-shadow",
+            rpcs=["rank_ads"],
+            enabled=True,
+            variants=[models_pb2.Variant(name="control", weight=1)],
+            shadows=[models_pb2.Shadow(name="same", sample_rate=1.0)],
+        )
+    )
+    try:
+        with ReachRankClient(f"127.0.0.1:{traced.port}") as client:
+            assert client.rank_ads("u6", ADS).experiment == "traced-shadow"
+    finally:
+        stub.Delete(models_pb2.DeleteExperimentRequest(name="traced-shadow"))
+    root, children = _tree(spans.get_finished_spans())
+    assert root.attributes["reachrank.experiment"] == "traced-shadow"
+    names = [s.name for s in sorted(children, key=lambda s: s.start_time)]
+    assert names == ["route", "features", "infer", "auction", "log", "shadow"]
 
 
 def test_trailing_metadata_returns_the_servers_traceparent(
