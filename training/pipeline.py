@@ -43,7 +43,15 @@ from training.cvr import CVRConfig, CVRData, CVRResult, has_conversions, oracle_
 from training.errors import NotEnoughData
 from training.examples import ctr_examples, positives
 from training.export import export_onnx, parity_max_abs_error
-from training.fit import FitConfig, fit_ctr, fit_isotonic, fit_platt, predict_logits
+from training.fit import (
+    ArrayRows,
+    FitConfig,
+    Rows,
+    fit_ctr_rows,
+    fit_isotonic,
+    fit_platt,
+    predict_rows,
+)
 from training.history import (
     HistorySpec,
     history_fields,
@@ -66,6 +74,7 @@ from training.retrieval import RetrievalConfig, interactions, train_retrieval
 from training.simulate import DEVICES, GroundTruth, item_index, user_index
 from training.splits import Split, global_time_split, per_user_split
 from training.streaming import StreamingConfig
+from training.streaming_ctr import CTRExamples, streamed_ctr
 
 log = logging.getLogger(__name__)
 
@@ -392,14 +401,19 @@ def calibrate(
 
 
 @torch.no_grad()
-def predict_pctr(model: CalibratedCTR, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
-    logits = torch.from_numpy(predict_logits(model.model, cat, num))
-    return model.calibration(logits).numpy().astype(np.float64)
+def predict_pctr(model: CalibratedCTR, rows: Rows, batch_size: int = 65536) -> np.ndarray:
+    # In batches: the isotonic calibration holds a row x knot matrix.
+    logits = torch.from_numpy(predict_rows(model.model, rows))
+    out = np.empty(len(logits), dtype=np.float64)
+    for i in range(0, len(logits), batch_size):
+        out[i : i + batch_size] = model.calibration(logits[i : i + batch_size]).numpy()
+    return out
 
 
-def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) -> CTRResult:
-    """Fit every configured CTR model on the same split; ship the best by valid logloss."""
-    conversions = config.cvr.enabled and has_conversions(data.events)
+def in_memory_ctr(
+    data: Dataset, plan: SplitPlan, config: TrainConfig, conversions: bool = False
+) -> CTRExamples:
+    """The labelled CTR examples with their features, collected and encoded in memory."""
     examples, spec = plan.label(ctr_frame(data, conversions))
     history = ctr_history(data, examples, config)
     if history is not None:
@@ -420,31 +434,66 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     label = frame["label"].to_numpy().astype(np.float32)
     part = frame["split"].to_numpy()
     tr, va, te = part == "train", part == "valid", part == "test"
+    masks = {"train": tr, "valid": va, "test": te}
+    oracle = None
+    if data.ground_truth is not None and "device" in frame.columns:
+        oracle = oracle_probability(data.ground_truth, frame.filter(pl.Series(te)))
+    return CTRExamples(
+        examples=examples,
+        spec=spec,
+        history=history,
+        schema=schema,
+        rows={p: ArrayRows(cat[m], num[m], label[m]) for p, m in masks.items()},
+        sizes=part_sizes(frame),
+        positions=frame["position"].n_unique(),
+        users=frame.select("user_id").unique().sort("user_id"),
+        example=(cat[:8], num[:8]),
+        oracle_test=oracle,
+        frame=frame,
+        arrays=(cat, num, label),
+        masks=(tr, va, te),
+    )
+
+
+def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) -> CTRResult:
+    """Fit every configured CTR model on the same split; ship the best by valid logloss."""
+    conversions = config.cvr.enabled and has_conversions(data.events)
+    if config.streaming is not None and not conversions:
+        ctr_rows = streamed_ctr(data, plan, config)
+    else:
+        if config.streaming is not None:
+            log.info("the conversion model trains on CTR rows in memory")
+        ctr_rows = in_memory_ctr(data, plan, config, conversions)
+    examples, spec, history, schema = (
+        ctr_rows.examples,
+        ctr_rows.spec,
+        ctr_rows.history,
+        ctr_rows.schema,
+    )
+    train_rows, valid_rows, test_rows = (ctr_rows.rows[p] for p in ("train", "valid", "test"))
     # AUC and calibration need both labels in every part.
-    both = [bool(m.any() and 0 < label[m].sum() < m.sum()) for m in (tr, va, te)]
+    parts = (("train", train_rows), ("valid", valid_rows), ("test", test_rows))
+    both = [bool(len(r) and 0 < r.positives < len(r)) for _, r in parts]
     if not all(both):
-        counts = ", ".join(
-            f"{int(m.sum())} ({int(label[m].sum())} clicked) in {n}"
-            for n, m in (("train", tr), ("valid", va), ("test", te))
-        )
+        counts = ", ".join(f"{len(r)} ({r.positives} clicked) in {n}" for n, r in parts)
         raise NotEnoughData(
             "CTR needs impressions with and without clicks in each of train, valid and test; "
             f"got {counts}"
         )
-    log.info("CTR examples: %d train, %d valid, %d test", tr.sum(), va.sum(), te.sum())
-    y_va, y_te = label[va], label[te]
-    position_tower = config.position_bias and frame["position"].n_unique() > 1
-    base_rate = float(label[tr].mean())
+    log.info("CTR examples: %d train, %d valid, %d test", *(len(r) for _, r in parts))
+    y_va, y_te = valid_rows.labels(), test_rows.labels()
+    position_tower = config.position_bias and ctr_rows.positions > 1
+    base_rate = train_rows.rate()
     baselines = {
         "base_rate": {
             "auc": 0.5,
-            "logloss": metrics.logloss(y_te, np.full(te.sum(), base_rate)),
-            "ece": metrics.ece(y_te, np.full(te.sum(), base_rate)),
+            "logloss": metrics.logloss(y_te, np.full(len(test_rows), base_rate)),
+            "ece": metrics.ece(y_te, np.full(len(test_rows), base_rate)),
         }
     }
     oracle_auc = None
-    if data.ground_truth is not None and "device" in frame.columns:
-        p_oracle = oracle_probability(data.ground_truth, frame.filter(pl.Series(te)))
+    if ctr_rows.oracle_test is not None:
+        p_oracle = ctr_rows.oracle_test
         baselines["oracle"] = classification_metrics(y_te, p_oracle)
         oracle_auc = baselines["oracle"]["auc"]
 
@@ -467,12 +516,10 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             # Same seed before each fit: every model starts from a reproducible draw.
             torch.manual_seed(config.seed)
             model = ctr_model(name, schema, run, position_tower)
-            fit_ctr(
-                model, cat[tr], num[tr], label[tr], ctr_fit_config(run), (cat[va], num[va], y_va)
-            )
-            logits = predict_logits(model, cat[va], num[va])
+            fit_ctr_rows(model, train_rows, ctr_fit_config(run), valid_rows)
+            logits = predict_rows(model, valid_rows)
             calibrated = calibrate(model, logits, y_va, config.calibration)
-            p = predict_pctr(calibrated, cat[va], num[va])
+            p = predict_pctr(calibrated, valid_rows)
             return (model, logits, calibrated, p), metrics.logloss(y_va, p)
 
         found = search(
@@ -490,7 +537,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                 setting_label(found.setting),
                 found.tried,
             )
-        p_te = predict_pctr(calibrated, cat[te], num[te])
+        p_te = predict_pctr(calibrated, test_rows)
         valid_metrics[name] = classification_metrics(y_va, p_va)
         test_metrics[name] = classification_metrics(y_te, p_te)
         if oracle_auc is not None:
@@ -498,7 +545,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         # The other calibration on the same model, for the report's comparison (not shipped).
         other = "isotonic" if config.calibration == "platt" else "platt"
         alternative = calibrate(model, logits_va, y_va, other)
-        p_alt = predict_pctr(alternative, cat[te], num[te])
+        p_alt = predict_pctr(alternative, test_rows)
         other_calibration[name] = {
             "calibration": other,
             "logloss": metrics.logloss(y_te, p_alt),
@@ -511,9 +558,9 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
     best = min(fitted, key=lambda n: valid_metrics[n]["logloss"])
     cvr = None
     if conversions:
-        converted = frame["converted"].to_numpy().astype(np.float32)
+        converted = ctr_rows.frame["converted"].to_numpy().astype(np.float32)
         cvr = train_cvr(
-            CVRData(cat, num, label, converted, tr, va, te),
+            CVRData(*ctr_rows.arrays, converted, *ctr_rows.masks),
             schema.n_buckets,
             [f.name for f in schema.categorical].index("position") if position_tower else None,
             config.cvr,
@@ -522,25 +569,24 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             test_pctr[best],
             None
             if oracle_auc is None
-            else (p_oracle, oracle_pcvr(data.ground_truth, frame.filter(pl.Series(te)))),
+            else (
+                p_oracle,
+                oracle_pcvr(data.ground_truth, ctr_rows.frame.filter(pl.Series(ctr_rows.masks[2]))),
+            ),
         )
 
     items = frame_items(data, examples, _item_columns(schema))
     user_cols = ["user_id"] + [
         f.name for f in schema.categorical_from("user") if f.name != "user_id"
     ]
-    users = (
-        data.users.select(user_cols)
-        if data.users is not None
-        else frame.select("user_id").unique().sort("user_id")
-    )
+    users = data.users.select(user_cols) if data.users is not None else ctr_rows.users
     user_item: dict[str, pl.DataFrame] = {}
     if history is not None:
         user_history, user_item = history_tables(data.events, data.items, history)
         # The shipped histories count every event up to here; the engine adds later ones.
         as_of_ms = int(data.events.select(pl.col("ts").max().dt.epoch("ms")).collect().item())
         users = users.join(user_history, on="user_id", how="full", coalesce=True).sort("user_id")
-    parity_rows = {"cat": cat[te][:2000], "num": num[te][:2000]}
+    parity_rows = dict(zip(("cat", "num"), test_rows.head(2000), strict=True))
     for name, model in fitted.items():
         manifest = CTRBundle(
             model_type=name,
@@ -569,7 +615,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
                 **json.loads(json.dumps(asdict(config), default=str)),
                 "model": name,
                 "tuned": tuned[name],
-                "rows": int(tr.sum()),
+                "rows": len(train_rows),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "position_tower": position_tower,
             },
@@ -579,8 +625,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
             "ctr" if name == best else f"ctr-{name}",
             model,
             manifest,
-            cat,
-            num,
+            *ctr_rows.example,
             parity_rows,
             items,
             users,
@@ -592,7 +637,7 @@ def train_ctr(data: Dataset, plan: SplitPlan, out: Path, config: TrainConfig) ->
         baselines,
         valid_metrics,
         best,
-        part_sizes(frame),
+        ctr_rows.sizes,
         curves,
         y_te,
         test_pctr,

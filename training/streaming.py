@@ -32,6 +32,8 @@ from training.read_common import ReadReport, ReadResult
 ROW_GROUP = 65_536
 # Row groups of the user partitions' files, which are written all at once (each buffers one).
 PARTITION_ROW_GROUP = 16_384
+# User partitions written per pass over the staged log.
+SINKS_PER_PASS = 8
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,16 @@ def user_partitions(
     work_dir.mkdir(parents=True, exist_ok=True)
     key = user_key(n)
     paths = [work_dir / f"users-{p:04d}.parquet" for p in range(n)]
-    pl.collect_all(
-        [
-            events.filter(key == p).sink_parquet(
-                path, row_group_size=PARTITION_ROW_GROUP, lazy=True
-            )
-            for p, path in enumerate(paths)
-        ],
-        engine="streaming",
-    )
+    # A few sinks per pass over the log: each buffers a row group, so one pass for all of a
+    # hundred partitions would hold a hundred row groups.
+    for first in range(0, n, SINKS_PER_PASS):
+        pl.collect_all(
+            [
+                events.filter(key == p).sink_parquet(
+                    paths[p], row_group_size=PARTITION_ROW_GROUP, lazy=True
+                )
+                for p in range(first, min(n, first + SINKS_PER_PASS))
+            ],
+            engine="streaming",
+        )
     return [pl.scan_parquet(path) for path in paths]

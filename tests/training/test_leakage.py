@@ -40,16 +40,17 @@ def test_models_are_fitted_only_on_data_before_their_cuts(
     test_tasks: set[int] = set()
     scored: list[tuple[int, int]] = []  # (fitted id, task id)
 
-    real_encode, real_fit_ctr = training.pipeline.encode_frame, training.pipeline.fit_ctr
+    real_encode, real_fit_ctr = training.pipeline.encode_frame, training.pipeline.fit_ctr_rows
 
     def encode_frame(schema: Any, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         cat, num = real_encode(schema, frame)
         encoded.append((frame, cat, num))
         return cat, num
 
-    def fit_ctr(model: Any, cat: np.ndarray, num: np.ndarray, *rest: Any, **kw: Any) -> Any:
+    def fit_ctr(model: Any, rows: Any, *rest: Any, **kw: Any) -> Any:
+        cat, num, _ = rows.chunk(0)
         ctr_fits.append((cat.copy(), num.copy()))
-        return real_fit_ctr(model, cat, num, *rest, **kw)
+        return real_fit_ctr(model, rows, *rest, **kw)
 
     real_fit, real_eval_task, real_score = (
         RetrievalRun._fit,
@@ -73,7 +74,7 @@ def test_models_are_fitted_only_on_data_before_their_cuts(
         return real_score(model, task, k)
 
     monkeypatch.setattr(training.pipeline, "encode_frame", encode_frame)
-    monkeypatch.setattr(training.pipeline, "fit_ctr", fit_ctr)
+    monkeypatch.setattr(training.pipeline, "fit_ctr_rows", fit_ctr)
     monkeypatch.setattr(RetrievalRun, "_fit", _fit)
     monkeypatch.setattr(training.retrieval, "eval_task", eval_task)
     monkeypatch.setattr(training.retrieval, "score", score)
