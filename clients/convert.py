@@ -247,10 +247,11 @@ def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> A
     """Columns (`ranked`, the answer to `candidates`) or one message per ad (`ads`)."""
     if response.HasField("ranked"):
         r = response.ranked
+        pcvr = r.pcvr if len(r.pcvr) else [None] * len(r.ad_ids)
         ads = tuple(
-            RankedAd(ad_id=a, pctr=p, bid=b, expected_value=e, slot=s, price=c)
-            for a, p, b, e, s, c in zip(
-                r.ad_ids, r.pctr, r.bid, r.expected_value, r.slot, r.price, strict=True
+            RankedAd(ad_id=a, pctr=p, bid=b, expected_value=e, slot=s, price=c, pcvr=v)
+            for a, p, b, e, s, c, v in zip(
+                r.ad_ids, r.pctr, r.bid, r.expected_value, r.slot, r.price, pcvr, strict=True
             )
         )
     else:
@@ -262,6 +263,7 @@ def ad_auction(response: ranking_pb2.RankAdsResponse, request_id: str = "") -> A
                 expected_value=ad.expected_value,
                 slot=ad.slot,
                 price=ad.price,
+                pcvr=ad.pcvr if ad.HasField("pcvr") else None,
             )
             for ad in response.ads
         )

@@ -127,6 +127,8 @@ class RankedAd:
     slot: int
     # Generalised second price per click; 0 for non-winners.
     price: float
+    # P(purchase | click) from the CTR bundle's conversion model; None when it has none.
+    pcvr: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

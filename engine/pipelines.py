@@ -61,6 +61,8 @@ class Auction:
     # With bid types (engine.ads.bidding): each ad's type, each winner's expected charge.
     bid_type: np.ndarray | None = None
     expected_charge: np.ndarray | None = None
+    # pCVR per ad when the CTR bundle has a conversion model (training.cvr), else None.
+    pcvr: np.ndarray | None = None
 
 
 def recommend(
@@ -263,13 +265,16 @@ def rank_ads(
     item_rows = ctr.item_rows(ad_ids)
     # Without `personalise`, "": no stored features or live history of the user.
     cat, num = ctr.features(user_id if personalise else "", item_rows, context, per_row)
-    pctr = ctr.predict(cat, num)
+    pctr, pcvr = ctr.score(cat, num)
     if bid_types is not None or reserve_ecpm:  # CPA/CPM bids, or an eCPM reserve
         types = bid_types if bid_types is not None else np.zeros(len(bids), dtype=np.int64)
         columns, under = ranked_mixed(
             ctr, cat, num, pctr, ad_ids, bids, types, slots, reserve_price, reserve_ecpm,
             winners_only,
         )  # fmt: skip
+        if pcvr is not None:  # in the auction's order (ranked_mixed reorders by ad id)
+            at = {a: i for i, a in enumerate(ad_ids)}
+            columns["pcvr"] = pcvr[[at[a] for a in columns["ad_ids"]]]
         return Auction(**columns, below_reserve=below + under, models=[ctr.id])
     if decision is not None and decision.explores:  # engine.decisions: explored slots
         result = decision.auction(pctr, bids, ad_ids, slots, reserve_price, item_rows >= 0)
@@ -289,6 +294,7 @@ def rank_ads(
         price=result.price[:keep],
         below_reserve=below,
         models=[ctr.id],
+        pcvr=pcvr[order] if pcvr is not None else None,
     )
 
 

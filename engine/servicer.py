@@ -83,6 +83,8 @@ def fill_ranked_columns(out: ranking_pb2.RankedAdColumns, auction: pipelines.Auc
     if auction.bid_type is not None and auction.expected_charge is not None:
         out.bid_type.extend(auction.bid_type.tolist())
         out.expected_charge.extend(auction.expected_charge.tolist())
+    if auction.pcvr is not None:
+        out.pcvr.extend(auction.pcvr.tolist())
 
 
 def model_ref(model_id: ModelId) -> ranking_pb2.ModelRef:
@@ -242,6 +244,9 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
                     strict=True,
                 ):
                     message.bid_type, message.expected_charge = kind, charge
+            if result.pcvr is not None:
+                for message, pcvr in zip(response.ads, result.pcvr.tolist(), strict=True):
+                    message.pcvr = pcvr
         return response
 
     @grpc_errors

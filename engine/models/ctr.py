@@ -4,6 +4,7 @@ gathers stored rows and hashes only the few context values it carries."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,6 +47,9 @@ class CTRModel(OnnxModel):
         self._layout = _Layout.plan(self.schema, self._bucket, self.default_position)
         # Live histories (set by the server when it logs feedback): see engine.live_history.
         self.live: LiveHistory | None = None
+        # The conversion output (training.cvr) and each thread's last scored rows' pCVR.
+        self.has_pcvr = "pcvr" in self.outputs
+        self._scored = threading.local()
         self._history = (
             LiveFields(self.schema, manifest.history, store, users, items, user_item)
             if manifest.history is not None
@@ -152,19 +156,41 @@ class CTRModel(OnnxModel):
 
     def predict(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
         """Calibrated pCTR [n] (float32)."""
+        return self.score(cat, num)[0]
+
+    def score(self, cat: np.ndarray, num: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated pCTR [n] and pCVR [n] (float32) from one graph run; pCVR is None when
+        the bundle has no conversion model (training.cvr)."""
         if len(cat) == 0:
-            return np.zeros(0, dtype=np.float32)
-        return self.infer({"cat": cat, "num": num})["pctr"].reshape(-1)
+            empty = np.zeros(0, dtype=np.float32)
+            return empty, (empty if self.has_pcvr else None)
+        out = self.infer({"cat": cat, "num": num})
+        if not self.has_pcvr:
+            return out["pctr"].reshape(-1), None
+        pcvr = out["pcvr"].reshape(-1)
+        self._scored.last = (cat, num, pcvr)
+        return out["pctr"].reshape(-1), pcvr
+
+    def predict_pcvr(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray | None:
+        """Calibrated pCVR [n], None without a conversion model. Rows this thread just scored
+        (the same arrays) are answered from that run: pCTR and pCVR come from one graph run."""
+        if not self.has_pcvr:
+            return None
+        last = getattr(self._scored, "last", None)
+        if last is not None and last[0] is cat and last[1] is num:
+            return last[2]
+        return self.score(cat, num)[1]
 
     def warmup(self) -> None:
         """One real inference before the model takes traffic (fails the load if it fails)."""
         rows = np.array([-1], dtype=np.int64)  # the defaults row exists whatever the catalogue
         cat, num = self.features("", rows, {})
-        p = self.predict(cat, num)
-        if not np.all((p >= 0) & (p <= 1)):
-            raise BundleError(
-                f"{self.ref.name}/{self.ref.version}: warm-up produced pCTR outside [0, 1]"
-            )
+        p, pcvr = self.score(cat, num)
+        for name, q in (("pCTR", p), ("pCVR", pcvr)):
+            if q is not None and not np.all((q >= 0) & (q <= 1)):
+                raise BundleError(
+                    f"{self.ref.name}/{self.ref.version}: warm-up produced {name} outside [0, 1]"
+                )
 
 
 @dataclass(frozen=True)

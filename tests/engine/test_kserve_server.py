@@ -94,9 +94,11 @@ def test_model_metadata(stub: pb_grpc.GRPCInferenceServiceStub, server: RunningS
         ("cat", "INT64", [-1, inputs["cat"].shape[1]]),
         ("num", "FP32", [-1, inputs["num"].shape[1]]),
     ]
-    # The graph's [batch] tensors show as [-1, 1], as Triton shows them.
+    # The graph's [batch] tensors (pctr, and pcvr: training.cvr) show as [-1, 1], as Triton
+    # shows them.
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
-        ("pctr", "FP32", [-1, 1])
+        ("pctr", "FP32", [-1, 1]),
+        ("pcvr", "FP32", [-1, 1]),
     ]
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="retrieval"))
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
@@ -120,11 +122,13 @@ def test_model_config_strips_the_batch_axis(
         ("cat", mc.TYPE_INT64, [inputs["cat"].shape[1]]),
         ("num", mc.TYPE_FP32, [inputs["num"].shape[1]]),
     ]
-    # pctr is [batch] in the graph: dims [1] and an empty reshape, as Triton writes it.
+    # pctr (and pcvr, training.cvr) are [batch] in the graph: dims [1] and an empty reshape,
+    # as Triton writes it.
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
-        ("pctr", mc.TYPE_FP32, [1])
+        ("pctr", mc.TYPE_FP32, [1]),
+        ("pcvr", mc.TYPE_FP32, [1]),
     ]
-    assert config.output[0].HasField("reshape") and list(config.output[0].reshape.shape) == []
+    assert all(o.HasField("reshape") and list(o.reshape.shape) == [] for o in config.output)
     assert not any(i.HasField("reshape") for i in config.input)
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
 

@@ -78,7 +78,10 @@ def test_model_metadata_and_config(probe: tuple[dict[str, Any], dict], inputs: d
     meta = result["ctr_metadata"]
     # JSON renders int64 as strings, as protobuf's JSON mapping says.
     assert meta["inputs"][0] == {"name": "cat", "datatype": "INT64", "shape": ["-1", str(width)]}
-    assert meta["outputs"] == [{"name": "pctr", "datatype": "FP32", "shape": ["-1", "1"]}]
+    # The CTR bundle's graph gives pCVR beside pCTR (training.cvr).
+    assert meta["outputs"] == [
+        {"name": name, "datatype": "FP32", "shape": ["-1", "1"]} for name in ("pctr", "pcvr")
+    ]
     config = result["ctr_config"]["config"]
     assert config["platform"] == "onnxruntime_onnx" and int(config["max_batch_size"]) > 0
     assert config["input"][0]["dims"] == [str(width)]
