@@ -81,7 +81,7 @@ class ESMM(nn.Module):
         n_numeric: int,
         size: CTRSize | None = None,
         position_field: int | None = None,
-        transfer: bool = True,
+        transfer: bool = False,
     ) -> None:
         super().__init__()
         size = size or CTRSize()
