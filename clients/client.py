@@ -41,6 +41,9 @@ from clients.types import (
     SimilarItems,
 )
 
+# ForgetUser rewrites the feedback log's files that hold the user (seconds on a large log).
+ERASURE_TIMEOUT_S = 120.0
+
 
 def resolve_options(options: ClientOptions | None, overrides: Mapping[str, Any]) -> ClientOptions:
     """`options` (or the defaults) with keyword overrides such as timeout=0.2, token=..."""
@@ -258,8 +261,10 @@ class ReachRankClient:
         """Admin: erase `user_id` everywhere the server keeps data (live histories, state
         store, feedback log, the repository's bundle tables) and serve them as a new user from
         now on; later training runs leave them out. Returns what was erased per place.
-        Idempotent (so retried like a read)."""
+        Idempotent (so retried like a read). It rewrites files: `timeout` defaults to
+        `ERASURE_TIMEOUT_S` (120 s), not the client's."""
         request = privacy_pb2.ForgetUserRequest(user_id=user_id)
+        timeout = ERASURE_TIMEOUT_S if timeout is None else timeout
         response = self._invoke(self._privacy.ForgetUser, request, timeout, request_id)
         return dict(response.erased)
 

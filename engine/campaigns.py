@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,8 +150,10 @@ def plan_online(
     query: CampaignQuery,
     max_users: int,
     now_ms: int | None = None,
+    forgotten: Callable[[list[str]], list[bool]] | None = None,
 ) -> CampaignResult:
-    """The campaign plan over the users ``profiles`` knows (see the module doc)."""
+    """The campaign plan over the users ``profiles`` knows (see the module doc). ``forgotten``
+    marks erased users (engine.privacy): never planned, counted as without consent."""
     unknown_costs = sorted(set(query.costs) - set(model.treatments))
     if unknown_costs:
         raise InvalidArgument(
@@ -163,6 +165,10 @@ def plan_online(
     ids = [profiles.user_ids[i] for i in rows]
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     allowed, capped, no_consent = _eligible(contacts, query.caps, ids, now_ms)
+    if forgotten is not None:
+        gone = np.array(forgotten(ids), dtype=np.bool_) & allowed
+        allowed &= ~gone
+        no_consent += int(gone.sum())
     uplift = np.zeros((len(rows), len(model.treatments)))
     for lo in range(0, len(rows), SCORE_CHUNK):
         part = rows[lo : lo + SCORE_CHUNK]

@@ -17,6 +17,7 @@ from engine.errors import FailedPrecondition
 from engine.grpc_adapter import grpc_errors
 from engine.models.profiles import ProfilesModel
 from engine.models.uplift import UpliftModel
+from engine.privacy.policy import policy_for
 from engine.settings import Settings
 
 if TYPE_CHECKING:  # the registry imports every model kind; the server imports this first
@@ -72,7 +73,10 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
                 f"model {self.settings.profiles_model!r} is not a profiles model"
             )
         query = query_of(request)
-        result = plan_online(model, profiles, self.contacts, query, self.settings.max_audience)
+        forgotten = policy_for(self.settings).tombstones.mask  # erased users: never planned
+        result = plan_online(
+            model, profiles, self.contacts, query, self.settings.max_audience, forgotten=forgotten
+        )
         if self.decisions is not None:
             plan_decision(self.decisions, query, result)
         s = result.summary

@@ -24,6 +24,7 @@ from clients.cli import main
 from clients.errors import ReachRankError
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
+from kernels.pseudonym import pseudonym, read_key
 from tests.engine.privacy_helpers import known_user, traces
 from training.models.ctr import CTRSize
 from training.pipeline import Dataset, TrainConfig, train_all
@@ -60,8 +61,10 @@ def source(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def train(source: Path, repo: Path, forgotten: Path | None = None) -> Path:
-    read = read_events(source, "simulator", forgotten=forgotten)
+def train(
+    source: Path, repo: Path, forgotten: Path | None = None, pseudonym_key: Path | None = None
+) -> Path:
+    read = read_events(source, "simulator", forgotten=forgotten, pseudonym_key=pseudonym_key)
     events, _ = read.collect()
     users = read.users.collect() if read.users is not None else None
     items = read.items.collect() if read.items is not None else None
@@ -200,3 +203,42 @@ def test_forget_user_erases_everywhere_and_serves_them_as_new(
     retrained = train(source, tmp_path / "retrained", forgotten=repo / "forgotten.parquet")
     assert traces(user, [retrained]) == []
     assert traces(known_user(retrained), [retrained])  # others are still there
+
+
+def test_pseudonymous_ids_at_rest(source: Path, tmp_path: Path) -> None:
+    """Trained with --pseudonym-key and served with the same key: requests carry raw ids and
+    are personalised, while no bundle, feedback file or state holds a raw id; ForgetUser takes
+    the raw id too."""
+    key = tmp_path / "pseudonym.key"
+    key.write_text("a-secret-of-at-least-16-bytes\n")
+    repo = train(source, tmp_path / "repo", pseudonym_key=key)
+    feedback = tmp_path / "feedback"
+    pseudonyms = set(pl.read_parquet(repo / "profiles" / "1" / "profiles.parquet")["user_id"])
+    raw_users = set(pl.read_parquet(source / "users.parquet")["user_id"])
+    user = "subject-0042-7f3a"
+    assert user in raw_users and pseudonym(read_key(key), user) in pseudonyms
+    assert traces(user, [repo]) == []
+    running = start_server(
+        Settings(repo=repo, port=0, feedback_dir=feedback, pseudonym_key_file=key)
+    )
+    try:
+        with ReachRankClient(f"127.0.0.1:{running.port}", ClientOptions(max_attempts=1)) as c:
+            assert c.recommend(user, k=5).strategy == "personalised"
+            profile = c.profile(user)
+            assert profile.known and profile.user_id == user
+            assert c.log_events([{"user_id": user, "item_id": "i1", "event": "click"}]) == 1
+            assert (
+                c.log_events([{"user_id": "subject-0043-7f3a", "item_id": "i1", "event": "click"}])
+                == 1
+            )
+            assert running.extras is not None and running.extras.feedback is not None
+            running.extras.feedback.flush()
+            assert traces(pseudonym(read_key(key), user), [feedback])  # logged, pseudonymous
+            erased = c.forget_user(user)
+            assert erased["feedback_parquet"] == 1 and erased["repository"] > 0, erased
+            assert c.recommend(user, k=5).strategy == "cold_start_popularity"
+    finally:
+        running.stop(0)
+    assert traces(user, [repo, feedback]) == []
+    assert traces(pseudonym(read_key(key), user), [repo, feedback]) == []
+    assert traces(pseudonym(read_key(key), "subject-0043-7f3a"), [feedback])
