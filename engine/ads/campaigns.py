@@ -119,14 +119,23 @@ class Campaign:
             (SCOPE_NAMES[c.scope], scope_id[SCOPE_NAMES[c.scope]], c.max_impressions, c.window_s)
             for c in message.caps
         )
+        self._day: tuple[float, float, str, dt.date, float] | None = None
 
     def day(self, now_ms: int) -> Day:
+        # The request path asks for the same day over and over: its bounds are cached (one
+        # datetime computation per campaign per day, not per request).
+        cached = self._day
+        if cached is not None and cached[0] <= now_ms < cached[1]:
+            start, _, key, date, length_s = cached
+            return Day(key, date, (now_ms - start) / 1000, length_s)
         local = dt.datetime.fromtimestamp(now_ms / 1000, self.zone)
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
         following = (midnight + dt.timedelta(days=1)).replace(tzinfo=self.zone)
         start_ms = midnight.timestamp() * 1000
-        length_s = (following.timestamp() * 1000 - start_ms) / 1000
-        return Day(f"{self.id}|{local.date()}", local.date(), (now_ms - start_ms) / 1000, length_s)
+        end_ms = following.timestamp() * 1000
+        key, length_s = f"{self.id}|{local.date()}", (end_ms - start_ms) / 1000
+        self._day = (start_ms, end_ms, key, local.date(), length_s)
+        return Day(key, local.date(), (now_ms - start_ms) / 1000, length_s)
 
     def share(self, day: Day, elapsed_s: float | None = None) -> float:
         """Share of the day's traffic before ``elapsed_s`` (default: now) by the curve."""

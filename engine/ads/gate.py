@@ -41,6 +41,7 @@ class AdRequest:
         "bid_types",
         "bids",
         "campaigns",
+        "cap_plans",
         "days",
         "dropped",
         "now_ms",
@@ -62,6 +63,7 @@ class AdRequest:
         self.campaigns: dict[str, Campaign] | None = None  # ad id -> campaign (campaigns on)
         self.days: dict[str, Day] = {}
         self.dropped: tuple[list[str], list[str]] | None = None
+        self.cap_plans: dict[str, Reservation] = {}  # ad id -> its cap counters (admit)
 
     @property
     def nothing_left(self) -> bool:
@@ -161,7 +163,7 @@ class AdGate:
         for i, ad in enumerate(ad_ids):
             if reasons[i] is None and campaigns[ad].id in closed:
                 reasons[i] = closed[campaigns[ad].id]
-        self._capped(user_id, ad_ids, campaigns, reasons, now)
+        self._capped(out, ad_ids, campaigns, reasons)
         keep = [i for i, r in enumerate(reasons) if r is None]
         if len(keep) < len(ad_ids):
             out.dropped = (
@@ -222,32 +224,60 @@ class AdGate:
         self.spend.set_pace(day.key, pace)  # the first worker to get here decides for all
         return pace.throttle
 
-    def _cap_keys(self, c: Campaign, ad: str, user_id: str, now_ms: int) -> Reservation:
-        keys, limits, ttls = [], [], []
-        for scope, scope_id, limit, window_s in c.caps:
-            window = now_ms // (1000 * window_s)
-            keys.append(f"{scope}:{scope_id or ad}:{window_s}:{user_id}:{window}")
-            limits.append(limit)
-            ttls.append(int(window_s))
-        return keys, limits, ttls
+    @staticmethod
+    def _cap_plans(
+        ad_ids: Sequence[str], campaigns: Mapping[str, Campaign], user_id: str, now_ms: int
+    ) -> dict[str, Reservation]:
+        """Each ad's cap counters; a campaign's shared ones (campaign, advertiser scopes) and
+        each window's user suffix are formatted once per request."""
+        suffix: dict[int, str] = {}
+        shared: dict[str, tuple[list[str | None], list[int], list[int]]] = {}
+        out: dict[str, Reservation] = {}
+        for ad in ad_ids:
+            c = campaigns[ad]
+            plan = shared.get(c.id)
+            if plan is None:
+                names: list[str | None] = []
+                for scope, scope_id, _, window_s in c.caps:
+                    end = suffix.get(window_s)
+                    if end is None:
+                        end = suffix[window_s] = (
+                            f":{window_s}:{user_id}:{now_ms // (1000 * window_s)}"
+                        )
+                    names.append(f"{scope}:{scope_id}{end}" if scope_id else f"ad:\0{end}")
+                plan = shared[c.id] = (
+                    names,
+                    [cap[2] for cap in c.caps],
+                    [cap[3] for cap in c.caps],
+                )
+            names, limits, ttls = plan
+            keys = [k if not k.startswith("ad:\0") else f"ad:{ad}{k[4:]}" for k in names]  # type: ignore[union-attr]
+            out[ad] = (keys, limits, ttls)
+        return out
 
     def _capped(
         self,
-        user_id: str,
+        ads: AdRequest,
         ad_ids: Sequence[str],
         campaigns: Mapping[str, Campaign],
         reasons: list[str | None],
-        now_ms: int,
     ) -> None:
+        """Mark the ads whose user is at a cap (the keys are kept for the winners' commit)."""
         capped = [i for i, r in enumerate(reasons) if r is None and campaigns[ad_ids[i]].caps]
         if not capped:
             return
-        plans = [self._cap_keys(campaigns[ad_ids[i]], ad_ids[i], user_id, now_ms) for i in capped]
-        flat = [k for keys, _, _ in plans for k in keys]
-        counts = iter(self.caps.counts(flat))
-        for i, (keys, limits, _) in zip(capped, plans, strict=True):
-            if any(next(counts) >= limit for _, limit in zip(keys, limits, strict=True)):
+        plans = ads.cap_plans = self._cap_plans(
+            [ad_ids[i] for i in capped], campaigns, ads.user_id, ads.now_ms
+        )
+        flat = [k for plan in plans.values() for k in plan[0]]
+        limits = [limit for plan in plans.values() for limit in plan[1]]
+        over = [c >= limit for c, limit in zip(self.caps.counts(flat), limits, strict=True)]
+        at = 0
+        for i, plan in zip(capped, plans.values(), strict=True):
+            n = len(plan[0])
+            if any(over[at : at + n]):
                 reasons[i] = "frequency_cap"
+            at += n
 
     def commit(self, ads: AdRequest, result: Any) -> Any:
         """Record what the auction served: reserve each winner's cap counters (removing a
@@ -259,12 +289,7 @@ class AdGate:
         with_caps = [j for j in winners if ads.campaigns[result.ad_ids[j]].caps]
         refused: set[int] = set()
         if with_caps:
-            plans = [
-                self._cap_keys(
-                    ads.campaigns[result.ad_ids[j]], result.ad_ids[j], ads.user_id, ads.now_ms
-                )
-                for j in with_caps
-            ]
+            plans = [ads.cap_plans[result.ad_ids[j]] for j in with_caps]
             for j, ok in zip(with_caps, self.caps.reserve(plans, ads.now_ms), strict=True):
                 if not ok:
                     refused.add(j)

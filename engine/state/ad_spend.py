@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from engine.state.redis_store import RedisState
 
 KEY_TTL_S = 3 * 86400
+MINUTES = 25 * 60  # minute buckets of a local day (25 hours on the day clocks go back)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ Add = tuple[str, int, float, float]
 
 
 class SpendStore(Protocol):
-    def read(self, keys: Sequence[str], buckets: Sequence[int]) -> list[Spend]:
-        """Each key's state, ``recent`` summed over ``buckets``."""
+    def read(self, keys: Sequence[str], buckets: range) -> list[Spend]:
+        """Each key's state, ``recent`` summed over the minute ``buckets`` (a step-1 range)."""
 
     def add(self, adds: Sequence[Add]) -> None:
         """Add charges (atomically per field)."""
@@ -69,16 +70,16 @@ class EmbeddedSpend:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._totals: dict[str, list[float]] = {}  # key -> [billed, served]
-        self._buckets: dict[str, dict[int, float]] = {}
+        self._buckets: dict[str, list[float]] = {}  # key -> expected charge per minute
         self._pace: dict[str, Pace] = {}
 
-    def read(self, keys: Sequence[str], buckets: Sequence[int]) -> list[Spend]:
+    def read(self, keys: Sequence[str], buckets: range) -> list[Spend]:
         out = []
         with self._lock:
             for key in keys:
                 billed, served = self._totals.get(key, (0.0, 0.0))
                 per = self._buckets.get(key)
-                recent = sum(per.get(b, 0.0) for b in buckets) if per else 0.0
+                recent = sum(per[buckets.start : buckets.stop]) if per and buckets else 0.0
                 out.append(Spend(billed, served, recent, self._pace.get(key, Pace())))
         return out
 
@@ -89,8 +90,10 @@ class EmbeddedSpend:
                 totals[0] += billed
                 totals[1] += expected
                 if expected and not billed:  # billed at serve (CPM): no click to wait for
-                    per = self._buckets.setdefault(key, {})
-                    per[bucket] = per.get(bucket, 0.0) + expected
+                    per = self._buckets.get(key)
+                    if per is None:
+                        per = self._buckets[key] = [0.0] * MINUTES
+                    per[min(bucket, MINUTES - 1)] += expected
 
     def set_pace(self, key: str, pace: Pace) -> bool:
         with self._lock:
@@ -135,7 +138,7 @@ class RedisSpend:
                 "retry shortly"
             ) from exc
 
-    def read(self, keys: Sequence[str], buckets: Sequence[int]) -> list[Spend]:
+    def read(self, keys: Sequence[str], buckets: range) -> list[Spend]:
         fields = ["b", "s", "pk", "pp", "ps", "pr", *(f"e{b}" for b in buckets)]
 
         def run() -> list[list[str | None]]:
