@@ -3,7 +3,8 @@ TalkingData and simulated logs (with the oracle), and the Polars feature pipelin
 same features in pandas on a 10-million-event simulated log.
 
 Run from the repository root: ``python -m bench.training`` (``--only retrieval,ctr,features``
-to run parts). Prints Markdown tables and writes ``bench/results/training.json``. Needs the
+to run parts; ``--only streaming --streaming-events 10000000,100000000`` trains generated logs
+of those sizes with ``reachrank train`` and reports events/s and peak RSS). Prints Markdown tables and writes ``bench/results/training.json``. Needs the
 shared data sets at ``../shared/datasets`` and the ``bench`` extra (``implicit``, ``pandas``).
 """
 
@@ -836,10 +837,103 @@ def merge_section(old: list[str], new: list[str]) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------ streaming
+
+# The generated log's shape for the streaming bench: users and items stay fixed as events grow,
+# because the retrieval models' dense user x item matrices (item-kNN, EASE) scale with them.
+STREAMING_USERS, STREAMING_ITEMS = 20_000, 2_000
+
+
+def streaming_training(
+    n_events: int, root: Path, in_memory: bool = False, partition_events: int = 1_000_000
+) -> dict[str, Any]:
+    """`reachrank train` (LR, one epoch, trending retrieval) on a generated log of
+    ``n_events``, in a child process: wall time, events/s and the child's peak RSS."""
+    import os
+    import subprocess
+    import sys
+
+    from training.streaming_synth import GeneratedLog, write_generated_log
+
+    log_dir = root / f"log-{n_events}"
+    if not log_dir.exists():
+        write_generated_log(
+            log_dir,
+            GeneratedLog(events=n_events, users=STREAMING_USERS, items=STREAMING_ITEMS, days=60),
+        )
+    rows = int(pl.scan_parquet(log_dir / "*.parquet").select(pl.len()).collect().item())
+    out = root / f"repo-{n_events}-{'mem' if in_memory else 'stream'}"
+    command = [
+        sys.executable, "-c", "from clients.cli import main; main()", "train",
+        "--events", str(log_dir), "--out", str(out), "--ctr-model", "lr", "--ctr-epochs", "1",
+        "--retrieval-models", "trending", "--budget-minutes", "5", "--quiet",
+        *(["--in-memory"] if in_memory else ["--partition-events", str(partition_events)]),
+    ]  # fmt: skip
+    errors = root / f"{out.name}.stderr"
+    start = time.perf_counter()
+    with errors.open("w") as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        # This child's own peak RSS (RUSAGE_CHILDREN would be the largest child's so far).
+        _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    returncode = os.waitstatus_to_exitcode(status)
+    peak = usage.ru_maxrss * 1024
+    result: dict[str, Any] = {
+        "events": rows,
+        "path": "in-memory" if in_memory else "streaming",
+        "partition_events": None if in_memory else partition_events,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(rows / seconds),
+        "peak_rss_mb": round(peak / 2**20),
+        "log_parquet_mb": round(sum(f.stat().st_size for f in log_dir.glob("*.parquet")) / 2**20),
+        "ok": returncode == 0,
+    }
+    if returncode:
+        lines = errors.read_text().strip().splitlines()
+        result["error"] = lines[-1] if lines else f"exit status {returncode}"
+    else:
+        report = json.loads((out / "report.json").read_text())
+        result["ctr_auc"] = report["models"]["ctr_lr"]["auc"]
+    return result
+
+
+def streaming_table(rows: list[dict[str, Any]]) -> str:
+    return markdown_table(
+        ("events", "path", "seconds", "events/s", "peak RSS (MB)", "CTR AUC"),
+        [
+            [
+                f"{r['events']:,}",
+                r["path"],
+                r["seconds"],
+                f"{r['events_per_s']:,}",
+                r["peak_rss_mb"],
+                round(r["ctr_auc"], 4) if r.get("ok") else f"failed: {r.get('error', '')}",
+            ]
+            for r in rows
+        ],
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="default,ctr_default,retrieval,ctr,features")
     parser.add_argument("--feature-events", type=int, default=FEATURE_SIM_EVENTS)
+    parser.add_argument(
+        "--streaming-events",
+        default="10000000",
+        help="Comma-separated log sizes for --only streaming (e.g. 10000000,100000000).",
+    )
+    parser.add_argument(
+        "--streaming-in-memory",
+        action="store_true",
+        help="Also train each --streaming-events log on the in-memory path, for the ratio.",
+    )
+    parser.add_argument(
+        "--streaming-dir",
+        type=Path,
+        default=None,
+        help="Where the generated logs and work dirs go (default: a temporary directory).",
+    )
     parser.add_argument("--ctr-data", default="talkingdata,simulator")
     parser.add_argument("--retrieval-data", default="movielens-100k,online-retail")
     parser.add_argument(
@@ -941,6 +1035,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
         _save(results)
+    if "streaming" in parts:
+        rows = []
+        with tempfile.TemporaryDirectory(dir=args.streaming_dir) as tmp:
+            for n in sorted(int(v) for v in args.streaming_events.split(",")):
+                rows.append(streaming_training(n, Path(tmp)))
+                print(f"\n### Training beyond memory\n\n{streaming_table(rows)}\n", flush=True)
+                if args.streaming_in_memory:
+                    rows.append(streaming_training(n, Path(tmp), in_memory=True))
+                    print(f"\n{streaming_table(rows)}\n", flush=True)
+                results["streaming"] = {"runs": rows}
+                _save(results)
     update_benchmarks(json.loads(RESULTS.read_text()))
 
 

@@ -36,6 +36,8 @@ class GeneratedLog:
     seed: int = 0
     # Sessions generated (and written as one Parquet file) at a time.
     sessions_per_part: int = 100_000
+    # A ``page`` context column (the item's URL, ~40 characters), as web logs carry.
+    page: bool = False
 
 
 def write_generated_log(out: Path, config: GeneratedLog) -> dict[str, int]:
@@ -112,4 +114,9 @@ def _part(
         "position",
         pl.format("r{}", "request_id").alias("request_id"),
         pl.col("device").replace_strict(dict(enumerate(DEVICES)), return_dtype=pl.String),
+        *(
+            [pl.format("https://shop.example.com/item/{}?ref=feed", "item_id").alias("page")]
+            if config.page
+            else []
+        ),
     )
