@@ -188,8 +188,9 @@ class Settings(BaseSettings):
     otlp_service_name: str = "reachrank"
     """The traces' ``service.name`` resource attribute."""
     trace_sample_ratio: float = Field(1.0, ge=0, le=1)
-    """Share of traces started here that are recorded; a caller's sampled ``traceparent``
-    is always followed."""
+    """Share of the decision calls without a caller's ``traceparent`` that are traced; a
+    caller's ``traceparent`` decides for its calls (its sampled flag). Untraced calls make no
+    span at all."""
     shadow_log_dir: Path | None = None
     """Directory of the shadow log (`engine.shadow`): what the experiments' shadow models
     scored on sampled live requests beside the served scores, in the feedback log's WAL and

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -79,6 +80,19 @@ _tracer: contextvars.ContextVar[trace.Tracer | None] = contextvars.ContextVar(
 )
 _stage: contextvars.ContextVar[str] = contextvars.ContextVar("reachrank_stage", default="")
 _propagator = TraceContextTextMapPropagator()
+
+
+def sampled(traceparent: str | None, ratio: float, rng: random.Random) -> bool:
+    """Whether to record this call's trace: as the caller decided when it sends a valid
+    ``traceparent`` (its sampled flag), else with probability ``ratio``. Decided before any
+    span is made, so an unrecorded call costs no span at all (the SDK's non-recording spans
+    still cost most of a recorded one's work)."""
+    if traceparent and len(traceparent) == 55 and traceparent[2] == "-":
+        try:
+            return bool(int(traceparent[53:55], 16) & 1)
+        except ValueError:
+            pass  # malformed: as if absent
+    return ratio >= 1.0 or rng.random() < ratio
 
 
 def _rows(value: Any) -> int | None:
@@ -206,8 +220,15 @@ class _TraceContext:
 class TracingInterceptor(grpc.ServerInterceptor):
     """Outermost interceptor of a traced server: one SERVER span per decision RPC."""
 
-    def __init__(self, tracer: trace.Tracer, methods: frozenset[str] = DECISION_METHODS) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        sample_ratio: float = 1.0,
+        methods: frozenset[str] = DECISION_METHODS,
+    ) -> None:
         self._tracer = tracer
+        self._ratio = sample_ratio
+        self._rng = random.Random()
         self._methods = methods
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -238,7 +259,7 @@ class TracingInterceptor(grpc.ServerInterceptor):
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         service, _, rpc = method.lstrip("/").rpartition("/")
         name = f"{service}/{rpc}"
-        tracer = self._tracer
+        tracer, ratio = self._tracer, self._ratio
         fixed = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
@@ -247,6 +268,8 @@ class TracingInterceptor(grpc.ServerInterceptor):
                 for k, v in context.invocation_metadata() or ()
                 if k in (TRACEPARENT, TRACESTATE)
             }
+            if not sampled(carrier.get(TRACEPARENT), ratio, self._rng):
+                return inner(request, context)  # no span, no stage spans: untraced cost
             parent = _propagator.extract(carrier) if carrier else None
             with tracer.start_as_current_span(
                 name,
@@ -319,7 +342,7 @@ def open_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tr
         resource=Resource.create(
             {"service.name": settings.otlp_service_name, "service.instance.id": SERVED_BY}
         ),
-        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+        sampler=ALWAYS_ON,  # the interceptor decides (``sampled``) before any span exists
     )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -333,4 +356,5 @@ def open_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tr
             )
         )
     _instrumentation.acquire()
-    return Tracing(provider, TracingInterceptor(provider.get_tracer("reachrank.engine")))
+    tracer = provider.get_tracer("reachrank.engine")
+    return Tracing(provider, TracingInterceptor(tracer, settings.trace_sample_ratio))

@@ -5,6 +5,7 @@ tracing is off."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -24,7 +25,7 @@ from clients import ReachRankClient, ReachRankError, trace_context
 from engine.models.ctr import CTRModel
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
-from engine.tracing import STAGES
+from engine.tracing import STAGES, sampled
 from tests.engine.kserve_helpers import ctr_inputs, open_stub, raw_request
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -284,3 +285,13 @@ def test_stages_are_wrapped_while_a_traced_server_runs_and_restored_after() -> N
     after = (engine.pipelines.gsp_auction, engine.servicer.route, vars(CTRModel)["features"])
     assert all(a is b for a, b in zip(after, before, strict=True))
     assert len(STAGES) == len(instrumentation._originals) + len(STAGES)  # all restored
+
+
+def test_sampling_follows_the_caller_else_the_ratio() -> None:
+    rng = random.Random(3)
+    yes, no = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    assert sampled(yes, 0.0, rng) and not sampled(no, 1.0, rng)
+    assert sampled(None, 1.0, rng) and not sampled(None, 0.0, rng)
+    assert sampled("garbage", 1.0, rng) and not sampled("00-zz", 0.0, rng)
+    share = sum(sampled(None, 0.1, rng) for _ in range(10_000)) / 10_000
+    assert 0.09 < share < 0.11
