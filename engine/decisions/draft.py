@@ -64,7 +64,7 @@ class DecisionDraft:
         known: np.ndarray | None = None,
     ) -> np.ndarray:
         """Pick the slots (exploring as configured); returns candidate indices, slot order."""
-        picked = choose(scores, k, self.exploration, self.rng, value, known)
+        picked = choose(scores, k, self.exploration, self.rng, value, known, self.logged)
         self._take(picked)
         return picked.order
 

@@ -45,10 +45,13 @@ def choose(
     rng: np.random.Generator,
     value: np.ndarray | None = None,
     known: np.ndarray | None = None,
+    propensities: bool = True,
 ) -> Choice:
     """The ``min(k, n)`` picks among ``n`` candidates with calibrated ``score`` (ranked by
     ``score x value``; ``value`` is the bid in an auction); ``known`` marks candidates the
-    model has seen (Thompson's prior strength)."""
+    model has seen (Thompson's prior strength). Without ``propensities`` (a decision that is
+    not logged) a request that does not explore skips their computation (Thompson's Monte
+    Carlo draws) and reports 1."""
     score = np.asarray(score, dtype=np.float64)
     n = len(score)
     k = min(k, n)
@@ -56,6 +59,8 @@ def choose(
     if config is None or not config.active or k == 0:
         return Choice(greedy_order(key)[:k], np.ones(k), False, "exact")
     explored = bool(rng.random() < config.budget)
+    if not explored and not propensities:
+        return Choice(greedy_order(key)[:k], np.ones(k), False, "exact")
     exploring_slot = np.ones(k, dtype=bool)
     if config.slots:
         exploring_slot[:] = False

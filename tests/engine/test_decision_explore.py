@@ -89,3 +89,13 @@ def test_gsp_prices_along_an_explored_order() -> None:
     # Order shown: ad 1 (ev 0.2), ad 0 (ev 0.2), ad 2 (ev 0.4: more than the slot above it).
     price = auction_prices(pctr, bid, np.array([1, 0, 2]), reserve=0.05)
     assert price.tolist() == pytest.approx([0.2 / 0.1, 1.0, 0.05])
+
+
+def test_an_unlogged_request_that_does_not_explore_skips_the_propensities() -> None:
+    config = ExplorationSettings(method="thompson", budget=0.5)
+    rng = np.random.default_rng(2)
+    choices = [choose(SCORES, 2, config, rng, propensities=False) for _ in range(40)]
+    greedy = [c for c in choices if not c.explored]
+    assert greedy and all(c.order.tolist() == [0, 2] for c in greedy)
+    assert all(c.propensity.tolist() == [1.0, 1.0] for c in greedy)
+    assert any(c.explored for c in choices)
