@@ -386,6 +386,8 @@ def run_cost(world: World, seconds: float, root: Path) -> list[dict[str, Any]]:
                 env = {
                     "REACHRANK_DECISION_LOG_DIR": str(root / f"cost-{mode}-{repeat}"),
                     "REACHRANK_DECISION_SAMPLE_RATES": json.dumps(rates),
+                    # Segments seal every second, so the Parquet conversion is in the count.
+                    "REACHRANK_FEEDBACK_SEGMENT_AGE_S": "1",
                 }
             with serving(world.repo, env, with_pid=True) as (target, pid):
                 for label, rpc, extra in calls:
@@ -441,9 +443,14 @@ def main() -> None:
                 )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    result["command"] = (
+    command = (
         f"python -m bench.ope --seeds {args.seeds} --requests {args.requests} --parts {args.parts}"
     )
+    for part in parts:  # each part remembers the run that measured it
+        if isinstance(result.get(part), dict):
+            result[part]["command"] = command
+        else:
+            result[part] = {"rows": result[part], "command": command}
     result["seconds"] = time.perf_counter() - started
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
