@@ -184,7 +184,9 @@ class UpliftBundle(BundleManifest):
     treatments: list[str] = Field(min_length=1)
     value_per_conversion: float | None = None
     mlp: dict[str, Any] | None = None
-    """The learners' network size (a record of training, not read by the engine)."""
+    """The PyTorch learners' network size (a record of training, not read by the engine)."""
+    trees: dict[str, Any] | None = None
+    """The gradient-boosted learner's settings (a record of training)."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
 
@@ -233,6 +235,8 @@ _OPTIONAL_SECTIONS = frozenset(
         "model_type",
         "value_per_conversion",
         "kmeans",
+        "mlp",
+        "trees",
     ]
 )
 

@@ -23,7 +23,9 @@ from training.uplift.train import UpliftConfig, train_uplift
 SIM = SimulatorConfig(users=6000, items=60, days=7, seed=23)
 CAMPAIGN = CampaignConfig(seed=23, train_share=0.7)
 SPEC = CampaignSpec("treatment", "control", "converted", "spend")
-UPLIFT = UpliftConfig(learners=("response", "t_learner", "tarnet"), mlp=MLPConfig(seed=0), bags=2)
+UPLIFT = UpliftConfig(
+    learners=("response", "t_learner", "tarnet", "s_learner_gbdt"), mlp=MLPConfig(seed=0), bags=2
+)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def test_plan_budget_counts_only_contacts_and_stays_within_it() -> None:
 def test_trained_plan_captures_most_of_the_oracle_and_beats_the_response_model() -> None:
     setup = campaign_setup()
     report = setup.report
-    assert set(report["candidates"]) == {"response", "t_learner", "tarnet"}
+    assert set(report["candidates"]) == {"response", "t_learner", "tarnet", "s_learner_gbdt"}
     assert report["winner"] in report["candidates"]
     bundle = find_bundle(setup.repo)
     assert (bundle.path / "report.md").read_text().count("qini.png") == 1

@@ -30,15 +30,17 @@ def train_campaign(
 ) -> None:
     """Uplift models from a randomised campaign's results (one row per customer), or from a
     feedback log's contact, holdout and purchase events joined with a customer feature table."""
+    from training.uplift.candidates import CANDIDATES
     from training.uplift.data import CampaignSpec, campaign_data, read_campaign
-    from training.uplift.learners import LEARNERS, MLPConfig
+    from training.uplift.learners import MLPConfig
     from training.uplift.train import UpliftConfig, train_uplift
 
     learners = tuple(n.strip() for n in uplift_learners.split(",") if n.strip())
-    unknown = [n for n in learners if n not in LEARNERS]
+    unknown = [n for n in learners if n not in CANDIDATES]
     if unknown or not learners:
         raise click.BadParameter(
-            f"unknown learner(s) {unknown}; known: {list(LEARNERS)}", param_hint="--uplift-learners"
+            f"unknown learner(s) {unknown}; known: {list(CANDIDATES)}",
+            param_hint="--uplift-learners",
         )
     if customers is not None:
         _from_log(

@@ -39,7 +39,7 @@ CAMPAIGN_OPTIONS: tuple[Callable[[Any], Any], ...] = (
     ),
     click.option(
         "--uplift-learners",
-        default="response,t_learner,tarnet,x_learner,dr_learner",
+        default="response,t_learner,tarnet,x_learner,dr_learner,s_learner_gbdt",
         show_default=True,
         help="--format campaign: candidates (the response model is the baseline).",
     ),

@@ -16,16 +16,11 @@ import numpy as np
 from kernels.bundle_manifest import UPLIFT_FILES, Graph, Tensor, UpliftBundle
 from training.bundle import write_bundle
 from training.errors import InputError
-from training.export import export_onnx, parity_max_abs_error
+from training.uplift.candidates import CANDIDATES, GBDT_S_LEARNER, FittedUplift, fit_candidate
 from training.uplift.data import CampaignData
-from training.uplift.learners import (
-    LEARNERS,
-    MLPConfig,
-    fit_bagged,
-    fit_learner,
-    predict_uplift,
-)
+from training.uplift.learners import MLPConfig
 from training.uplift.metrics import auuc, qini_coefficient, uplift_at_fraction
+from training.uplift.trees import TreeConfig
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUT = "features", "uplift"
@@ -36,13 +31,14 @@ MIN_PER_ARM = 20
 
 @dataclass(frozen=True)
 class UpliftConfig:
-    learners: tuple[str, ...] = LEARNERS
+    learners: tuple[str, ...] = CANDIDATES
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    trees: TreeConfig = field(default_factory=TreeConfig)
     valid_fraction: float = 0.2
     test_fraction: float = 0.2
     # Contact fraction the candidates are compared at (the campaign's intended reach).
     select_fraction: float = 0.2
-    # The shipped model averages this many refits of the winner with different seeds.
+    # A shipped PyTorch learner averages this many refits with different seeds.
     bags: int = 4
     name: str = "uplift"
     seed: int = 0
@@ -95,13 +91,19 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
     results: dict[str, dict[str, Any]] = {}
     curves_by_name: dict[str, tuple[list[float], list[float]]] = {}
     for name in config.learners:
-        graph = fit_learner(
-            name, data.x[train], data.arm[train], data.y[train], len(data.treatments), config.mlp
+        model = fit_candidate(
+            name,
+            data.x[train],
+            data.arm[train],
+            data.y[train],
+            len(data.treatments),
+            config.mlp,
+            config.trees,
         )
-        on_test = predict_uplift(graph, data.x[test])
+        on_test = model.predict(data.x[test])
         results[name] = {
             "valid": _evaluate(
-                predict_uplift(graph, data.x[valid]), data, valid, shares, config.select_fraction
+                model.predict(data.x[valid]), data, valid, shares, config.select_fraction
             ),
             "test": _evaluate(on_test, data, test, shares, config.select_fraction),
         }
@@ -109,20 +111,23 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         log.info("uplift %s: valid %s", name, results[name]["valid"]["uplift_at_fraction"])
     winner, why = _choose(results)
     # The winner is refitted on the training and validation customers together (the test
-    # customers still judge it, and small campaigns need every row), ``bags`` times, averaged.
+    # customers still judge it, and small campaigns need every row); a PyTorch learner
+    # ``bags`` times, averaged.
     fitted = np.concatenate([train, valid])
-    shipped = fit_bagged(
+    bags = 1 if winner == GBDT_S_LEARNER else config.bags
+    shipped = fit_candidate(
         winner,
         data.x[fitted],
         data.arm[fitted],
         data.y[fitted],
         len(data.treatments),
         config.mlp,
-        config.bags,
+        config.trees,
+        bags,
     )
-    on_test = predict_uplift(shipped, data.x[test])
+    on_test = shipped.predict(data.x[test])
     shipped_test = _evaluate(on_test, data, test, shares, config.select_fraction)
-    curves_by_name[f"shipped ({winner} x{config.bags}, refitted)"] = plan_curve(
+    curves_by_name[f"shipped ({winner} x{bags}, refitted)"] = plan_curve(
         on_test, data.arm[test], data.y[test], shares
     )
     rng = np.random.default_rng(config.seed)
@@ -141,7 +146,7 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
         "candidates": results,
         "shipped": {"test": shipped_test},
-        "bags": config.bags,
+        "bags": bags,
         "random": {"test": random_result},
         "ignored_columns": list(data.ignored),
         "value_per_conversion": value_per_conversion,
@@ -179,21 +184,16 @@ def _choose(results: dict[str, dict[str, Any]]) -> tuple[str, str]:
 
 
 def _export(
-    graph: Any,
+    shipped: FittedUplift,
     data: CampaignData,
     out: Path,
     config: UpliftConfig,
     report: dict[str, Any],
     test: np.ndarray,
 ) -> Path:
-    import torch
-
-    example = torch.from_numpy(data.x[:8])
-
     def artifacts(tmp: Path) -> None:
-        export_onnx(graph, (example,), [INPUT], OUTPUT, tmp / "model.onnx")
-        report["onnx_parity_max_abs_error"] = parity_max_abs_error(
-            graph, tmp / "model.onnx", {INPUT: data.x[test[:512]]}
+        report["onnx_parity_max_abs_error"] = shipped.write_onnx(
+            tmp / "model.onnx", INPUT, OUTPUT, data.x[test[:512]]
         )
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=float))
         _plot(report["curves"], tmp / "qini.png")
@@ -212,6 +212,7 @@ def _export(
         metrics=report["shipped"]["test"],
         valid_metrics=report["candidates"][report["winner"]]["valid"],
         mlp=asdict(config.mlp),
+        trees=asdict(config.trees),
     )
     return write_bundle(out, config.name, manifest, artifacts)
 
