@@ -151,6 +151,7 @@ def serve(
                 slots=SLOTS,
                 context={"device": DEVICES[d]},
                 request_id=rid,
+                timeout=60,  # shared machines stall for seconds
             )
             winner = auction.winners[0]
             item[i] = int(winner.ad_id[1:])
@@ -172,7 +173,7 @@ def serve(
             if clicks[i] < expected[i]:
                 events.append({**base, "event": "click"})
             if len(events) >= 200 or i == hi - 1:
-                client.log_events(events)
+                client.log_events(events, timeout=60)
                 events = []
 
     bounds = np.linspace(0, n, threads + 1).astype(int)
@@ -247,9 +248,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_ope(root: Path, world: World, seeds: int, requests: int) -> dict[str, Any]:
+def run_ope(
+    root: Path, world: World, seeds: int, requests: int, first_seed: int = 0
+) -> dict[str, Any]:
     rows = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         rows.append(ope_seed(world, seed, requests, root))
         r = rows[-1]
         print(
@@ -421,6 +424,7 @@ def main() -> None:
     parser.add_argument("--world-seed", type=int, default=11)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"Of {PARTS}.")
     parser.add_argument("--cost-seconds", type=float, default=8.0)
+    parser.add_argument("--first-seed", type=int, default=0)
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     root = Path(tempfile.mkdtemp(prefix="bench-ope-"))
@@ -429,7 +433,7 @@ def main() -> None:
     try:
         world = build_world(root / "world", args.world_seed)
         if "ope" in parts:
-            result["ope"] = run_ope(root, world, args.seeds, args.requests)
+            result["ope"] = run_ope(root, world, args.seeds, args.requests, args.first_seed)
             print(json.dumps(result["ope"]["summary"], indent=2))
         if "training" in parts:
             result["training"] = run_training(root, world, args.requests)

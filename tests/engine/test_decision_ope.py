@@ -34,9 +34,10 @@ def test_ope_report_estimates_a_candidates_ctr(world: World, tmp_path: Path) -> 
         decision_seed=2,
         exploration={"rank_ads": {"method": "epsilon", "epsilon": 0.5}},
     ) as (client, _):
-        serve(client, world, contexts, "log", np.random.default_rng(9).random(n))
+        # One call at a time: the exploration draws then meet the requests in a fixed order.
+        serve(client, world, contexts, "log", np.random.default_rng(9).random(n), threads=1)
     with server(world.repo, ctr_model=world.candidate) as (client, _):
-        truth = float(serve(client, world, contexts, "truth")["expected"].mean())
+        truth = float(serve(client, world, contexts, "truth", threads=1)["expected"].mean())
     out = tmp_path / "report.json"
     result = CliRunner().invoke(
         main,

@@ -34,7 +34,7 @@ def logged(trained_repo: Path, sim_dir: Path, tmp_path_factory: pytest.TempPathF
         decision_seed=1,
         exploration={"rank_ads": {"method": "epsilon", "epsilon": 0.3}},
     ) as (client, running):
-        shown = serve(client, world, contexts, "r", draws)
+        shown = serve(client, world, contexts, "r", draws, threads=1)  # a fixed order
         ctr = running.registry.get("ctr")
         assert isinstance(ctr, CTRModel)
     clicked = draws < shown["expected"]
