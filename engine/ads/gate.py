@@ -193,12 +193,16 @@ class AdGate:
         """Campaign id -> why it sits this auction out (budget spent, or the throttle)."""
         if not campaigns:
             return {}
-        # The ads' days share one minute in practice (same time zone); per-day buckets else.
-        keys = [days[c.id].key for c in campaigns]
-        buckets = self.recent_buckets(days[campaigns[0].id])
-        spends = self.spend.read(keys, buckets)
+        # One read per distinct click window (campaigns in one time zone share it).
+        groups: dict[range, list[Campaign]] = {}
+        for c in campaigns:
+            groups.setdefault(self.recent_buckets(days[c.id]), []).append(c)
+        pairs: list[tuple[Campaign, Spend]] = []
+        for buckets, group in groups.items():
+            spends = self.spend.read([days[c.id].key for c in group], buckets)
+            pairs += zip(group, spends, strict=True)
         out = {}
-        for c, s in zip(campaigns, spends, strict=True):
+        for c, s in pairs:
             day = days[c.id]
             if s.billed + s.recent >= c.budget:
                 out[c.id] = "budget_exhausted"
