@@ -61,6 +61,17 @@ from engine.settings import Settings
     help="JSON file of A/B experiments [none].",
 )
 @click.option(
+    "--ad-campaigns-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON file of ad campaigns: budgets, pacing, frequency caps on RankAds [none].",
+)
+@click.option(
+    "--ads-replay-time",
+    is_flag=True,
+    default=None,
+    help="Budgets, pacing and caps on RankAdsRequest.serve_time_unix_ms (replays) [off].",
+)
+@click.option(
     "--otlp-endpoint",
     help="OpenTelemetry collector for decision traces, e.g. http://127.0.0.1:4317 [off].",
 )
