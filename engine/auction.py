@@ -100,11 +100,12 @@ def mixed_auction(
     order = base.order
     u = units[order]
     price = base.price
-    won = base.slot > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        floor = np.where(u > 0, reserve_ecpm / 1000.0 / u, 0.0)
-    floor = np.where(bid_type[order] == CPC, np.maximum(floor, reserve_cpc), floor)
-    price = np.where(won, np.minimum(np.maximum(price, floor), bid[order]), 0.0)
+    if reserve_ecpm > 0 or reserve_cpc > 0:  # (no reserve: GSP's prices stand as they are)
+        won = base.slot > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            floor = np.where(u > 0, reserve_ecpm / 1000.0 / u, 0.0)
+        floor = np.where(bid_type[order] == CPC, np.maximum(floor, reserve_cpc), floor)
+        price = np.where(won, np.minimum(np.maximum(price, floor), bid[order]), 0.0)
     return MixedAuctionResult(
         order=order,
         expected_value=base.expected_value,
