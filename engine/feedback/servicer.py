@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import grpc
@@ -107,14 +108,16 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServicer):
             if event.ts_unix_ms == 0:
                 event.ts_unix_ms = now
         events: Sequence[feedback_pb2.FeedbackEvent] = request.events
-        if self.privacy is not None:  # consent, pseudonyms at rest, forgotten users
-            events = loggable_events(self.privacy, events)
-        self.log.append(events)
-        keyed = [e for e in events if e.user_id] if len(events) else events
-        if self.live is not None:  # only what is durable feeds the live features
-            self.live.observe(keyed)
-        if self.contacts is not None:  # campaign contact caps and consent
-            self.contacts.observe(keyed)
-        if self.ads is not None:
-            self.ads.observe(request.events)
+        # An erasure waits for the calls that resolved their users before its tombstone.
+        with self.privacy.writing() if self.privacy is not None else nullcontext():
+            if self.privacy is not None:  # consent, pseudonyms at rest, forgotten users
+                events = loggable_events(self.privacy, events)
+            self.log.append(events)
+            keyed = [e for e in events if e.user_id] if len(events) else events
+            if self.live is not None:  # only what is durable feeds the live features
+                self.live.observe(keyed)
+            if self.contacts is not None:  # campaign contact caps and consent
+                self.contacts.observe(keyed)
+            if self.ads is not None:
+                self.ads.observe(request.events)
         return feedback_pb2.LogEventsResponse(accepted=len(events))

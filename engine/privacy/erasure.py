@@ -46,6 +46,8 @@ class Erasure:
         # Both forms: rows written before ids were pseudonymised carry the raw id.
         ids = list(dict.fromkeys([uid, user_id]))
         added = any([self.policy.tombstones.add(u) for u in ids])
+        # LogEvents calls that resolved the user before the tombstone finish writing first.
+        self.policy.drain_writers()
         erased: dict[str, int] = {}
         if self.state is not None:
             for u in ids:

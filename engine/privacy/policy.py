@@ -9,6 +9,9 @@ of the answer), :attr:`Subject.use_state` (may per-user state be read) and
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -68,6 +71,35 @@ class PrivacyPolicy:
         self.tombstones = Tombstones(forgotten)
         # LogEvents: drop the events of users without consent (else log them without an id).
         self.drop_unconsented = unconsented_events == "drop"
+        # Writers of per-user data (LogEvents) in flight, by ticket: an erasure waits for
+        # those that may have resolved their users before its tombstone.
+        self._tickets = 0
+        self._writing: set[int] = set()
+        self._written = threading.Condition()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around resolving users and writing their data (what :meth:`drain_writers` waits
+        for)."""
+        with self._written:
+            ticket = self._tickets
+            self._tickets += 1
+            self._writing.add(ticket)
+        try:
+            yield
+        finally:
+            with self._written:
+                self._writing.discard(ticket)
+                self._written.notify_all()
+
+    def drain_writers(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every writer that started before this call is done (later ones see
+        the new tombstone); False on timeout."""
+        with self._written:
+            horizon = self._tickets
+            return self._written.wait_for(
+                lambda: not any(t < horizon for t in self._writing), timeout_s
+            )
 
     def internal_id(self, user_id: str) -> str:
         """The id the engine keys ``user_id`` by (its pseudonym when ids are pseudonymous)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -22,6 +24,7 @@ from bench.replica_bed import RedisServer
 from clients import ClientOptions, ReachRankClient
 from clients.cli import main
 from clients.errors import ReachRankError
+from engine.privacy.policy import policy_for
 from engine.server import RunningServer, start_server
 from engine.settings import Settings
 from kernels.pseudonym import pseudonym, read_key
@@ -242,3 +245,49 @@ def test_pseudonymous_ids_at_rest(source: Path, tmp_path: Path) -> None:
     assert traces(user, [repo, feedback]) == []
     assert traces(pseudonym(read_key(key), user), [repo, feedback]) == []
     assert traces(pseudonym(read_key(key), "subject-0043-7f3a"), [feedback])
+
+
+def test_an_event_logged_while_the_user_is_forgotten_is_erased_too(
+    trained: Path, tmp_path: Path
+) -> None:
+    """A LogEvents call that resolved the user before the tombstone and writes after it:
+    ForgetUser waits for it, so the event does not outlive the erasure."""
+    repo = shutil.copytree(trained, tmp_path / "repo")
+    feedback = tmp_path / "feedback"
+    user = known_user(repo)
+    running = start_server(Settings(repo=repo, port=0, feedback_dir=feedback))
+    assert running.extras is not None and running.extras.feedback is not None
+    log = running.extras.feedback
+    entered, release, draining = threading.Event(), threading.Event(), threading.Event()
+    real_append, policy = log.append, policy_for(running.settings)
+    real_drain = policy.drain_writers
+
+    def held_append(events: object) -> None:
+        entered.set()
+        assert release.wait(30)
+        real_append(events)  # type: ignore[arg-type]
+
+    def watched_drain(timeout_s: float = 30.0) -> bool:
+        draining.set()
+        return real_drain(timeout_s)
+
+    try:
+        with ReachRankClient(f"127.0.0.1:{running.port}", ClientOptions(max_attempts=1)) as c:
+            log.append = held_append  # type: ignore[method-assign]
+            policy.drain_writers = watched_drain  # type: ignore[method-assign]
+            with ThreadPoolExecutor(2) as pool:
+                logged = pool.submit(
+                    c.log_events, [{"user_id": user, "item_id": "i1", "event": "click"}]
+                )
+                assert entered.wait(30)  # resolved (not yet forgotten), now writing
+                log.append = real_append  # type: ignore[method-assign]
+                forgot = pool.submit(c.forget_user, user)
+                assert draining.wait(30)  # tombstone written; waiting for the writer
+                release.set()
+                assert logged.result(60) == 1
+                assert forgot.result(60)["feedback_wal"] == 1
+    finally:
+        policy.drain_writers = real_drain  # type: ignore[method-assign]
+        release.set()
+        running.stop(0)
+    assert traces(user, [feedback]) == []
