@@ -34,6 +34,8 @@ from training.pipeline import Dataset, TrainConfig, train_all
 from training.readers import read_events
 from training.retrieval import RetrievalConfig
 
+pytestmark = pytest.mark.slow  # trains its own repositories
+
 ADMIN, USER_TOKEN = "admin-token-forget-test", "user-token-forget-test"
 SMALL_TRAIN = TrainConfig(
     ctr_models=("lr",),
