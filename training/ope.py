@@ -125,9 +125,7 @@ def doubly_robust(
     return _mean_estimate(_per_decision(terms, index, n), level, _ess(weight))
 
 
-def on_policy(
-    reward: np.ndarray, group: np.ndarray | None = None, level: float = 0.95
-) -> Estimate:
+def on_policy(reward: np.ndarray, group: np.ndarray | None = None, level: float = 0.95) -> Estimate:
     """The logging policy's own value: the mean per-decision reward."""
     reward = np.asarray(reward, float)
     index, n = _groups(len(reward), group)
