@@ -470,7 +470,8 @@ def test_infer_refuses_more_rows_than_allowed(server: RunningServer) -> None:
     with pytest.raises(InvalidArgument, match="input 'cat' has 3 rows, more than 2"):
         infer(server.registry.get("ctr"), request, max_rows=2)
     response, timing = infer(server.registry.get("ctr"), request, max_rows=3)
-    assert timing.batch_size == 3 and len(response.raw_output_contents) == 1
+    # One raw output per graph output: pctr and pcvr (training.cvr).
+    assert timing.batch_size == 3 and len(response.raw_output_contents) == 2
     assert timing.total_ns >= timing.input_ns + timing.infer_ns + timing.output_ns
 
 
