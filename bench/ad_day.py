@@ -364,6 +364,8 @@ def cpu_cost(
     """RankAds CPU per request (20 ads) on a `reachrank serve` process, campaigns off vs on."""
     from bench.cpu_cost import process_cpu_seconds
     from bench.serving import loadtest, serving
+    from clients import ReachRankClient
+    from clients.ads import AdsClient, BidAd
 
     # Every item the load test bids with belongs to a campaign with caps and pacing (never
     # binding: what is measured is the checks' cost, not fewer auctions).
@@ -386,6 +388,12 @@ def cpu_cost(
     rows = []
     for label, env in (("off", {}), ("on", {"REACHRANK_AD_CAMPAIGNS_FILE": str(on)})):
         with serving(repo, env, with_pid=True) as (target, pid):
+            with ReachRankClient(target, timeout=30.0) as client:  # the campaigns really apply
+                bids = [BidAd(i, 1.0) for i in [*ids[:19], "no-campaign"]]
+                probe = AdsClient(client).rank_ads("u1", bids, slots=3)
+                assert probe.dropped == (
+                    (("no-campaign", "unknown_campaign"),) if label == "on" else ()
+                )
             for call, rpc, extra in (
                 ("health", "health", []),
                 ("RankAds, 20 ads", "rank-ads", ["--ads", "20", "--slots", "3"]),
