@@ -60,6 +60,9 @@ class ModelSlot:
     serving: ServedModel | None = None
     # Versions loaded besides the serving one (experiments), by version.
     extra: dict[int, ServedModel] = field(default_factory=dict)
+    # Versions an experiment routes to (load_version): a Load or hot reload that replaces the
+    # serving version keeps a held one loaded beside the new one instead of closing it.
+    held: set[int] = field(default_factory=set)
     last_error: str = ""
     failed_version: int | None = None
     # Unloaded on request: the poller leaves it alone until an explicit Load.
@@ -195,7 +198,15 @@ class ModelRegistry:
                     slot.extra = extras
                     slot.source = plan
                 else:
-                    slot.extra.pop(model.id.version, None)
+                    # The new serving model stands in for the same version loaded beside it.
+                    same = slot.extra.pop(model.id.version, None)
+                    if same is not None:
+                        replaced.append(same)
+                # An experiment still routes to the replaced version: keep serving it there.
+                held = old is not None and old.id.version in slot.held
+                if held and old.id.version != model.id.version:
+                    slot.extra[old.id.version] = old
+                    old = None
                 slot.last_error, slot.failed_version, slot.unloaded = "", None, False
                 slot.failed_plan = None
             for gone in [old, *replaced]:
@@ -241,17 +252,22 @@ class ModelRegistry:
         with self._load_lock:
             slot = self._slot(name)
             if slot.serving is not None and slot.serving.id.version == version:
+                slot.held.add(version)
                 return slot.serving
             if version in slot.extra:
+                slot.held.add(version)
                 return slot.extra[version]
             model = self._build(name, version)
             with self._lock:
                 slot.extra[version] = model
+                slot.held.add(version)
             return model
 
     def release_version(self, name: str, version: int) -> None:
         with self._lock:
-            model = self._slot(name).extra.pop(version, None)
+            slot = self._slot(name)
+            slot.held.discard(version)
+            model = slot.extra.pop(version, None)
         if model is not None:
             model.close()
 
