@@ -41,7 +41,8 @@ def test_recovers_a_known_heterogeneous_effect() -> None:
 
 def test_the_graph_gives_what_scikit_learn_gives(tmp_path: Path) -> None:
     x, arm, y = _campaign(4000, 1)
-    fitted = fit_candidate(GBDT_S_LEARNER, x, arm, y, 2, MLPConfig(), TreeConfig(max_iter=80))
+    # Two bagged classifiers: the graph averages their probabilities as predict does.
+    fitted = fit_candidate(GBDT_S_LEARNER, x, arm, y, 2, MLPConfig(), TreeConfig(max_iter=80), 2)
     rows, _, _ = _campaign(700, 2)
     error = fitted.write_onnx(tmp_path / "model.onnx", "features", "uplift", rows)
     assert error < 1e-4

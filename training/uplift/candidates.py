@@ -49,8 +49,10 @@ class TorchUplift:
 
 
 class TreeUplift:
-    def __init__(self, x: np.ndarray, arm: np.ndarray, y: np.ndarray, t: int, config: TreeConfig):
-        self.model = fit_tree_s_learner(x, arm, y, t, config)
+    def __init__(
+        self, x: np.ndarray, arm: np.ndarray, y: np.ndarray, t: int, config: TreeConfig, bags: int
+    ) -> None:
+        self.model = fit_tree_s_learner(x, arm, y, t, config, bags)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.model.predict(x)
@@ -77,10 +79,10 @@ def fit_candidate(
     trees: TreeConfig,
     bags: int = 1,
 ) -> FittedUplift:
-    """The named candidate fitted on the rows. ``bags`` refits of a PyTorch learner with other
-    seeds are averaged; the trees are fitted once (boosting is already an ensemble)."""
+    """The named candidate fitted on the rows; ``bags`` fits with other seeds, averaged."""
     if name == GBDT_S_LEARNER:
-        return TreeUplift(x, arm, y, treatments, replace(trees, seed=trees.seed or mlp.seed))
+        seeded = replace(trees, seed=trees.seed or mlp.seed)
+        return TreeUplift(x, arm, y, treatments, seeded, bags)
     if name not in LEARNERS:
         raise ValueError(f"unknown learner {name!r}; known: {list(CANDIDATES)}")
     return TorchUplift(fit_bagged(name, x, arm, y, treatments, mlp, bags))

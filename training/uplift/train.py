@@ -16,7 +16,7 @@ import numpy as np
 from kernels.bundle_manifest import UPLIFT_FILES, Graph, Tensor, UpliftBundle
 from training.bundle import write_bundle
 from training.errors import InputError
-from training.uplift.candidates import CANDIDATES, GBDT_S_LEARNER, FittedUplift, fit_candidate
+from training.uplift.candidates import CANDIDATES, FittedUplift, fit_candidate
 from training.uplift.data import CampaignData
 from training.uplift.learners import MLPConfig
 from training.uplift.metrics import auuc, qini_coefficient, uplift_at_fraction
@@ -38,7 +38,7 @@ class UpliftConfig:
     test_fraction: float = 0.2
     # Contact fraction the candidates are compared at (the campaign's intended reach).
     select_fraction: float = 0.2
-    # A shipped PyTorch learner averages this many refits with different seeds.
+    # The shipped model averages this many refits of the winner with different seeds.
     bags: int = 4
     name: str = "uplift"
     seed: int = 0
@@ -111,10 +111,11 @@ def train_uplift(data: CampaignData, out: Path, config: UpliftConfig) -> dict[st
         log.info("uplift %s: valid %s", name, results[name]["valid"]["uplift_at_fraction"])
     winner, why = _choose(results)
     # The winner is refitted on the training and validation customers together (the test
-    # customers still judge it, and small campaigns need every row); a PyTorch learner
-    # ``bags`` times, averaged.
+    # customers still judge it, and small campaigns need every row), ``bags`` times with
+    # other seeds, averaged (bench.campaigns: 4 bags took the trees from 0.83 to 0.89 of the
+    # oracle's plan, the T-learner from 0.77 to 0.83).
     fitted = np.concatenate([train, valid])
-    bags = 1 if winner == GBDT_S_LEARNER else config.bags
+    bags = config.bags
     shipped = fit_candidate(
         winner,
         data.x[fitted],

@@ -47,12 +47,17 @@ class TreeConfig:
 
 
 class TreeSLearner:
-    """A fitted S-learner: :meth:`predict` gives [n, T] uplifts, :meth:`to_onnx` the graph."""
+    """A fitted S-learner (one or more bagged classifiers whose probabilities are averaged):
+    :meth:`predict` gives [n, T] uplifts, :meth:`to_onnx` the graph."""
 
     def __init__(
-        self, model: HistGradientBoostingClassifier, width: int, treatments: int, threads: int = 1
+        self,
+        models: list[HistGradientBoostingClassifier],
+        width: int,
+        treatments: int,
+        threads: int = 1,
     ) -> None:
-        self.model, self.width, self.treatments = model, width, treatments
+        self.models, self.width, self.treatments = models, width, treatments
         self.threads = threads
 
     def _with_arm(self, x: np.ndarray, arm: int) -> np.ndarray:
@@ -61,46 +66,64 @@ class TreeSLearner:
         return np.hstack([x.astype(np.float32, copy=False), onehot])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        arms = range(self.treatments + 1)
         with threadpool_limits(self.threads, user_api="openmp"):
             p = [
-                self.model.predict_proba(self._with_arm(x, a))[:, 1]
-                for a in range(self.treatments + 1)
+                np.mean([m.predict_proba(self._with_arm(x, a))[:, 1] for m in self.models], axis=0)
+                for a in arms
             ]
         return np.stack([p[t] - p[0] for t in range(1, self.treatments + 1)], axis=1)
 
     def to_onnx(self, input_name: str, output_name: str) -> onnx.ModelProto:
-        """``input_name`` float32 [n, width] -> ``output_name`` float32 [n, T]."""
+        """``input_name`` float32 [n, width] -> ``output_name`` float32 [n, T]: the rows once
+        per arm in one batch, every classifier's tree ensemble on it, their probabilities
+        averaged, the control's subtracted."""
+        arms = self.treatments + 1
+        pre = _arms_batch(input_name, "arms_batch", self.width, arms).graph
+        post = _differences("proba", output_name, arms).graph
+        nodes, initializers, probabilities = list(pre.node), list(pre.initializer), []
+        opsets: dict[str, int] = {"": OPSET}
+        ir_version = onnx.IR_VERSION
+        for k, model in enumerate(self.models):
+            trees = compose.add_prefix(self._convert(model), f"trees{k}/")
+            ir_version = min(ir_version, trees.ir_version)
+            (tree_in,) = (i.name for i in trees.graph.input)
+            for node in trees.graph.node:
+                node.input[:] = ["arms_batch" if i == tree_in else i for i in node.input]
+            nodes += trees.graph.node
+            initializers += trees.graph.initializer
+            probabilities.append(
+                next(o.name for o in trees.graph.output if "probabilities" in o.name)
+            )
+            for o in trees.opset_import:  # the converter may list a domain twice
+                opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+        nodes.append(helper.make_node("Mean", probabilities, ["proba"]))
+        nodes += post.node
+        graph = helper.make_graph(
+            nodes,
+            "s_learner",
+            list(pre.input),
+            list(post.output),
+            initializer=[*initializers, *post.initializer],
+        )
+        merged = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()]
+        )
+        # The converter's IR version: onnx's newest may be beyond what onnxruntime reads.
+        merged.ir_version = ir_version
+        onnx.checker.check_model(merged, full_check=True)
+        return merged
+
+    def _convert(self, model: HistGradientBoostingClassifier) -> onnx.ModelProto:
         from skl2onnx import to_onnx
 
         with _missing_flags_as_ints():
-            trees = to_onnx(
-                self.model,
+            return to_onnx(
+                model,
                 self._with_arm(np.zeros((1, self.width), dtype=np.float32), 0),
-                options={id(self.model): {"zipmap": False}},
+                options={id(model): {"zipmap": False}},
                 target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
             )
-        # The converter may list a domain twice; the wrapper graphs take its opsets as they are.
-        opsets = {o.domain: o.version for o in trees.opset_import}
-        del trees.opset_import[:]
-        trees.opset_import.extend(helper.make_opsetid(d, v) for d, v in opsets.items())
-        trees = compose.add_prefix(trees, "trees/")
-        (tree_in,) = (i.name for i in trees.graph.input)
-        proba = next(o.name for o in trees.graph.output if "probabilities" in o.name)
-        arms = self.treatments + 1
-        pre = _arms_batch(input_name, "arms_batch", self.width, arms)
-        post = _differences("proba", output_name, arms)
-        for part in (pre, post):
-            part.ir_version = trees.ir_version  # merge_models wants them equal
-            del part.opset_import[:]
-            part.opset_import.extend(trees.opset_import)
-        merged = compose.merge_models(pre, trees, io_map=[("arms_batch", tree_in)])
-        merged = compose.merge_models(merged, post, io_map=[(proba, "proba")])
-        # Only the uplift leaves the graph (not the classifier's label or probabilities).
-        keep = [o for o in merged.graph.output if o.name == output_name]
-        del merged.graph.output[:]
-        merged.graph.output.extend(keep)
-        onnx.checker.check_model(merged)
-        return merged
 
 
 @contextmanager
@@ -125,25 +148,34 @@ def _missing_flags_as_ints() -> Iterator[None]:
 
 
 def fit_tree_s_learner(
-    x: np.ndarray, arm: np.ndarray, y: np.ndarray, treatments: int, config: TreeConfig
+    x: np.ndarray,
+    arm: np.ndarray,
+    y: np.ndarray,
+    treatments: int,
+    config: TreeConfig,
+    bags: int = 1,
 ) -> TreeSLearner:
-    """Fit on every campaign row: the features and the arm (0 = control) as one-hot columns."""
+    """Fit on every campaign row: the features and the arm (0 = control) as one-hot columns;
+    ``bags`` classifiers with other seeds (so other early-stopping rows), averaged."""
     width = x.shape[1]
     onehot = np.eye(treatments + 1, dtype=np.float32)[arm]
-    model = HistGradientBoostingClassifier(
-        max_iter=config.max_iter,
-        learning_rate=config.learning_rate,
-        max_leaf_nodes=config.max_leaf_nodes,
-        min_samples_leaf=config.min_samples_leaf,
-        l2_regularization=config.l2_regularization,
-        early_stopping=True,
-        validation_fraction=config.validation_fraction,
-        n_iter_no_change=config.n_iter_no_change,
-        random_state=config.seed,
-    )
-    with threadpool_limits(config.threads, user_api="openmp"):
-        model.fit(np.hstack([x.astype(np.float32, copy=False), onehot]), y)
-    return TreeSLearner(model, width, treatments, config.threads)
+    rows = np.hstack([x.astype(np.float32, copy=False), onehot])
+    models = []
+    for b in range(max(1, bags)):
+        model = HistGradientBoostingClassifier(
+            max_iter=config.max_iter,
+            learning_rate=config.learning_rate,
+            max_leaf_nodes=config.max_leaf_nodes,
+            min_samples_leaf=config.min_samples_leaf,
+            l2_regularization=config.l2_regularization,
+            early_stopping=True,
+            validation_fraction=config.validation_fraction,
+            n_iter_no_change=config.n_iter_no_change,
+            random_state=config.seed + 1000 * b,
+        )
+        with threadpool_limits(config.threads, user_api="openmp"):
+            models.append(model.fit(rows, y))
+    return TreeSLearner(models, width, treatments, config.threads)
 
 
 def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
