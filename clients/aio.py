@@ -17,13 +17,15 @@ from reachrank.v1 import (
     feedback_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    privacy_pb2,
+    privacy_pb2_grpc,
     ranking_pb2_grpc,
 )
 
 from clients import convert
 from clients.campaigns import CampaignPlan, campaign_plan, campaign_request
 from clients.channel import open_aio_channel
-from clients.client import resolve_options, serving_status_name
+from clients.client import ERASURE_TIMEOUT_S, resolve_options, serving_status_name
 from clients.errors import ReachRankError
 from clients.options import ClientOptions
 from clients.retry import CallAttempts, ReadyWait, new_request_id
@@ -60,6 +62,7 @@ class AsyncReachRankClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._models = models_pb2_grpc.ModelServiceStub(self._channel)
         self._experiments = models_pb2_grpc.ExperimentsStub(self._channel)
+        self._privacy = privacy_pb2_grpc.PrivacyStub(self._channel)
         self._feedback = feedback_pb2_grpc.FeedbackStub(self._channel)
         self._campaigns = campaigns_pb2_grpc.CampaignsStub(self._channel)
         self._rng = random.Random()
@@ -234,6 +237,17 @@ class AsyncReachRankClient:
             self._feedback.LogEvents, request, timeout, request_id, retryable=False
         )
         return response.accepted
+
+    async def forget_user(
+        self, user_id: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> dict[str, int]:
+        """Admin: erase `user_id` everywhere the server keeps data and serve them as a new user
+        from now on (see `ReachRankClient.forget_user`). Returns what was erased per place;
+        `timeout` defaults to `ERASURE_TIMEOUT_S`."""
+        request = privacy_pb2.ForgetUserRequest(user_id=user_id)
+        timeout = ERASURE_TIMEOUT_S if timeout is None else timeout
+        response = await self._invoke(self._privacy.ForgetUser, request, timeout, request_id)
+        return dict(response.erased)
 
     async def models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         """Every model in the server's repository and its state."""
