@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from reachrank.v1 import ad_campaigns_pb2, ad_campaigns_pb2_grpc, feedback_pb2, ranking_pb2
 
+from clients.convert import consent_value
 from clients.retry import new_request_id
 
 if TYPE_CHECKING:
@@ -97,9 +98,13 @@ class AdsClient:
         all_ranked: bool = False,
         context: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        consent: str | None = None,
     ) -> MixedAuction:
+        """``consent`` as in ``ReachRankClient.rank_ads`` ("context_only": no per-user state
+        is read, frequency caps included)."""
         request = ranking_pb2.RankAdsRequest(
             user_id=user_id,
+            consent=consent_value(consent),
             context={str(k): str(v) for k, v in (context or {}).items()},
             slots=slots,
             reserve_price=reserve_price,

@@ -188,7 +188,10 @@ class RankingServicer(ranking_pb2_grpc.RankingServicer):
         ad_ids, bids, overrides = (
             candidate_columns(request.candidates) if columnar else candidate_messages(request.ads)
         )
-        ads = self.ads.admit(request, request.user_id, ad_ids, bids, overrides)
+        # Frequency caps count per user: only for a user whose state may be read (consent, not
+        # forgotten), under the id the server keeps (a pseudonym when configured).
+        capped_user = subject.user_id if subject.use_state else ""
+        ads = self.ads.admit(request, capped_user, ad_ids, bids, overrides)
         draft = self.decisions.draft("rank_ads") if self.decisions is not None else None
         context_map = dict(request.context)
         result = pipelines.rank_ads(

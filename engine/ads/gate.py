@@ -266,7 +266,10 @@ class AdGate:
         campaigns: Mapping[str, Campaign],
         reasons: list[str | None],
     ) -> None:
-        """Mark the ads whose user is at a cap (the keys are kept for the winners' commit)."""
+        """Mark the ads whose user is at a cap (the keys are kept for the winners' commit). A
+        request without a user whose state may be read ("": no consent) is not counted."""
+        if not ads.user_id:
+            return
         capped = [i for i, r in enumerate(reasons) if r is None and campaigns[ad_ids[i]].caps]
         if not capped:
             return
@@ -290,7 +293,7 @@ class AdGate:
         if ads.campaigns is None or not len(result.ad_ids):
             return result
         winners = [j for j, s in enumerate(result.slot.tolist()) if s > 0]
-        with_caps = [j for j in winners if ads.campaigns[result.ad_ids[j]].caps]
+        with_caps = [j for j in winners if result.ad_ids[j] in ads.cap_plans]
         refused: set[int] = set()
         if with_caps:
             plans = [ads.cap_plans[result.ad_ids[j]] for j in with_caps]

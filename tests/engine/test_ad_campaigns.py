@@ -298,3 +298,26 @@ def test_campaigns_set_by_rpc_persist_in_the_file_other_workers_read(
     assert other.by_ad["p9"].budget == 3
     ads.delete_campaign("persist")
     assert other.refresh() and "p9" not in other.by_ad
+
+
+def test_a_request_without_consent_counts_no_frequency_cap(ads: AdsClient) -> None:
+    cap = Cap(scope=Cap.SCOPE_AD, max_impressions=1, window_s=3600)
+    ads.set_campaign(
+        Campaign(campaign_id="nc", advertiser="adv-nc", daily_budget=1e6, ad_ids=["nca"],
+                 caps=[cap], pacing=Campaign.PACING_ASAP)
+    )  # fmt: skip
+    t0 = day_start(11)
+    anonymous = [
+        ads.rank_ads("u-anon", [BidAd("nca", 10.0, "cpm")], serve_time_unix_ms=t0 + i,
+                     consent="context_only")
+        for i in range(3)
+    ]  # fmt: skip
+    # Not counted: every unconsented request is served (a cap needs per-user state) ...
+    assert [len(r.winners) for r in anonymous] == [1, 1, 1]
+    # ... and once the user consents, the cap starts from nothing: one impression, then capped.
+    shown = [
+        len(ads.rank_ads("u-anon", [BidAd("nca", 10.0, "cpm")], serve_time_unix_ms=t0 + 10 + i)
+            .winners)
+        for i in range(2)
+    ]  # fmt: skip
+    assert shown == [1, 0]
