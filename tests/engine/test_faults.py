@@ -45,14 +45,14 @@ def test_drain_lets_in_flight_calls_finish_and_refuses_new_ones(trained_repo: Pa
     running = start_server(Settings(repo=trained_repo, port=0, grace_period_s=10, grpc_threads=8))
     ctr = running.registry.get("ctr")
     inside, release = threading.Semaphore(0), threading.Event()
-    real_predict = ctr.predict
+    real_score = ctr.score  # RankAds scores pCTR (and pCVR) through CTRModel.score
 
-    def held_predict(cat, num):
+    def held_score(cat, num):
         inside.release()
         assert release.wait(120), "the test never released the held calls"
-        return real_predict(cat, num)
+        return real_score(cat, num)
 
-    ctr.predict = held_predict
+    ctr.score = held_score
     outcomes: list[str] = []
 
     def call() -> None:

@@ -53,18 +53,18 @@ def test_logs_never_print_user_features_ids_or_tokens(
 
             # A failure inside the model whose message quotes the request's values.
             ctr = running.registry.get("ctr")
-            real_predict = ctr.predict
+            real_score = ctr.score  # what RankAds calls (pCTR and pCVR in one run)
 
-            def leaky_predict(cat, num):
+            def leaky_score(cat, num):
                 raise ValueError(f"cannot score row {FEATURE} of {USER}: {cat!r} {num!r}")
 
-            ctr.predict = leaky_predict
+            ctr.score = leaky_score
             try:
                 with pytest.raises(ReachRankError) as failed:
                     client.rank_ads(USER, [{"ad_id": "i1", "bid": 1.0, "features": {"f": FEATURE}}])
                 assert failed.value.code.name == "INTERNAL"
             finally:
-                ctr.predict = real_predict
+                ctr.score = real_score
 
         with ReachRankClient(target, ClientOptions(token=WRONG_TOKEN, max_attempts=1)) as client:
             with pytest.raises(ReachRankError) as unauthenticated:
