@@ -217,7 +217,7 @@ def manifest_json(manifest: BundleManifest) -> str:
     are left out, so older readers see what they always saw."""
     data = manifest.model_dump(by_alias=True)
     top = {k: v for k, v in data.items() if v is not None or k not in _OPTIONAL_SECTIONS}
-    return json.dumps(top, indent=2, default=_jsonable)
+    return json.dumps(top, indent=2, default=jsonable)
 
 
 _OPTIONAL_SECTIONS = frozenset(
@@ -241,7 +241,7 @@ _OPTIONAL_SECTIONS = frozenset(
 )
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """NumPy scalars (metrics) and paths (training configs) as JSON values."""
     if hasattr(value, "item"):
         return value.item()

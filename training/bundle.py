@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from kernels.bundle_manifest import MANIFEST_FILE, BundleManifest, manifest_json
+from kernels.bundle_manifest import MANIFEST_FILE, BundleManifest, jsonable, manifest_json
 
 
 def next_version(model_dir: Path) -> int:
@@ -55,12 +55,4 @@ def write_metrics_json(directory: Path, manifest: BundleManifest) -> None:
         "valid": manifest.valid_metrics,
         "split": manifest.split or {},
     }
-    (directory / "metrics.json").write_text(json.dumps(payload, indent=2, default=_jsonable))
-
-
-def _jsonable(value: object) -> object:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    (directory / "metrics.json").write_text(json.dumps(payload, indent=2, default=jsonable))
