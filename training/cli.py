@@ -150,6 +150,14 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     help="Model pCTR as examination(position) x relevance when rows have several positions.",
 )
 @click.option(
+    "--pcvr/--no-pcvr",
+    default=True,
+    show_default=True,
+    help="When the log has purchases, fit the conversion model (ESMM, training.cvr) and ship it "
+    "as every CTR graph's second output, pcvr (what CPA bids need). --no-pcvr: pCTR only "
+    "(faster training, a one-output graph; CPA ads are then refused at serve time).",
+)
+@click.option(
     "--retrieval-models",
     default=",".join(RETRIEVAL_MODELS),
     show_default=True,
@@ -251,6 +259,7 @@ def train(
     numeric_columns: str | None,
     history: bool | None,
     position_bias: bool,
+    pcvr: bool,
     retrieval_models: str,
     mf_epochs: int,
     mf_dim: int,
@@ -291,6 +300,7 @@ def train(
     import polars as pl
     import torch
 
+    from training.cvr import CVRConfig
     from training.errors import InputError
     from training.forgotten import FILE as FORGOTTEN_FILE
     from training.models.ctr import CTRSize
@@ -368,6 +378,7 @@ def train(
         numeric_context=tuple(numeric),
         history=history if history is not None else fmt not in AD_FORMATS,
         position_bias=position_bias,
+        cvr=CVRConfig(enabled=pcvr),
         retrieval=RetrievalConfig(
             models=retrieval,
             mf_epochs=mf_epochs,

@@ -122,3 +122,34 @@ def test_a_tiny_log_trains_what_it_can(tmp_path, caplog) -> None:
     assert profiles["user_id"].to_list() == ["u1"] and profiles["cluster"].null_count() == 1
     assert not (repo / "ctr").exists() and not (repo / "retrieval").exists()
     assert "no K-means segments" in (repo / "report.md").read_text()
+
+
+def test_no_pcvr_ships_a_pctr_only_graph(monkeypatch, sim_dir, tmp_path) -> None:
+    """The simulated log has purchases, so pCVR trains by default; --no-pcvr leaves the
+    conversion model out: the CTR graph has the one output pctr and the report no cvr."""
+    import json
+
+    import onnxruntime as ort
+
+    runner = CliRunner()
+    args = ["--events", str(sim_dir), "--format", "simulator", "--out", str(tmp_path / "c")]
+    (default,) = _configs(monkeypatch, runner, args)
+    assert default.cvr.enabled
+    monkeypatch.undo()
+    repo = tmp_path / "r"
+    result = runner.invoke(
+        cli.train,
+        [
+            *["--events", str(sim_dir), "--format", "simulator", "--out", str(repo)],
+            *["--ctr-model", "lr", "--retrieval-models", "trending", "--ctr-epochs", "1"],
+            *["--in-memory", "--no-pcvr", "--quiet"],
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (bundle,) = (repo / "ctr").iterdir()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [o["name"] for o in manifest["onnx"]["outputs"]] == ["pctr"]
+    session = ort.InferenceSession(str(bundle / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["pctr"]
+    assert "cvr" not in manifest
+    assert "cvr" not in json.loads((repo / "report.json").read_text())
