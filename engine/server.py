@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from reachrank.v1 import models_pb2, models_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 
 import kernels
-from engine.ads.setup import add_ads_to_server
+from engine.ads.setup import AdServices, add_ads_to_server
 from engine.campaigns_servicer import add_campaigns_to_server
 from engine.errors import BundleError
 from engine.extra_services import ExtraServices, add_extra_services
@@ -60,6 +60,7 @@ class RunningServer:
     extras: ExtraServices | None = None
     drain: ServingInterceptor | None = None
     tracing: Tracing | None = None
+    ads: AdServices | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -91,6 +92,8 @@ class RunningServer:
             self.extras.close()  # flush the feedback log once no LogEvents can still run
         if self.tracing is not None:
             self.tracing.close()  # export the spans still batched
+        if self.ads is not None:
+            self.ads.close()  # the campaigns poll thread
 
 
 def _oldest_history_cut(registry: ModelRegistry) -> int | None:
@@ -202,6 +205,7 @@ def start_server(
         else server.add_insecure_port(address)
     )
     if port == 0:
+        ads.close()
         extras.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     try:
@@ -211,12 +215,13 @@ def start_server(
             else None
         )
     except OSError as exc:
+        ads.close()
         extras.close()  # release the feedback log's lock before failing
         raise OSError(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
         ) from exc
     running = RunningServer(
-        server, port, registry, health_servicer, settings, metrics_port, extras, drain, tracing
+        server, port, registry, health_servicer, settings, metrics_port, extras, drain, tracing, ads
     )
     running.set_serving(False)
     server.start()

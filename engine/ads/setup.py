@@ -28,9 +28,14 @@ class AdServices:
     gate: AdGate
     service_name: str = SERVICE_NAME
     _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
 
     def close(self) -> None:
+        """Stop the campaigns poll (RunningServer.stop calls it) and wait for the thread."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def poll(self, interval_s: float) -> None:
         def loop() -> None:
@@ -43,7 +48,9 @@ class AdServices:
                 except Exception:  # a poll must never kill the thread
                     log.exception("ad campaigns poll failed")
 
-        threading.Thread(target=loop, name="ad-campaigns-poll", daemon=True).start()
+        # A daemon too, so a server never stopped cannot hold the interpreter open.
+        self._thread = threading.Thread(target=loop, name="ad-campaigns-poll", daemon=True)
+        self._thread.start()
 
 
 def add_ads_to_server(

@@ -321,3 +321,24 @@ def test_a_request_without_consent_counts_no_frequency_cap(ads: AdsClient) -> No
         for i in range(2)
     ]  # fmt: skip
     assert shown == [1, 0]
+
+
+def test_the_campaigns_poll_thread_stops_with_the_server(
+    trained_repo: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "campaigns.json"
+    CampaignFile(path).write(
+        [Campaign(campaign_id="c", advertiser="a", daily_budget=1, ad_ids=["a1"])]
+    )
+    running = start_server(
+        Settings(repo=trained_repo, port=0, feedback_dir=tmp_path / "feedback",
+                 ad_campaigns_file=path, ad_campaigns_poll_interval_s=0.05)
+    )  # fmt: skip
+    assert running.ads is not None
+    thread = running.ads._thread
+    try:
+        assert thread is not None and thread.is_alive()
+    finally:
+        running.stop(0)
+    assert not thread.is_alive()
+    assert thread not in threading.enumerate()
