@@ -120,16 +120,17 @@ def run(events: int, segment_rows: int, users_per_event: float, base: Path, seed
 def boundary_cost(directory: Path, n: int = 200_000) -> dict:
     """µs per request of :meth:`engine.privacy.PrivacyPolicy.resolve` (the per-request
     privacy step): off (no key, nobody forgotten), with pseudonyms at rest (one HMAC), and
-    with a non-empty tombstone set (one SHA-256), against a 3-entry dict copy (what the
+    with a non-empty tombstone set (one keyed HMAC-SHA256), against a 3-entry dict copy (what the
     servicer already does with a request's context) on the same machine in the same run."""
     from engine.privacy.policy import PrivacyPolicy
-    from engine.privacy.tombstones import write_digests
-    from kernels.pseudonym import forgotten_digest
+    from engine.privacy.tombstones import ensure_secret, write_digests
+    from kernels.forgotten import keyed_digest
 
     key = directory / "key"
     key.write_bytes(b"0123456789abcdef0123456789abcdef")
     tombstones = directory / "forgotten.parquet"
-    write_digests(tombstones, frozenset(forgotten_digest(f"gone-{i}") for i in range(1000)))
+    secret = ensure_secret(tombstones)
+    write_digests(tombstones, frozenset(keyed_digest(secret, f"gone-{i}") for i in range(1000)))
     cases = {
         "off": PrivacyPolicy(directory / "none.parquet"),
         "pseudonyms": PrivacyPolicy(directory / "none.parquet", key),

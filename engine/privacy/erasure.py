@@ -18,7 +18,6 @@ from engine.privacy.audit import append_audit
 from engine.privacy.policy import PrivacyPolicy
 from engine.privacy.repository import mask_in_repository
 from engine.state import StateStore
-from kernels.pseudonym import forgotten_digest
 
 log = logging.getLogger(__name__)
 AUDIT_FILE = "privacy-audit.jsonl"
@@ -57,15 +56,16 @@ class Erasure:
             erased.update(self.feedback.erase_users(ids))
         for erase in self.extra:
             erased.update(erase(ids))
+        tombstones = self.policy.tombstones
         erased["repository"] = mask_in_repository(
-            self.repo, ids, skip=[self.policy.tombstones.path]
+            self.repo, ids, tombstones.digest, skip=[tombstones.path]
         )
         append_audit(
             self.audit_path,
             {
                 "action": "forget_user",
                 "who": who,
-                "subject": forgotten_digest(uid),
+                "subject": tombstones.digest(uid),
                 "already_forgotten": not added,
                 "erased": erased,
             },

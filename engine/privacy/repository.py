@@ -6,18 +6,17 @@ stops serving those rows, and the next training run leaves the user out altogeth
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import polars as pl
 
 from engine.feedback.files import publish
-from kernels.pseudonym import forgotten_digest
 
 
-def placeholder(user_id: str) -> str:
-    """The id a masked row carries (unique per user, derived from the tombstone digest)."""
-    return f"forgotten-{forgotten_digest(user_id)[:20]}"
+def placeholder(digest: str) -> str:
+    """The id a masked row carries (unique per user: part of their keyed tombstone entry)."""
+    return f"forgotten-{digest.removeprefix('h1-')[:20]}"
 
 
 def _user_tables(repo: Path, skip: Collection[Path]) -> list[Path]:
@@ -29,13 +28,19 @@ def _user_tables(repo: Path, skip: Collection[Path]) -> list[Path]:
     ]
 
 
-def mask_in_repository(repo: Path, user_ids: Collection[str], skip: Collection[Path] = ()) -> int:
-    """Replace the ids in every bundle table of ``repo`` with their placeholders; returns the
-    rows masked. ``skip``: files that are no bundle table (the tombstone set)."""
+def mask_in_repository(
+    repo: Path,
+    user_ids: Collection[str],
+    digest: Callable[[str], str],
+    skip: Collection[Path] = (),
+) -> int:
+    """Replace the ids in every bundle table of ``repo`` with their placeholders (named by
+    ``digest``: the keyed tombstone entry); returns the rows masked. ``skip``: files that are
+    no bundle table (the tombstone set)."""
     ids = [u for u in user_ids if u]
     if not ids or not repo.is_dir():
         return 0
-    mapping = {u: placeholder(u) for u in ids}
+    mapping = {u: placeholder(digest(u)) for u in ids}
     masked = 0
     for path in _user_tables(repo, skip):
         schema = pl.read_parquet_schema(path)

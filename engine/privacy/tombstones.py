@@ -1,33 +1,71 @@
-"""The persisted set of forgotten users (digests only, see :func:`kernels.pseudonym.forgotten_digest`)
-that every request checks: a forgotten user is served as a new user and their new events are
-never logged with their id.
+"""The persisted set of forgotten users (keyed digests only, see :mod:`kernels.forgotten`: the
+secret is ``forgotten.key`` beside the set, 0600, made by the first erasure) that every request
+checks: a forgotten user is served as a new user and their new events are never logged with
+their id. Plain SHA-256 entries of older sets are still honoured, and replaced by keyed ones
+when the user is forgotten again.
 
 The set is one Parquet file, ``user_digest`` (String), rewritten whole on each addition (write a
 temporary file, fsync, rename, fsync the directory), so a crash leaves the old set or the new one.
 Other processes serving the same file (``serve --workers``, replicas on a shared volume) adopt
-an addition within ``refresh_s``: a request costs one clock read, and one SHA-256 of its user id
-only while the set is not empty.
+an addition within ``refresh_s``: a request costs one clock read, and one HMAC-SHA256 of its
+user id only while the set is not empty (plus one SHA-256 while it holds unkeyed entries).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import threading
 import time
 from pathlib import Path
 
 import polars as pl
 
-from engine.feedback.files import publish
-from kernels.pseudonym import forgotten_digest
+from engine.feedback.files import fsync_dir, publish
+from kernels.forgotten import (
+    KEY_BYTES,
+    ForgottenSet,
+    key_path,
+    keyed_digest,
+    legacy_digest,
+    read_secret,
+)
 
 COLUMN = "user_digest"
 
 
-def read_digests(path: Path) -> frozenset[str]:
-    """The digests of a tombstone file (empty when it does not exist yet)."""
+def read_digests(path: Path) -> ForgottenSet:
+    """The entries of a tombstone file (empty when it does not exist yet)."""
     if not path.exists():
-        return frozenset()
-    return frozenset(pl.read_parquet(path, columns=[COLUMN])[COLUMN].to_list())
+        return ForgottenSet(frozenset(), frozenset(), read_secret(path))
+    entries = pl.read_parquet(path, columns=[COLUMN])[COLUMN].to_list()
+    return ForgottenSet.of(entries, read_secret(path))
+
+
+def ensure_secret(forgotten: Path) -> bytes:
+    """The tombstone file's secret, created durably (0600) when there is none yet. Safe across
+    processes: the new secret is written whole to a private file and linked into place, so
+    the first creator wins and every other process reads the winner's."""
+    path = key_path(forgotten)
+    found = read_secret(forgotten)
+    if found is not None:
+        return found
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(KEY_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails when another process linked its secret first
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    fsync_dir(path.parent)
+    return path.read_bytes()
 
 
 def write_digests(path: Path, digests: frozenset[str]) -> None:
@@ -75,20 +113,29 @@ class Tombstones:
         if time.monotonic() >= self._next_check:
             self._maybe_refresh()
         digests = self._digests
-        return bool(digests) and bool(user_id) and forgotten_digest(user_id) in digests
+        return bool(digests) and user_id in digests
+
+    def digest(self, user_id: str) -> str:
+        """``user_id``'s keyed entry (what the audit log and masked rows may name), making the
+        set's secret if there is none yet."""
+        return keyed_digest(ensure_secret(self.path), user_id)
 
     def add(self, user_id: str) -> bool:
-        """Persist ``user_id``'s tombstone; False when it was there already."""
-        digest = forgotten_digest(user_id)
+        """Persist ``user_id``'s tombstone; False when it was there already (an unkeyed entry
+        of an older set is replaced by the keyed one)."""
+        digest = self.digest(user_id)
+        old = legacy_digest(user_id)
         with self._lock:
             current = read_digests(self.path)  # another process may have added one meanwhile
-            if digest in current:
+            if digest in current.keyed and old not in current.legacy:
                 self._digests = current
                 return False
-            updated = current | {digest}
-            write_digests(self.path, updated)
-            self._digests, self._stamp = updated, self._file_stamp()
-            return True
+            added = user_id not in current
+            entries = (current.entries() - {old}) | {digest}
+            write_digests(self.path, entries)
+            self._digests = ForgottenSet.of(entries, current.secret or read_secret(self.path))
+            self._stamp = self._file_stamp()
+            return added
 
     def mask(self, user_ids: list[str]) -> list[bool]:
         """Per id, whether it was forgotten (one digest per id, only when the set is not
@@ -97,4 +144,4 @@ class Tombstones:
         digests = self._digests
         if not digests:
             return [False] * len(user_ids)
-        return [forgotten_digest(u) in digests for u in user_ids]
+        return [u in digests for u in user_ids]

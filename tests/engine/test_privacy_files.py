@@ -12,8 +12,9 @@ from reachrank.v1 import feedback_pb2
 from engine.feedback.erase import mask_folder, rewrite_parquet, rewrite_segment
 from engine.feedback.parquet import write_events_parquet
 from engine.feedback.records import frame_all, scan
-from engine.privacy.tombstones import Tombstones, write_digests
-from kernels.pseudonym import forgotten_digest, pseudonym
+from engine.privacy.tombstones import Tombstones, ensure_secret, write_digests
+from kernels.forgotten import key_path, keyed_digest, legacy_digest
+from kernels.pseudonym import pseudonym
 from training.forgotten import exclude_forgotten
 
 
@@ -62,9 +63,41 @@ def test_tombstones_persist_and_other_views_adopt_them(tmp_path: Path) -> None:
     assert Tombstones(path).contains("gone-user")  # a fresh process reads it
 
 
+def test_tombstones_are_keyed_by_a_private_secret_made_once(tmp_path: Path) -> None:
+    path = tmp_path / "forgotten.parquet"
+    tombstones = Tombstones(path, refresh_s=0.0)
+    tombstones.add("gone-user")
+    secret = key_path(path)
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+    assert ensure_secret(path) == secret.read_bytes()  # made once, then reused
+    entries = pl.read_parquet(path)["user_digest"].to_list()
+    # A dictionary attack without the secret finds nothing: no unkeyed digest of the id.
+    assert legacy_digest("gone-user") not in entries and len(entries) == 1
+    assert entries == [keyed_digest(secret.read_bytes(), "gone-user")]
+    other = tmp_path / "other" / "forgotten.parquet"
+    assert keyed_digest(ensure_secret(other), "gone-user") not in entries  # per-set secrets
+
+
+def test_unkeyed_tombstones_of_older_sets_are_honoured_and_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "forgotten.parquet"
+    write_digests(path, frozenset({legacy_digest("old-user"), legacy_digest("older")}))
+    assert not key_path(path).exists()
+    tombstones = Tombstones(path, refresh_s=0.0)
+    assert tombstones.contains("old-user") and tombstones.mask(["x", "older"]) == [False, True]
+    assert exclude_forgotten(pl.LazyFrame({"user_id": ["older", "k"]}), path).collect()[
+        "user_id"
+    ].to_list() == ["k"]
+    assert not tombstones.add("old-user")  # already forgotten: its entry becomes keyed
+    entries = set(pl.read_parquet(path)["user_digest"].to_list())
+    assert legacy_digest("old-user") not in entries and legacy_digest("older") in entries
+    assert Tombstones(path).contains("old-user") and Tombstones(path).contains("older")
+    assert tombstones.add("new-user") and Tombstones(path).contains("new-user")
+
+
 def test_the_trainer_leaves_forgotten_users_out_whatever_the_id_type(tmp_path: Path) -> None:
     path = tmp_path / "forgotten.parquet"
-    write_digests(path, frozenset({forgotten_digest("7"), forgotten_digest("u2")}))
+    secret = ensure_secret(path)
+    write_digests(path, frozenset({keyed_digest(secret, "7"), legacy_digest("u2")}))
     ints = pl.LazyFrame({"user_id": [5, 7, 7, 9], "item_id": ["a", "b", "c", "d"]})
     assert exclude_forgotten(ints, path).collect()["user_id"].to_list() == [5, 9]
     text = pl.LazyFrame({"user_id": ["u1", "u2", None]})
