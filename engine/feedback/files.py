@@ -15,6 +15,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: Path) -> None:
+    """``mkdir -p`` whose new folders survive a crash: each one's entry is fsynced in its
+    parent as it is made (a file fsynced inside a folder whose own entry is not durable can
+    vanish with it)."""
+    missing = []
+    path = Path(directory)
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)
+
+
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -33,7 +33,7 @@ from typing import TextIO
 from reachrank.v1 import feedback_pb2
 
 from engine.errors import ResourceExhausted, Unavailable
-from engine.feedback.files import fsync_dir
+from engine.feedback.files import fsync_dir, make_dirs
 from engine.feedback.parquet import write_events_parquet
 from engine.feedback.records import frame_all, scan
 from engine.feedback.segments import (
@@ -103,7 +103,7 @@ class FeedbackLog:
             raise ValueError("fsync_interval_ms must be >= 0 and max_segment_bytes > 0")
         self.directory = Path(directory)
         self.parquet_dir = self.directory / "parquet"
-        self.parquet_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.parquet_dir)  # durable entries up to the first existing parent
         self._lock_file = _lock_directory(self.directory)
         self._interval = fsync_interval_ms / 1000.0
         self._max_bytes = max_segment_bytes

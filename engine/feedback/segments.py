@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.feedback.files import fsync_dir
+from engine.feedback.files import fsync_dir, fsync_file, make_dirs
 from engine.feedback.records import scan
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,13 @@ def recover(directory: Path) -> Recovery:
 def _quarantine(directory: Path, path: Path, good_bytes: int) -> None:
     """Move the bytes after ``good_bytes`` into ``corrupt/`` and truncate the segment there."""
     corrupt = directory / "corrupt"
-    corrupt.mkdir(exist_ok=True)
+    make_dirs(corrupt)
     with path.open("r+b") as f:
         f.seek(good_bytes)
-        (corrupt / f"{path.name}.{good_bytes}").write_bytes(f.read())
+        kept = corrupt / f"{path.name}.{good_bytes}"
+        kept.write_bytes(f.read())
+        fsync_file(kept)  # the cut bytes are durable before the segment loses them
+        fsync_dir(corrupt)
         f.truncate(good_bytes)
         f.flush()
         os.fsync(f.fileno())
-    fsync_dir(corrupt)
