@@ -164,7 +164,7 @@ def simulate(out: Path, users: int, items: int, days: int, seed: int, campaign: 
     help="Comma-separated retrieval candidates (trending = time-decayed popularity, mf = "
     "MF-BPR, ials, ease, the blends ease_ials and trending_ease = EASE + trending, and sasrec = "
     "self-attention over the user's last items, served on live clicks too); the best by valid "
-    "Recall@20 ships as `retrieval`, or the simplest within noise of it.",
+    "Recall@20 ships as `retrieval`, or a simpler one shown equivalent to it on valid.",
 )
 @click.option("--mf-epochs", type=int, default=MF_EPOCHS, show_default=True)
 @click.option("--mf-dim", type=int, default=MF_DIM, show_default=True)
