@@ -10,13 +10,16 @@ replaced only by a newer interval (compare-and-set), so the first worker to reac
 decides its throttle for all.
 
 Redis layout: one hash ``reachrank:spend:<key>`` (fields ``b``, ``s``, ``e<minute>``, ``pk``,
-``pp``, ``ps``, ``pr``), expiring three days after its last write; increments are
-``HINCRBYFLOAT`` and the pacing CAS a small Lua script, both atomic in Redis.
+``pp``, ``ps``, ``pr``), expiring three days after its last write. Each batch of increments is
+one Lua script run under a write id (``reachrank:spend:w:<id>``, kept a day): a batch whose
+reply was lost (a timeout after Redis applied it) is retried under the same id and counted
+once. The pacing CAS is a small Lua script too; both are atomic in Redis.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from engine.state.redis_store import RedisState
 
 KEY_TTL_S = 3 * 86400
+WRITE_ID_TTL_S = 86400  # how long a write id is remembered (a retried batch within it counts once)
 MINUTES = 25 * 60  # minute buckets of a local day (25 hours on the day clocks go back)
 
 
@@ -112,15 +116,32 @@ return 1
 """
 
 
+# KEYS[1]: the write id's key; KEYS[i+1]: the i-th increment's hash. ARGV: the ids' and the
+# hashes' TTLs, then per increment: billed, expected, the minute field ('' for none).
+_ADD = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #KEYS do
+  local a = 3 + (i - 2) * 3
+  local billed, expected, minute = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if tonumber(billed) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[i], 'b', billed) end
+  if tonumber(expected) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[i], 's', expected) end
+  if minute ~= '' then redis.call('HINCRBYFLOAT', KEYS[i], minute, expected) end
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return 1
+"""
+
+
 class RedisSpend:
     """:class:`SpendStore` in the shared Redis. Reads fail closed (UNAVAILABLE: a budget that
     cannot be read cannot be enforced); increments that cannot be written wait in a local queue
-    and go out with the next write that gets through."""
+    and go out, under their write ids, with the next write that gets through."""
 
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self._set_pace = state.client.register_script(_SET_PACE)
-        self._pending: deque[Add] = deque(maxlen=1_000_000)
+        self._add = state.client.register_script(_ADD)
+        self._pending: deque[tuple[str, Sequence[Add]]] = deque(maxlen=100_000)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -159,27 +180,25 @@ class RedisSpend:
         from engine.state.redis_store import StoreDown
 
         with self._lock:
-            batch = [*self._pending, *adds]
+            batches = [*self._pending, (uuid.uuid4().hex, adds)]
             self._pending.clear()
 
         def run() -> None:
             pipe = self.state.client.pipeline(transaction=False)
-            for key, bucket, expected, billed in batch:
-                k = self._key(key)
-                if billed:
-                    pipe.hincrbyfloat(k, "b", billed)
-                if expected:
-                    pipe.hincrbyfloat(k, "s", expected)
-                if expected and not billed:
-                    pipe.hincrbyfloat(k, f"e{bucket}", expected)
-                pipe.expire(k, KEY_TTL_S)
+            for write_id, batch in batches:
+                keys = [f"reachrank:spend:w:{write_id}", *(self._key(a[0]) for a in batch)]
+                args: list[str | float | int] = [WRITE_ID_TTL_S, KEY_TTL_S]
+                for _, bucket, expected, billed in batch:
+                    minute = f"e{bucket}" if expected and not billed else ""
+                    args += [repr(float(billed)), repr(float(expected)), minute]
+                self._add(keys=keys, args=args, client=pipe)
             pipe.execute()
 
         try:
             self.state.guard.call(run, self.state.write_timeout_s)
         except StoreDown:
-            with self._lock:  # written with the next add that gets through (may land twice)
-                self._pending.extendleft(reversed(batch))
+            with self._lock:  # retried with the next add that gets through, each under its id
+                self._pending.extendleft(reversed(batches))
 
     def set_pace(self, key: str, pace: Pace) -> bool:
         args = [pace.interval, pace.throttle, pace.spend_at_start, pace.rate, KEY_TTL_S]

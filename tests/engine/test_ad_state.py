@@ -1,5 +1,6 @@
 """engine.state.ad_spend / freq_caps: the embedded and Redis backings answer the same, pacing
-state is decided once per interval (compare-and-set), cap reservations are atomic under
+state is decided once per interval (compare-and-set), a spend write retried after its reply was
+lost counts once, cap reservations are atomic under
 concurrent callers (never above the limit), and the pacing controller's steps on hand values."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bench.replica_bed import RedisServer, free_port
 from engine.ads.pacing import next_pace
 from engine.state.ad_spend import EmbeddedSpend, Pace, RedisSpend, SpendStore
 from engine.state.freq_caps import CapStore, EmbeddedCaps, RedisCaps
-from engine.state.redis_store import RedisState
+from engine.state.redis_store import RedisState, StoreDown
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,29 @@ def test_pacing_controller_steps() -> None:
     # The rate estimate scales the spend seen at throttle 0.5 to full delivery: 10 / (0.5 x 0.1).
     seen = next_pace(Pace(4, 0.5, 10.0, 400.0), 5, 20.0, 100.0, 0.2, 0.3, 0.4, smoothing=1.0)
     assert seen.rate == pytest.approx(200.0) and seen.throttle == pytest.approx(1.0)
+
+
+def test_a_spend_write_retried_after_its_reply_was_lost_counts_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = RedisState(f"redis://127.0.0.1:{redis_server.port}/{free_port() % 16}", cache_s=0.0)
+    state.client.flushdb()
+    spend = RedisSpend(state)
+    real, lost = state.guard.call, threading.Event()
+
+    def reply_lost(fn, timeout_s=None):  # type: ignore[no-untyped-def]
+        result = real(fn, timeout_s)  # Redis applies the write ...
+        if not lost.is_set():  # ... but the first reply never comes back
+            lost.set()
+            raise StoreDown("store too slow")
+        return result
+
+    monkeypatch.setattr(state.guard, "call", reply_lost)
+    try:
+        spend.add([("c|d", 5, 0.5, 0.0), ("c|d", 5, 0.0, 2.0)])  # queued for a retry
+        assert lost.is_set()
+        spend.add([("c|d", 6, 0.25, 0.0)])  # retries the first batch with it, under its id
+        (s,) = spend.read(["c|d"], range(5, 7))
+        assert (s.billed, s.served, s.recent) == pytest.approx((2.0, 0.75, 0.75))
+    finally:
+        state.close()
