@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from reachrank.v1 import campaigns_pb2
 
+from clients.convert import consent_value
 from clients.types import FeedbackEvent
 
 
@@ -23,6 +24,8 @@ class CampaignPlan:
     control_treatments: tuple[str, ...]
     summary: dict[str, object] = field(default_factory=dict)
     models: tuple[str, ...] = ()
+    # Which consent mode answered: "personalised" or "context_only" (no per-user state read).
+    consent_mode: str = ""
 
 
 def campaign_request(
@@ -39,7 +42,10 @@ def campaign_request(
     user_ids: Iterable[str] = (),
     segments: Iterable[str] = (),
     model: str = "",
+    consent: str | None = None,
 ) -> campaigns_pb2.CampaignRequest:
+    """``consent`` ("personalised", "context_only"; None: the server's default): of every
+    candidate; context_only plans from no per-user state (needs ``user_ids``, no segments)."""
     request = campaigns_pb2.CampaignRequest(
         campaign_id=campaign_id,
         model=model,
@@ -52,6 +58,7 @@ def campaign_request(
         ),
         user_ids=list(user_ids),
         segments=list(segments),
+        consent=consent_value(consent),
     )
     if fraction is not None:
         request.fraction = fraction
@@ -90,6 +97,7 @@ def campaign_plan(response: campaigns_pb2.CampaignResponse) -> CampaignPlan:
         control_treatments=tuple(response.control_treatments),
         summary=summary,
         models=tuple(f"{m.name}/{m.version}" for m in response.models),
+        consent_mode=response.consent_mode,
     )
 
 

@@ -210,8 +210,10 @@ def audience(
 @click.option("--window-hours", type=float, default=0.0)
 @click.option("--quiet-hours", type=float, default=0.0, help="No contact this long after a buy.")
 @click.option("--segment", "segments", multiple=True, help="RFM segment or cluster:N (repeat).")
+@click.option("--user", "user_ids", multiple=True, help="Candidate user (repeat) [every profiled].")
 @click.option("--model", default="", help="Uplift model [uplift].")
 @click.option("--top", type=int, default=20, show_default=True, help="Rows to print.")
+@consent_option
 @connection_options
 @json_flag
 def campaign(
@@ -225,8 +227,10 @@ def campaign(
     window_hours: float,
     quiet_hours: float,
     segments: tuple[str, ...],
+    user_ids: tuple[str, ...],
     model: str,
     top: int,
+    consent: str | None,
     connection: Connection,
     as_json: bool,
 ) -> None:
@@ -249,7 +253,9 @@ def campaign(
             window_hours=window_hours,
             quiet_hours_after_purchase=quiet_hours,
             segments=segments,
+            user_ids=user_ids,
             model=model,
+            consent=consent,
         )
 
     def render() -> str:
@@ -264,7 +270,10 @@ def campaign(
         )
         table = format_table(["user", "treatment", "expected_uplift", "expected_value"], rows)
         summary = ", ".join(f"{k} {v}" for k, v in result.summary.items())
-        return f"{table}\ncontrol group: {len(result.control_user_ids)} users; {summary}"
+        return (
+            f"{table}\ncontrol group: {len(result.control_user_ids)} users; {summary} "
+            f"({result.consent_mode})"
+        )
 
     _show(as_json, result, render)
 

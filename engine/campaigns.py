@@ -17,6 +17,7 @@ from engine.errors import FailedPrecondition, InvalidArgument
 from engine.models.base import ModelId
 from engine.models.profiles import ProfilesModel
 from engine.models.uplift import UpliftModel
+from engine.privacy.campaign import context_candidates, context_uplift
 from kernels.campaign_plan import PlanError, PlanOptions, PlanSummary, plan_campaign
 
 DEFAULT_CONTROL_FRACTION = 0.1
@@ -151,9 +152,11 @@ def plan_online(
     max_users: int,
     now_ms: int | None = None,
     forgotten: Callable[[list[str]], list[bool]] | None = None,
+    context_only: bool = False,
 ) -> CampaignResult:
     """The campaign plan over the users ``profiles`` knows (see the module doc). ``forgotten``
-    marks erased users (engine.privacy): never planned, counted as without consent."""
+    marks erased users (engine.privacy): never planned, counted as without consent.
+    ``context_only``: no per-user state read (:mod:`engine.privacy.campaign`)."""
     unknown_costs = sorted(set(query.costs) - set(model.treatments))
     if unknown_costs:
         raise InvalidArgument(
@@ -161,18 +164,24 @@ def plan_online(
             f"{model.treatments}"
         )
     query.caps.check()
-    rows, unknown = _candidates(profiles, query, max_users)
-    ids = [profiles.user_ids[i] for i in rows]
+    if context_only:
+        ids, unknown = context_candidates(query.user_ids, query.segments, max_users), 0
+    else:
+        rows, unknown = _candidates(profiles, query, max_users)
+        ids = [profiles.user_ids[i] for i in rows]
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     allowed, capped, no_consent = _eligible(contacts, query.caps, ids, now_ms)
     if forgotten is not None:
         gone = np.array(forgotten(ids), dtype=np.bool_) & allowed
         allowed &= ~gone
         no_consent += int(gone.sum())
-    uplift = np.zeros((len(rows), len(model.treatments)))
-    for lo in range(0, len(rows), SCORE_CHUNK):
-        part = rows[lo : lo + SCORE_CHUNK]
-        uplift[lo : lo + len(part)] = model.score(features(model, profiles, part))
+    if context_only:
+        uplift = context_uplift(model, len(ids))
+    else:
+        uplift = np.zeros((len(rows), len(model.treatments)))
+        for lo in range(0, len(rows), SCORE_CHUNK):
+            part = rows[lo : lo + SCORE_CHUNK]
+            uplift[lo : lo + len(part)] = model.score(features(model, profiles, part))
     options = PlanOptions(
         fraction=query.fraction,
         budget=query.budget,
@@ -197,5 +206,5 @@ def plan_online(
         capped=capped,
         no_consent=no_consent,
         unknown_users=unknown,
-        models=[model.id, profiles.id],
+        models=[model.id] if context_only else [model.id, profiles.id],
     )

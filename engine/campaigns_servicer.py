@@ -17,7 +17,7 @@ from engine.errors import FailedPrecondition
 from engine.grpc_adapter import grpc_errors
 from engine.models.profiles import ProfilesModel
 from engine.models.uplift import UpliftModel
-from engine.privacy.policy import policy_for
+from engine.privacy.policy import CONTEXT_ONLY, PERSONALISED, policy_for
 from engine.settings import Settings
 
 if TYPE_CHECKING:  # the registry imports every model kind; the server imports this first
@@ -73,11 +73,18 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
                 f"model {self.settings.profiles_model!r} is not a profiles model"
             )
         query = query_of(request)
-        forgotten = policy_for(self.settings).tombstones.mask  # erased users: never planned
+        policy = policy_for(self.settings)
+        personalised = policy.consents(request.consent)  # else: no per-user state, no log
         result = plan_online(
-            model, profiles, self.contacts, query, self.settings.max_audience, forgotten=forgotten
+            model,
+            profiles,
+            self.contacts,
+            query,
+            self.settings.max_audience,
+            forgotten=policy.tombstones.mask,  # erased users: never planned
+            context_only=not personalised,
         )
-        if self.decisions is not None:
+        if self.decisions is not None and personalised:
             plan_decision(self.decisions, query, result)
         s = result.summary
         return campaigns_pb2.CampaignResponse(
@@ -107,6 +114,7 @@ class CampaignsServicer(campaigns_pb2_grpc.CampaignsServicer):
                 )
                 for m in result.models
             ],
+            consent_mode=PERSONALISED if personalised else CONTEXT_ONLY,
         )
 
 

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from reachrank.v1 import privacy_pb2 as reachrank_dot_v1_dot_privacy__pb2
 from reachrank.v1 import ranking_pb2 as reachrank_dot_v1_dot_ranking__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1creachrank/v1/campaigns.proto\x12\x0creachrank.v1\x1a\x1areachrank/v1/ranking.proto\"]\n\x0b\x43ontactCaps\x12\x14\n\x0cmax_contacts\x18\x01 \x01(\x05\x12\x14\n\x0cwindow_hours\x18\x02 \x01(\x01\x12\"\n\x1aquiet_hours_after_purchase\x18\x03 \x01(\x01\"\xff\x02\n\x0f\x43\x61mpaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08\x66raction\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06\x62udget\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x05\x63osts\x18\x05 \x03(\x0b\x32(.reachrank.v1.CampaignRequest.CostsEntry\x12\x1c\n\x14value_per_conversion\x18\x06 \x01(\x01\x12\x1d\n\x10\x63ontrol_fraction\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\'\n\x04\x63\x61ps\x18\x08 \x01(\x0b\x32\x19.reachrank.v1.ContactCaps\x12\x10\n\x08user_ids\x18\t \x03(\t\x12\x10\n\x08segments\x18\n \x03(\t\x1a,\n\nCostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0b\n\t_fractionB\t\n\x07_budgetB\x13\n\x11_control_fraction\"\xfe\x02\n\x0f\x43\x61mpaignSummary\x12\x11\n\tcustomers\x18\x01 \x01(\x03\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x03\x12\x10\n\x08\x63ontacts\x18\x03 \x01(\x03\x12\x10\n\x08\x63ontrols\x18\x04 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x05 \x01(\x01\x12\x1c\n\x14\x65xpected_conversions\x18\x06 \x01(\x01\x12\x18\n\x10\x65xpected_revenue\x18\x07 \x01(\x01\x12\x0b\n\x03roi\x18\x08 \x01(\x01\x12W\n\x16\x63ontacts_per_treatment\x18\t \x03(\x0b\x32\x37.reachrank.v1.CampaignSummary.ContactsPerTreatmentEntry\x12\x0e\n\x06\x63\x61pped\x18\n \x01(\x03\x12\x12\n\nno_consent\x18\x0b \x01(\x03\x12\x15\n\runknown_users\x18\x0c \x01(\x03\x1a;\n\x19\x43ontactsPerTreatmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xf7\x01\n\x10\x43\x61mpaignResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x12\n\ntreatments\x18\x02 \x03(\t\x12\x17\n\x0f\x65xpected_uplift\x18\x03 \x03(\x01\x12\x16\n\x0e\x65xpected_value\x18\x04 \x03(\x01\x12\x18\n\x10\x63ontrol_user_ids\x18\x05 \x03(\t\x12\x1a\n\x12\x63ontrol_treatments\x18\x06 \x03(\t\x12.\n\x07summary\x18\x07 \x01(\x0b\x32\x1d.reachrank.v1.CampaignSummary\x12&\n\x06models\x18\x08 \x03(\x0b\x32\x16.reachrank.v1.ModelRef2R\n\tCampaigns\x12\x45\n\x04Plan\x12\x1d.reachrank.v1.CampaignRequest\x1a\x1e.reachrank.v1.CampaignResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1creachrank/v1/campaigns.proto\x12\x0creachrank.v1\x1a\x1areachrank/v1/privacy.proto\x1a\x1areachrank/v1/ranking.proto\"]\n\x0b\x43ontactCaps\x12\x14\n\x0cmax_contacts\x18\x01 \x01(\x05\x12\x14\n\x0cwindow_hours\x18\x02 \x01(\x01\x12\"\n\x1aquiet_hours_after_purchase\x18\x03 \x01(\x01\"\xa8\x03\n\x0f\x43\x61mpaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08\x66raction\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06\x62udget\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x37\n\x05\x63osts\x18\x05 \x03(\x0b\x32(.reachrank.v1.CampaignRequest.CostsEntry\x12\x1c\n\x14value_per_conversion\x18\x06 \x01(\x01\x12\x1d\n\x10\x63ontrol_fraction\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\'\n\x04\x63\x61ps\x18\x08 \x01(\x0b\x32\x19.reachrank.v1.ContactCaps\x12\x10\n\x08user_ids\x18\t \x03(\t\x12\x10\n\x08segments\x18\n \x03(\t\x12\'\n\x07\x63onsent\x18\xb4\x01 \x01(\x0e\x32\x15.reachrank.v1.Consent\x1a,\n\nCostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0b\n\t_fractionB\t\n\x07_budgetB\x13\n\x11_control_fraction\"\xfe\x02\n\x0f\x43\x61mpaignSummary\x12\x11\n\tcustomers\x18\x01 \x01(\x03\x12\x10\n\x08\x65ligible\x18\x02 \x01(\x03\x12\x10\n\x08\x63ontacts\x18\x03 \x01(\x03\x12\x10\n\x08\x63ontrols\x18\x04 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x05 \x01(\x01\x12\x1c\n\x14\x65xpected_conversions\x18\x06 \x01(\x01\x12\x18\n\x10\x65xpected_revenue\x18\x07 \x01(\x01\x12\x0b\n\x03roi\x18\x08 \x01(\x01\x12W\n\x16\x63ontacts_per_treatment\x18\t \x03(\x0b\x32\x37.reachrank.v1.CampaignSummary.ContactsPerTreatmentEntry\x12\x0e\n\x06\x63\x61pped\x18\n \x01(\x03\x12\x12\n\nno_consent\x18\x0b \x01(\x03\x12\x15\n\runknown_users\x18\x0c \x01(\x03\x1a;\n\x19\x43ontactsPerTreatmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x8e\x02\n\x10\x43\x61mpaignResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x12\n\ntreatments\x18\x02 \x03(\t\x12\x17\n\x0f\x65xpected_uplift\x18\x03 \x03(\x01\x12\x16\n\x0e\x65xpected_value\x18\x04 \x03(\x01\x12\x18\n\x10\x63ontrol_user_ids\x18\x05 \x03(\t\x12\x1a\n\x12\x63ontrol_treatments\x18\x06 \x03(\t\x12.\n\x07summary\x18\x07 \x01(\x0b\x32\x1d.reachrank.v1.CampaignSummary\x12&\n\x06models\x18\x08 \x03(\x0b\x32\x16.reachrank.v1.ModelRef\x12\x15\n\x0c\x63onsent_mode\x18\xb4\x01 \x01(\t2R\n\tCampaigns\x12\x45\n\x04Plan\x12\x1d.reachrank.v1.CampaignRequest\x1a\x1e.reachrank.v1.CampaignResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +37,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAMPAIGNREQUEST_COSTSENTRY']._serialized_options = b'8\001'
   _globals['_CAMPAIGNSUMMARY_CONTACTSPERTREATMENTENTRY']._loaded_options = None
   _globals['_CAMPAIGNSUMMARY_CONTACTSPERTREATMENTENTRY']._serialized_options = b'8\001'
-  _globals['_CONTACTCAPS']._serialized_start=74
-  _globals['_CONTACTCAPS']._serialized_end=167
-  _globals['_CAMPAIGNREQUEST']._serialized_start=170
-  _globals['_CAMPAIGNREQUEST']._serialized_end=553
-  _globals['_CAMPAIGNREQUEST_COSTSENTRY']._serialized_start=464
-  _globals['_CAMPAIGNREQUEST_COSTSENTRY']._serialized_end=508
-  _globals['_CAMPAIGNSUMMARY']._serialized_start=556
-  _globals['_CAMPAIGNSUMMARY']._serialized_end=938
-  _globals['_CAMPAIGNSUMMARY_CONTACTSPERTREATMENTENTRY']._serialized_start=879
-  _globals['_CAMPAIGNSUMMARY_CONTACTSPERTREATMENTENTRY']._serialized_end=938
-  _globals['_CAMPAIGNRESPONSE']._serialized_start=941
-  _globals['_CAMPAIGNRESPONSE']._serialized_end=1188
-  _globals['_CAMPAIGNS']._serialized_start=1190
-  _globals['_CAMPAIGNS']._serialized_end=1272
+  _globals['_CONTACTCAPS']._serialized_start=102
+  _globals['_CONTACTCAPS']._serialized_end=195
+  _globals['_CAMPAIGNREQUEST']._serialized_start=198
+  _globals['_CAMPAIGNREQUEST']._serialized_end=622
+  _globals['_CAMPAIGNREQUEST_COSTSENTRY']._serialized_start=533
+  _globals['_CAMPAIGNREQUEST_COSTSENTRY']._serialized_end=577
+  _globals['_CAMPAIGNSUMMARY']._serialized_start=625
+  _globals['_CAMPAIGNSUMMARY']._serialized_end=1007
+  _globals['_CAMPAIGNSUMMARY_CONTACTSPERTREATMENTENTRY']._serialized_start=948
+  _globals['_CAMPAIGNSUMMARY_CONTACTSPERTREATMENTENTRY']._serialized_end=1007
+  _globals['_CAMPAIGNRESPONSE']._serialized_start=1010
+  _globals['_CAMPAIGNRESPONSE']._serialized_end=1280
+  _globals['_CAMPAIGNS']._serialized_start=1282
+  _globals['_CAMPAIGNS']._serialized_end=1364
 # @@protoc_insertion_point(module_scope)

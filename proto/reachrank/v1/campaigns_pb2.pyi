@@ -1,3 +1,4 @@
+from reachrank.v1 import privacy_pb2 as _privacy_pb2
 from reachrank.v1 import ranking_pb2 as _ranking_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -18,7 +19,7 @@ class ContactCaps(_message.Message):
     def __init__(self, max_contacts: _Optional[int] = ..., window_hours: _Optional[float] = ..., quiet_hours_after_purchase: _Optional[float] = ...) -> None: ...
 
 class CampaignRequest(_message.Message):
-    __slots__ = ("campaign_id", "model", "fraction", "budget", "costs", "value_per_conversion", "control_fraction", "caps", "user_ids", "segments")
+    __slots__ = ("campaign_id", "model", "fraction", "budget", "costs", "value_per_conversion", "control_fraction", "caps", "user_ids", "segments", "consent")
     class CostsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +37,7 @@ class CampaignRequest(_message.Message):
     CAPS_FIELD_NUMBER: _ClassVar[int]
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     model: str
     fraction: float
@@ -46,7 +48,8 @@ class CampaignRequest(_message.Message):
     caps: ContactCaps
     user_ids: _containers.RepeatedScalarFieldContainer[str]
     segments: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, campaign_id: _Optional[str] = ..., model: _Optional[str] = ..., fraction: _Optional[float] = ..., budget: _Optional[float] = ..., costs: _Optional[_Mapping[str, float]] = ..., value_per_conversion: _Optional[float] = ..., control_fraction: _Optional[float] = ..., caps: _Optional[_Union[ContactCaps, _Mapping]] = ..., user_ids: _Optional[_Iterable[str]] = ..., segments: _Optional[_Iterable[str]] = ...) -> None: ...
+    consent: _privacy_pb2.Consent
+    def __init__(self, campaign_id: _Optional[str] = ..., model: _Optional[str] = ..., fraction: _Optional[float] = ..., budget: _Optional[float] = ..., costs: _Optional[_Mapping[str, float]] = ..., value_per_conversion: _Optional[float] = ..., control_fraction: _Optional[float] = ..., caps: _Optional[_Union[ContactCaps, _Mapping]] = ..., user_ids: _Optional[_Iterable[str]] = ..., segments: _Optional[_Iterable[str]] = ..., consent: _Optional[_Union[_privacy_pb2.Consent, str]] = ...) -> None: ...
 
 class CampaignSummary(_message.Message):
     __slots__ = ("customers", "eligible", "contacts", "controls", "cost", "expected_conversions", "expected_revenue", "roi", "contacts_per_treatment", "capped", "no_consent", "unknown_users")
@@ -84,7 +87,7 @@ class CampaignSummary(_message.Message):
     def __init__(self, customers: _Optional[int] = ..., eligible: _Optional[int] = ..., contacts: _Optional[int] = ..., controls: _Optional[int] = ..., cost: _Optional[float] = ..., expected_conversions: _Optional[float] = ..., expected_revenue: _Optional[float] = ..., roi: _Optional[float] = ..., contacts_per_treatment: _Optional[_Mapping[str, int]] = ..., capped: _Optional[int] = ..., no_consent: _Optional[int] = ..., unknown_users: _Optional[int] = ...) -> None: ...
 
 class CampaignResponse(_message.Message):
-    __slots__ = ("user_ids", "treatments", "expected_uplift", "expected_value", "control_user_ids", "control_treatments", "summary", "models")
+    __slots__ = ("user_ids", "treatments", "expected_uplift", "expected_value", "control_user_ids", "control_treatments", "summary", "models", "consent_mode")
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
     TREATMENTS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_UPLIFT_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +96,7 @@ class CampaignResponse(_message.Message):
     CONTROL_TREATMENTS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_MODE_FIELD_NUMBER: _ClassVar[int]
     user_ids: _containers.RepeatedScalarFieldContainer[str]
     treatments: _containers.RepeatedScalarFieldContainer[str]
     expected_uplift: _containers.RepeatedScalarFieldContainer[float]
@@ -101,4 +105,5 @@ class CampaignResponse(_message.Message):
     control_treatments: _containers.RepeatedScalarFieldContainer[str]
     summary: CampaignSummary
     models: _containers.RepeatedCompositeFieldContainer[_ranking_pb2.ModelRef]
-    def __init__(self, user_ids: _Optional[_Iterable[str]] = ..., treatments: _Optional[_Iterable[str]] = ..., expected_uplift: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., control_user_ids: _Optional[_Iterable[str]] = ..., control_treatments: _Optional[_Iterable[str]] = ..., summary: _Optional[_Union[CampaignSummary, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_ranking_pb2.ModelRef, _Mapping]]] = ...) -> None: ...
+    consent_mode: str
+    def __init__(self, user_ids: _Optional[_Iterable[str]] = ..., treatments: _Optional[_Iterable[str]] = ..., expected_uplift: _Optional[_Iterable[float]] = ..., expected_value: _Optional[_Iterable[float]] = ..., control_user_ids: _Optional[_Iterable[str]] = ..., control_treatments: _Optional[_Iterable[str]] = ..., summary: _Optional[_Union[CampaignSummary, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_ranking_pb2.ModelRef, _Mapping]]] = ..., consent_mode: _Optional[str] = ...) -> None: ...
