@@ -617,7 +617,7 @@ def benchmarks_sections(results: dict[str, Any]) -> dict[str, str]:
         "iALS / plus trending in one inner product (concatenated tables, weight tuned on "
         "validation), `sasrec` = SASRec-style causal self-attention over the user's last 50 "
         "items (64-d, 2 blocks, full-softmax next-item loss, epochs tuned on validation within "
-        "30% of `--budget-minutes`; its user tower is served on live clicks); `popularity`, "
+        "half of its 30% of `--budget-minutes`, the refit within the rest; its user tower is served on live clicks); `popularity`, "
         "`popularity_window` (trailing window tuned on validation), `popularity_decay` and "
         "`item_knn` (cosine over co-occurrence, 100 neighbours, a co-occurrence half-life "
         "tuned on validation) are baselines. `(shipped)` marks the model `reachrank train` ships as `retrieval`: the "

@@ -107,8 +107,9 @@ class RetrievalConfig:
     bootstrap: int = 1000
     knn_neighbours: int = 100
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
-    # Wall-clock budget of the sequence model's epoch search on valid (its refit runs the
-    # epochs found, unbudgeted); None: no limit.
+    # Wall-clock budget of the sequence model: its epoch search on valid gets at most
+    # SEQUENCE_TUNE_SHARE of it, the refit on train + valid (the epochs found) the rest,
+    # stopping early when that is spent; None: no limit.
     sequence_minutes: float | None = 3.0
     # IVF index for approximate serving: this many lists (None: ~4 sqrt(n_items) once the
     # catalogue has at least ivf_min_items items; 0: never).
@@ -388,6 +389,8 @@ SEQUENTIAL = ("sasrec",)
 # Candidates in order of preference when their valid Recall@K is within noise of the best:
 # fewer moving parts and smaller tables first (a popularity table, then latent factors, then
 # the item x item models, then blends of two models).
+# The share of sequence_minutes the epoch search may spend; the refit gets what it leaves.
+SEQUENCE_TUNE_SHARE = 0.5
 SIMPLER_FIRST: tuple[str, ...] = (
     "trending",
     "ials",
@@ -475,6 +478,8 @@ class RetrievalRun:
         users = self.valid_task.users if len(self.valid_task.users) else self.test_task.users
         self.sample = users[:500]
         self._fits: dict[tuple[str, tuple[str, ...], str], Fitted] = {}
+        # Seconds of sequence_minutes the epoch search left to the refit (None: no limit).
+        self._sequence_left: float | None = None
         if data.timed:
             t = data.pair_times("train")
             span_days = float(t.max() - t.min()) / DAY_S if t.size else 0.0
@@ -523,8 +528,13 @@ class RetrievalRun:
             ones = np.ones((data.n_users, 1), np.float32)
             return Fitted(ones, table.astype(np.float32)[:, None], 1, dict(params))
         if name == "sasrec":
+            left = self._sequence_left
             model, _, _ = fit_sasrec(
-                self.sequences(parts), data.n_items, config.sequence, epochs=params["epochs"]
+                self.sequences(parts),
+                data.n_items,
+                config.sequence,
+                epochs=params["epochs"],
+                deadline=None if left is None else time.monotonic() + left,
             )
             return self.sasrec_tables(model, parts)
         if name in ("ease", "ials", "item_knn"):
@@ -559,7 +569,8 @@ class RetrievalRun:
         if not len(self.valid_task.users):
             return {"epochs": config.sequence.eval_every}, {}
         minutes = config.sequence_minutes
-        deadline = time.monotonic() + 60.0 * minutes if minutes is not None else None
+        start = time.monotonic()
+        deadline = start + 60.0 * minutes * SEQUENCE_TUNE_SHARE if minutes is not None else None
 
         def validate(model: SASRec) -> float:
             fitted = self.sasrec_tables(model, ("train",))
@@ -572,6 +583,8 @@ class RetrievalRun:
             validate=validate,
             deadline=deadline,
         )
+        if minutes is not None:
+            self._sequence_left = max(0.0, 60.0 * minutes - (time.monotonic() - start))
         params = {"epochs": epochs}
         self._fits[("sasrec", ("train",), repr(sorted(params.items())))] = self.sasrec_tables(
             model, ("train",)

@@ -6,7 +6,7 @@ items; every position learns to predict the next item with a full softmax over t
 (cross-entropy, which beats SASRec's sampled binary loss for next-item retrieval). The number
 of epochs is the one hyper-parameter tuned on valid (every ``eval_every`` epochs, stopping
 after ``patience`` evaluations without gain, or when the time budget is spent); the refit on
-train + valid runs that many epochs.
+train + valid runs that many epochs, stopped early when the budget it was left is spent.
 """
 
 from __future__ import annotations
