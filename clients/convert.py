@@ -19,6 +19,7 @@ from clients.types import (
     AudienceMember,
     Experiment,
     FeedbackEvent,
+    Guardrail,
     ModelInfo,
     ModelStatus,
     Profile,
@@ -26,6 +27,7 @@ from clients.types import (
     Recommendation,
     RecommendedItem,
     ScoreResult,
+    Shadow,
     SimilarItems,
     Variant,
 )
@@ -315,29 +317,77 @@ def model_status(status: models_pb2.ModelStatus) -> ModelStatus:
     )
 
 
+_VARIANT_STATES = {
+    "running": models_pb2.VARIANT_STATE_RUNNING,
+    "stopped": models_pb2.VARIANT_STATE_STOPPED,
+}
+_VARIANT_STATE_NAMES = {number: name for name, number in _VARIANT_STATES.items()}
+_VARIANT_MODELS = (
+    "name",
+    "weight",
+    "ctr_model",
+    "ctr_version",
+    "retrieval_model",
+    "retrieval_version",
+)
+
+
+def _variant_message(v: Variant) -> models_pb2.Variant:
+    if v.state not in _VARIANT_STATES:
+        raise ValueError(
+            f"Variant {v.name!r}: state must be 'running' or 'stopped', not {v.state!r}"
+        )
+    return models_pb2.Variant(
+        **{name: getattr(v, name) for name in _VARIANT_MODELS},
+        state=_VARIANT_STATES[v.state],
+        stop_reason=v.stop_reason,
+        stopped_unix_ms=v.stopped_unix_ms,
+    )
+
+
+def _variant(v: models_pb2.Variant) -> Variant:
+    return Variant(
+        **{name: getattr(v, name) for name in _VARIANT_MODELS},
+        state=_VARIANT_STATE_NAMES.get(v.state, str(v.state)),
+        stop_reason=v.stop_reason,
+        stopped_unix_ms=v.stopped_unix_ms,
+    )
+
+
 def experiment_message(experiment: Experiment) -> models_pb2.Experiment:
     return models_pb2.Experiment(
         name=experiment.name,
         salt=experiment.salt,
         rpcs=list(experiment.rpcs),
-        variants=[
-            models_pb2.Variant(**{name: getattr(v, name) for name in v.__slots__})
-            for v in experiment.variants
-        ],
+        variants=[_variant_message(v) for v in experiment.variants],
         segments=list(experiment.segments),
         enabled=experiment.enabled,
+        guardrails=[
+            models_pb2.Guardrail(**{name: getattr(g, name) for name in Guardrail.__slots__})
+            for g in experiment.guardrails
+        ],
+        control=experiment.control,
+        shadows=[
+            models_pb2.Shadow(**{name: getattr(s, name) for name in Shadow.__slots__})
+            for s in experiment.shadows
+        ],
     )
 
 
 def experiment(message: models_pb2.Experiment) -> Experiment:
     return Experiment(
         name=message.name,
-        variants=tuple(
-            Variant(**{name: getattr(v, name) for name in Variant.__slots__})
-            for v in message.variants
-        ),
+        variants=tuple(_variant(v) for v in message.variants),
         rpcs=tuple(message.rpcs),
         salt=message.salt,
         segments=tuple(message.segments),
         enabled=message.enabled,
+        guardrails=tuple(
+            Guardrail(**{name: getattr(g, name) for name in Guardrail.__slots__})
+            for g in message.guardrails
+        ),
+        control=message.control,
+        shadows=tuple(
+            Shadow(**{name: getattr(s, name) for name in Shadow.__slots__}) for s in message.shadows
+        ),
     )

@@ -261,6 +261,39 @@ class Variant:
     ctr_version: int = 0
     retrieval_model: str = ""
     retrieval_version: int = 0
+    # Guarded rollout, set by the server: "running", or "stopped" by a guardrail (its users
+    # then get the experiment's control), why and when (Unix ms).
+    state: str = "running"
+    stop_reason: str = ""
+    stopped_unix_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrail:
+    """A metric on which no variant may be significantly worse than the control: one that is
+    gets stopped (a sequential one-sided z-test, false-stop probability <= alpha)."""
+
+    # "error_rate", "p99_latency", "ctr" or "revenue_per_impression" (the last two from
+    # LogEvents' impressions, clicks and purchases naming the experiment and variant).
+    metric: str
+    # 0: the server's defaults (alpha 0.05, 1000 samples before the first look).
+    alpha: float = 0.0
+    min_samples: int = 0
+    # Relative degradation tolerated (0.1: up to 10% worse than the control is no stop).
+    margin: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A candidate CTR model scored on a sampled share of the experiment's live requests and
+    logged (`reachrank serve --shadow-log-dir`), never served."""
+
+    name: str
+    # Empty / 0: the server's default CTR model / its serving version.
+    ctr_model: str = ""
+    ctr_version: int = 0
+    # Share of the experiment's requests scored in shadow, in (0, 1].
+    sample_rate: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,3 +308,8 @@ class Experiment:
     # Only users in these segments enter (RFM names or "cluster:<k>"); empty: everyone.
     segments: tuple[str, ...] = ()
     enabled: bool = True
+    guardrails: tuple[Guardrail, ...] = ()
+    # The variant guardrails compare against and that takes a stopped variant's users
+    # (empty: the first variant).
+    control: str = ""
+    shadows: tuple[Shadow, ...] = ()

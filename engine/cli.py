@@ -52,6 +52,11 @@ from engine.settings import Settings
     help="Log sampled decisions with features and propensities (engine.decisions) [off].",
 )
 @click.option(
+    "--shadow-log-dir",
+    type=click.Path(path_type=Path),
+    help="Log the experiments' shadow models' scores (engine.shadow) [off: scored, not logged].",
+)
+@click.option(
     "--state-store",
     help="Shared online state: embedded or redis://HOST:PORT/DB [embedded].",
 )
