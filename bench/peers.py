@@ -483,13 +483,19 @@ class Launch:
     stop_signal: int = signal.SIGTERM  # what makes it shut down cleanly
 
 
-def reachrank_launch(repo: Path) -> Launch:
+def reachrank_launch(repo: Path, checkout: Path | None = None) -> Launch:
+    """ReachRank's server; from ``checkout`` (another working tree, e.g. a git worktree of an
+    older commit, run with this interpreter) instead of this one when given."""
     port = free_port()
-    cli = str(Path(sys.executable).with_name("reachrank"))
+    cli = [str(Path(sys.executable).with_name("reachrank"))]
     env = dict(os.environ)
     env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
-    command = [cli, "serve", "--repo", str(repo), "--port", str(port), "--metrics-port", "-1"]
-    return Launch(command, env, port)
+    if checkout is not None:
+        cli = [sys.executable, "-c", "import sys; from clients.cli import main; sys.exit(main())"]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(checkout), env.get("PYTHONPATH"))))
+        env["NUMBA_CACHE_DIR"] = str(checkout / ".numba_cache")
+    serve = ["serve", "--repo", str(repo), "--port", str(port), "--metrics-port", "-1"]
+    return Launch([*cli, *serve], env, port)
 
 
 def peer_launch(
@@ -789,6 +795,29 @@ def cell(result: Result, key: str) -> str:
     return f"{rate:,.0f} ({cpu:,.0f} µs) {p99:.1f}"
 
 
+def spread(result: Result, key: str) -> str:
+    """How far the rounds of one cell lie apart: (max - min) / median of infer/s, of CPU per
+    request and of p99, in percent."""
+    runs = result.levels.get(key, [])
+    if len(runs) < 2:
+        return "-"
+    parts = []
+    for name in ("infer_per_s", "cpu_us_per_request", "p99_ms"):
+        values = [getattr(m, name) for m in runs]
+        parts.append(f"{100 * (max(values) - min(values)) / max(median(values), 1e-9):.0f}")
+    return " / ".join(parts) + " %"
+
+
+def spread_table(results: list[Result]) -> str:
+    head = ["batch", "in flight", *(r.title for r in results)]
+    lines = ["| " + " | ".join(head) + " |", "|---:|---:|" + "---|" * len(results)]
+    for batch in BATCHES:
+        for concurrency in CONCURRENCY:
+            cells = [spread(r, level_key(batch, concurrency)) for r in results]
+            lines.append(f"| {batch} | {concurrency} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(results: list[Result]) -> str:
     head = ["batch", "in flight", *(r.title for r in results)]
     lines = ["| " + " | ".join(head) + " |", "|---:|---:|" + "---|" * len(results)]
@@ -848,6 +877,11 @@ def parse_args() -> argparse.Namespace:
         "--peers", default="kserve,pytriton,mlserver", help="comma-separated, '' for none"
     )
     parser.add_argument("--workdir", type=Path, help="work folder to keep (venvs are reused)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also serve ReachRank from this checkout (e.g. `git worktree add DIR COMMIT`)",
+    )
     args = parser.parse_args()
     unknown = set(filter(None, args.peers.split(","))) - set(peers())
     if unknown:
@@ -889,6 +923,9 @@ def prepare(
     launches: dict[str, Callable[[], Launch]] = {
         "reachrank": functools.partial(reachrank_launch, args.repo)
     }
+    if args.before is not None:
+        results.append(Result("before", f"ReachRank {args.before.name}"))
+        launches["before"] = functools.partial(reachrank_launch, args.repo, args.before.resolve())
     for key in [k for k in args.peers.split(",") if k]:
         peer = table_[key]
         result = Result(key, peer.title)
@@ -981,6 +1018,9 @@ def main() -> int:
         f"everywhere. Cells: infer/s (server CPU µs per request) p99 ms.\n"
     )
     print(table(results))
+    if args.rounds > 1:
+        print("\nSpread of the rounds, (max - min) / median: infer/s / CPU per request / p99\n")
+        print(spread_table(results))
     print("\n".join(notes(results)))
     reachrank = results[0]
     return 1 if reachrank.failure or reachrank.errors else 0

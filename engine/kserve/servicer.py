@@ -23,6 +23,7 @@ from reachrank.kserve.v2 import model_config_pb2 as mc
 
 from engine.errors import BundleError, InvalidArgument, NotFound, ServingError
 from engine.grpc_adapter import grpc_errors
+from engine.kserve.fast import fast_infer
 from engine.kserve.infer import infer
 from engine.kserve.metadata import model_config, model_metadata
 from engine.kserve.shm import SharedMemoryRegions, inputs_from_shm, outputs_to_shm
@@ -153,13 +154,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
         model = self._model(request.model_name, request.model_version)
+        rows = self.settings.max_score_rows
         start = time.perf_counter_ns()
         try:
+            fast = None if isinstance(model, TritonModel) else fast_infer(model, request, rows)
+            if fast is not None:  # raw contents and nothing else: planned once per model
+                self.stats.success(model.id.name, model.id.version, fast[1])
+                return fast[0]
             shared = inputs_from_shm(request, self.shm)
             if isinstance(model, TritonModel):
                 response, timing = triton_infer(model, shared)
             else:
-                response, timing = infer(model, shared, self.settings.max_score_rows)
+                response, timing = infer(model, shared, rows)
             outputs_to_shm(request, response, self.shm)
         except Exception:
             self.stats.failure(model.id.name, model.id.version, time.perf_counter_ns() - start)

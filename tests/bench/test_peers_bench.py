@@ -83,3 +83,21 @@ def test_table_shows_medians_errors_and_failed_peers() -> None:
     assert lines[2] == "| 1 | 8 | 1,100 (800 µs) 11.0 | failed: install failed: no wheel |"
     assert lines[3].startswith("| 1 | 32 | error: perf_analyzer: boom / crash |")
     assert len(lines) == 2 + len(peers.BATCHES) * len(peers.CONCURRENCY)
+
+
+def test_spread_is_the_range_of_the_rounds_over_their_median() -> None:
+    ours = peers.Result("reachrank", "ReachRank")
+    ours.levels["b1-c8"] += [measurement(1000, 700, 10.0), measurement(1200, 910, 12.0)]
+    ours.levels["b1-c32"].append(measurement(1000, 700, 10.0))
+    lines = peers.spread_table([ours]).splitlines()
+    assert lines[2] == "| 1 | 8 | 18 / 26 / 18 % |"  # 200/1100, 210/805, 2/11
+    assert lines[3] == "| 1 | 32 | - |"  # one round: no spread
+
+
+def test_before_serves_reachrank_from_another_checkout(tmp_path: Path) -> None:
+    this = peers.reachrank_launch(tmp_path / "repo")
+    assert Path(this.command[0]).name == "reachrank"
+    other = peers.reachrank_launch(tmp_path / "repo", tmp_path / "old")
+    assert other.command[0] == peers.sys.executable
+    assert other.command[3:5] == ["serve", "--repo"]
+    assert other.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "old")
