@@ -38,6 +38,9 @@ class GeneratedLog:
     sessions_per_part: int = 100_000
     # A ``page`` context column (the item's URL, ~40 characters), as web logs carry.
     page: bool = False
+    # A ``user_agent`` context column (~130 characters, one of a few browsers per device), as
+    # web logs carry: wide rows make a log large in memory for few events.
+    user_agent: bool = False
 
 
 def write_generated_log(out: Path, config: GeneratedLog) -> dict[str, int]:
@@ -117,6 +120,20 @@ def _part(
         *(
             [pl.format("https://shop.example.com/item/{}?ref=feed", "item_id").alias("page")]
             if config.page
+            else []
+        ),
+        *(
+            [
+                pl.format(
+                    "Mozilla/5.0 ({}; build {}) AppleWebKit/537.36 (KHTML, like Gecko) "
+                    "Chrome/131.0.0.0 Safari/537.36 ReachRankSynth/1.0",
+                    pl.col("device").replace_strict(
+                        dict(enumerate(DEVICES)), return_dtype=pl.String
+                    ),
+                    pl.col("user_id") % 7,
+                ).alias("user_agent")
+            ]
+            if config.user_agent
             else []
         ),
     )
