@@ -3,6 +3,7 @@ protocol (KServe v2 gRPC ModelInfer), measured by the same client (Triton's perf
 
     python -m bench.peers [--repo model_repo] [--seconds N] [--rounds R] [--quick]
                           [--peers kserve,pytriton,mlserver] [--workdir DIR]
+                          [--before CHECKOUT]
 
 The servers, each started in turn on a free loopback port and stopped before the next one:
 
@@ -25,7 +26,10 @@ Each (batch, in flight) level is one perf_analyzer run (``--input-data zero``, t
 ``--seconds`` windows); the server's CPU is utime+stime of its process tree from
 /proc/PID/stat before and after that run, divided by the requests perf_analyzer counted. With
 ``--rounds 2`` the servers run twice, the second round in reverse order, and the table shows
-each cell's median. Writes ``bench/results/peers.json`` and prints a Markdown table.
+each cell's median, and a second table each cell's spread over the rounds. ``--before
+CHECKOUT`` adds ReachRank served from another working tree (``git worktree add DIR COMMIT``)
+to the same rounds: before/after figures from one run. Writes ``bench/results/peers.json``
+and prints the tables in Markdown.
 
 Needs: the `bench` extra (perf_analyzer from tritonclient 2.51.0's wheel, libcudart.so.12),
 Debian's ``libb64-0d`` (``make bench`` installs it), PyPI for the peers (each installed into its
