@@ -35,6 +35,8 @@ class Erasure:
     # Other logs keyed by user (the decision log, ...): each erases the ids it is given and
     # returns counts per place.
     extra: list[Callable[[list[str]], dict[str, int]]] = field(default_factory=list)
+    # `serve --workers`: waits until the sibling workers' logs are swept too.
+    siblings: Callable[[int], dict[str, int]] | None = None
 
     def forget(self, user_id: str, who: str) -> tuple[dict[str, int], bool]:
         """Erase ``user_id`` (as the request carries it) everywhere; (counts per place,
@@ -54,6 +56,8 @@ class Erasure:
                     erased[place] = erased.get(place, 0) + n
         if self.feedback is not None:
             erased.update(self.feedback.erase_users(ids))
+        if self.siblings is not None:
+            erased.update(self.siblings(len(self.policy.tombstones)))
         for erase in self.extra:
             erased.update(erase(ids))
         tombstones = self.policy.tombstones

@@ -12,6 +12,7 @@ from engine.grpc_adapter import grpc_errors
 from engine.privacy.audit import principal
 from engine.privacy.erasure import AUDIT_FILE, Erasure
 from engine.privacy.policy import policy_for
+from engine.privacy.sweep import Sweeper, is_worker_log
 from engine.settings import Settings
 from engine.state import StateStore
 
@@ -43,5 +44,8 @@ def add_privacy_to_server(
     policy = policy_for(settings)
     audit = settings.privacy_audit_log or policy.tombstones.path.parent / AUDIT_FILE
     erasure = Erasure(policy, settings.repo, audit, state, feedback, list(erasers))
+    if feedback is not None and is_worker_log(feedback.directory):  # serve --workers
+        sweeper = Sweeper(feedback, policy.tombstones.path, audit)
+        erasure.siblings = sweeper.wait_siblings
     privacy_pb2_grpc.add_PrivacyServicer_to_server(PrivacyServicer(erasure), server)
     return SERVICE_NAME
