@@ -196,6 +196,7 @@ class ShadowRunner:
     def _rank_ads(
         self, ctr: CTRModel, request: ranking_pb2.RankAdsRequest, response: Any
     ) -> tuple[list[str], list[float], list[int], list[float], list[int]]:
+        from engine.ads.gate import bid_types_of
         from engine.servicer import candidate_columns, candidate_messages
 
         columnar = request.HasField("candidates")
@@ -212,6 +213,9 @@ class ShadowRunner:
             slots=request.slots,
             reserve_price=request.reserve_price,
             context=dict(request.context),
+            # Each ad's own bid type (CPC, CPA, CPM) and the eCPM reserve, as served.
+            bid_types=bid_types_of(request, len(ad_ids)),
+            reserve_ecpm=request.reserve_ecpm,
         )
         if columnar:
             r = response.ranked

@@ -17,6 +17,7 @@ import pytest
 from reachrank.v1 import models_pb2, models_pb2_grpc, shadow_pb2
 
 from clients import ReachRankClient
+from clients.ads import AdsClient, BidAd
 from engine.feedback.records import scan
 from engine.feedback.segments import segments
 from engine.server import RunningServer, start_server
@@ -121,6 +122,20 @@ def test_the_shadow_scores_live_requests_and_is_never_served(
     frame = pl.read_parquet(path)
     assert rows == frame.height == sum(len(r.item_ids) for r in records)
     assert set(frame["shadow_version"].unique()) == {2}
+
+
+def test_the_shadow_auction_prices_each_ad_by_its_bid_type(shadowed: RunningServer) -> None:
+    """A CPM ad bidding 10 (0.01 per impression) loses to the CPC ads served and in the
+    shadow's auction; read as CPC (10 x pCTR) it would win the shadow's first slot."""
+    ads = [BidAd("i0", 10.0, "cpm"), *(BidAd(a["ad_id"], a["bid"]) for a in ADS[1:])]
+    address = f"127.0.0.1:{shadowed.port}"
+    with _experiment(shadowed, "types", 1.0), ReachRankClient(address, timeout=10) as client:
+        served = AdsClient(client).rank_ads("t0", ads, slots=2)
+    assert "i0" not in [a.ad_id for a in served.winners]
+    (record,) = _logged(shadowed, "types-v2")
+    at = list(record.item_ids).index("i0")
+    assert record.served_positions[at] == 0 and record.shadow_positions[at] == 0
+    assert list(record.shadow_positions) == list(record.served_positions)
 
 
 def test_only_the_sampled_share_is_shadowed(shadowed: RunningServer) -> None:
